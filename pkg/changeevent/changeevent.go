@@ -1,0 +1,290 @@
+// Package changeevent defines the Kafka message that capture publishes and apply consumes:
+// one change-stream event, with every BSON type kept exactly as the primary stored it.
+//
+// The message value is a BSON document (see docs/message-format.md for the field list and the
+// measurement behind choosing BSON over Extended JSON). Two Kafka headers repeat the format
+// version and the operation type so that consumers and tools can route without decoding.
+package changeevent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
+)
+
+// FormatVersion is the version of the message layout written by this code. A consumer refuses
+// (dead-letters) a message whose version it does not know instead of guessing at its meaning.
+const FormatVersion = 1
+
+// Kafka header names carried by every message.
+const (
+	HeaderFormat    = "docdbdr-format" // decimal FormatVersion, e.g. "1"
+	HeaderOperation = "docdbdr-op"     // the OperationType, e.g. "delete"
+)
+
+// OperationType is a change stream event's operationType.
+type OperationType string
+
+// The operation types a change stream reports.
+const (
+	Insert       OperationType = "insert"
+	Update       OperationType = "update"
+	Replace      OperationType = "replace"
+	Delete       OperationType = "delete"
+	Drop         OperationType = "drop"
+	Rename       OperationType = "rename"
+	DropDatabase OperationType = "dropDatabase"
+	Invalidate   OperationType = "invalidate"
+)
+
+// Known reports whether op is one of the operation types this format carries. Invalidate is not
+// published (it ends a capture drain) and so is not known here.
+func (op OperationType) Known() bool {
+	switch op {
+	case Insert, Update, Replace, Delete, Drop, Rename, DropDatabase:
+		return true
+	}
+	return false
+}
+
+// IsDocumentChange reports whether op changes one document (as opposed to a whole collection or
+// database). Document changes carry a document key.
+func (op OperationType) IsDocumentChange() bool {
+	switch op {
+	case Insert, Update, Replace, Delete:
+		return true
+	}
+	return false
+}
+
+// Namespace is a database and, except for dropDatabase, a collection.
+type Namespace struct {
+	DB   string `bson:"db"`
+	Coll string `bson:"coll,omitempty"`
+}
+
+// String returns "db.coll", or "db" when there is no collection.
+func (n Namespace) String() string {
+	if n.Coll == "" {
+		return n.DB
+	}
+	return n.DB + "." + n.Coll
+}
+
+// TruncatedArray says that the array at Field was shortened to NewSize elements.
+type TruncatedArray struct {
+	Field   string `bson:"field"`
+	NewSize int32  `bson:"newSize"`
+}
+
+// UpdateDescription is the delta of an update event.
+type UpdateDescription struct {
+	UpdatedFields   bson.Raw         `bson:"updatedFields"`
+	RemovedFields   []string         `bson:"removedFields"`
+	TruncatedArrays []TruncatedArray `bson:"truncatedArrays,omitempty"`
+}
+
+// ClaimCheck points at an S3 object that holds the full encoded Event when the event was too
+// large for a Kafka message. The published message then carries only the routing fields
+// (operation, namespace, document key, cluster time, resume token) and this reference.
+type ClaimCheck struct {
+	Bucket string `bson:"bucket"`
+	Key    string `bson:"key"`
+	Size   int64  `bson:"size"`
+	SHA256 string `bson:"sha256"` // hex digest of the object, checked on retrieval
+}
+
+// Event is one change event in the published format.
+type Event struct {
+	Version           int32               `bson:"v"`
+	Operation         OperationType       `bson:"op"`
+	NS                Namespace           `bson:"ns"`
+	To                *Namespace          `bson:"to,omitempty"`          // rename target
+	DocumentKey       bson.Raw            `bson:"documentKey,omitempty"` // {_id: ...}
+	FullDocument      bson.Raw            `bson:"fullDocument,omitempty"`
+	UpdateDescription *UpdateDescription  `bson:"updateDescription,omitempty"`
+	ClusterTime       primitive.Timestamp `bson:"clusterTime"`
+	WallTime          time.Time           `bson:"wallTime,omitempty"`
+	ResumeToken       bson.Raw            `bson:"resumeToken"`
+	ClaimCheck        *ClaimCheck         `bson:"claimCheck,omitempty"`
+}
+
+// streamEvent mirrors the fields of a change stream event document that the format keeps.
+type streamEvent struct {
+	ID                bson.Raw            `bson:"_id"`
+	OperationType     OperationType       `bson:"operationType"`
+	NS                Namespace           `bson:"ns"`
+	To                *Namespace          `bson:"to"`
+	DocumentKey       bson.Raw            `bson:"documentKey"`
+	FullDocument      bson.RawValue       `bson:"fullDocument"`
+	UpdateDescription *UpdateDescription  `bson:"updateDescription"`
+	ClusterTime       primitive.Timestamp `bson:"clusterTime"`
+	WallTime          time.Time           `bson:"wallTime"`
+}
+
+// FromChangeStream converts a raw change stream event, as the driver's ChangeStream.Current
+// returns it, into an Event. The BSON of the document key, full document and updated fields is
+// copied byte for byte. A null or missing fullDocument (a deleted document under updateLookup)
+// becomes a nil FullDocument.
+func FromChangeStream(raw bson.Raw) (Event, error) {
+	var se streamEvent
+	if err := bson.Unmarshal(raw, &se); err != nil {
+		return Event{}, fmt.Errorf("decode change stream event: %w", err)
+	}
+	if len(se.ID) == 0 {
+		return Event{}, errors.New("change stream event has no resume token (_id)")
+	}
+	ev := Event{
+		Version:           FormatVersion,
+		Operation:         se.OperationType,
+		NS:                se.NS,
+		To:                se.To,
+		DocumentKey:       clone(se.DocumentKey),
+		UpdateDescription: se.UpdateDescription,
+		ClusterTime:       se.ClusterTime,
+		WallTime:          se.WallTime,
+		ResumeToken:       clone(se.ID),
+	}
+	if doc, ok := se.FullDocument.DocumentOK(); ok {
+		ev.FullDocument = clone(doc)
+	}
+	if ud := ev.UpdateDescription; ud != nil {
+		ud.UpdatedFields = clone(ud.UpdatedFields)
+	}
+	return ev, nil
+}
+
+func clone(r bson.Raw) bson.Raw {
+	if r == nil {
+		return nil
+	}
+	return bytes.Clone(r)
+}
+
+// Validate checks the invariants a consumer relies on.
+func (e *Event) Validate() error {
+	if e.Version != FormatVersion {
+		return fmt.Errorf("unknown message format version %d (this build reads %d)", e.Version, FormatVersion)
+	}
+	if !e.Operation.Known() {
+		return fmt.Errorf("unknown operation type %q", e.Operation)
+	}
+	if e.NS.DB == "" {
+		return errors.New("event has no namespace database")
+	}
+	if e.Operation != DropDatabase && e.NS.Coll == "" {
+		return fmt.Errorf("%s event has no namespace collection", e.Operation)
+	}
+	if len(e.ResumeToken) == 0 {
+		return errors.New("event has no resume token")
+	}
+	if e.ClaimCheck != nil {
+		return nil // the rest of the body is in the claim-checked object
+	}
+	if e.Operation.IsDocumentChange() {
+		if _, err := e.ID(); err != nil {
+			return err
+		}
+	}
+	switch e.Operation {
+	case Insert, Replace:
+		if e.FullDocument == nil {
+			return fmt.Errorf("%s event has no fullDocument", e.Operation)
+		}
+	case Update:
+		if e.UpdateDescription == nil && e.FullDocument == nil {
+			return errors.New("update event has neither updateDescription nor fullDocument")
+		}
+	case Rename:
+		if e.To == nil || e.To.DB == "" || e.To.Coll == "" {
+			return errors.New("rename event has no target namespace")
+		}
+	}
+	return nil
+}
+
+// ID returns the document's _id from the document key.
+func (e *Event) ID() (bson.RawValue, error) {
+	if len(e.DocumentKey) == 0 {
+		return bson.RawValue{}, fmt.Errorf("%s event has no documentKey", e.Operation)
+	}
+	id, err := e.DocumentKey.LookupErr("_id")
+	if err != nil {
+		return bson.RawValue{}, fmt.Errorf("documentKey has no _id: %w", err)
+	}
+	return id, nil
+}
+
+// Marshal encodes the event as a message value.
+func Marshal(e *Event) ([]byte, error) {
+	b, err := bson.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s event on %s: %w", e.Operation, e.NS, err)
+	}
+	return b, nil
+}
+
+// Unmarshal decodes and validates a message value.
+func Unmarshal(b []byte) (Event, error) {
+	if err := bson.Raw(b).Validate(); err != nil {
+		return Event{}, fmt.Errorf("message is not a BSON document: %w", err)
+	}
+	var e Event
+	if err := bson.Unmarshal(b, &e); err != nil {
+		return Event{}, fmt.Errorf("decode message: %w", err)
+	}
+	if err := e.Validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// Key returns the Kafka message key: the namespace and, for document changes, the document's
+// _id as canonical Extended JSON. Every change to one document hashes to one partition and so
+// stays in commit order.
+func Key(e *Event) ([]byte, error) {
+	key := []byte(e.NS.String())
+	if !e.Operation.IsDocumentChange() {
+		return key, nil
+	}
+	id, err := e.ID()
+	if err != nil {
+		return nil, err
+	}
+	js, err := IDJSON(id)
+	if err != nil {
+		return nil, err
+	}
+	key = append(key, '|')
+	return append(key, js...), nil
+}
+
+// IDJSON renders an _id value as canonical Extended JSON ({"$oid": ...}, {"$numberInt": ...}),
+// which keeps its BSON type.
+func IDJSON(id bson.RawValue) ([]byte, error) {
+	doc := bson.D{{Key: "_id", Value: id}}
+	js, err := bson.MarshalExtJSON(doc, true, false)
+	if err != nil {
+		return nil, fmt.Errorf("render _id as Extended JSON: %w", err)
+	}
+	// js is {"_id":<value>}: keep only <value>.
+	return js[len(`{"_id":`) : len(js)-1], nil
+}
+
+// Headers returns the Kafka headers for the event, as name/value pairs.
+func Headers(e *Event) [][2]string {
+	return [][2]string{
+		{HeaderFormat, strconv.Itoa(FormatVersion)},
+		{HeaderOperation, string(e.Operation)},
+	}
+}
+
+// Time converts a cluster time to wall-clock time (second resolution).
+func Time(ts primitive.Timestamp) time.Time {
+	return time.Unix(int64(ts.T), 0).UTC()
+}
