@@ -21,11 +21,11 @@ type Variable struct {
 }
 
 var (
-	capture       = []string{FuncCapture}
-	apply         = []string{FuncApply}
-	captureCLI    = []string{FuncCapture, FuncCLI}
-	applyCLI      = []string{FuncApply, FuncCLI}
-	all           = []string{FuncCapture, FuncApply, FuncCLI}
+	capture    = []string{FuncCapture}
+	apply      = []string{FuncApply}
+	captureCLI = []string{FuncCapture, FuncCLI}
+	applyCLI   = []string{FuncApply, FuncCLI}
+	all        = []string{FuncCapture, FuncApply, FuncCLI}
 )
 
 // variables is the registry. Loaders read a variable only through it, so a variable missing here
