@@ -1,0 +1,134 @@
+package apply
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/docdb-dr/docdb-dr/pkg/archive"
+	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
+)
+
+// poison is the reason a record cannot be used. Poison records are dead-lettered and the batch
+// goes on; every other error fails the batch.
+type poison struct{ reason string }
+
+func (p *poison) Error() string { return p.reason }
+
+func poisoned(format string, args ...any) error { return &poison{reason: fmt.Sprintf(format, args...)} }
+
+// partitionRecords returns the event's partitions in a fixed order (topic, then partition) and
+// each partition's records in offset order.
+func partitionRecords(ev events.KafkaEvent) [][]events.KafkaRecord {
+	parts := make([][]events.KafkaRecord, 0, len(ev.Records))
+	for _, recs := range ev.Records {
+		if len(recs) == 0 {
+			continue
+		}
+		recs = append([]events.KafkaRecord(nil), recs...)
+		sort.SliceStable(recs, func(i, j int) bool { return recs[i].Offset < recs[j].Offset })
+		parts = append(parts, recs)
+	}
+	sort.Slice(parts, func(i, j int) bool {
+		a, b := parts[i][0], parts[j][0]
+		if a.Topic != b.Topic {
+			return a.Topic < b.Topic
+		}
+		return a.Partition < b.Partition
+	})
+	return parts
+}
+
+// decode turns one Kafka record into a validated change event, fetching a claim-checked body from
+// the archive. It returns a *poison error for a record that can never be used, and another error
+// when the claim-check object could not be read now (the batch is retried).
+func (h *Handler) decode(ctx context.Context, r *events.KafkaRecord) (changeevent.Event, error) {
+	if _, err := base64.StdEncoding.DecodeString(r.Key); err != nil {
+		return changeevent.Event{}, poisoned("key is not base64: %v", err)
+	}
+	value, err := base64.StdEncoding.DecodeString(r.Value)
+	if err != nil {
+		return changeevent.Event{}, poisoned("value is not base64: %v", err)
+	}
+	if len(value) == 0 {
+		return changeevent.Event{}, poisoned("value is empty")
+	}
+	for _, hdr := range r.Headers {
+		if v, ok := hdr[changeevent.HeaderFormat]; ok && strings.TrimSpace(string(v)) != strconv.Itoa(changeevent.FormatVersion) {
+			return changeevent.Event{}, poisoned("unknown message format version %q in header %s (this build reads %d)",
+				string(v), changeevent.HeaderFormat, changeevent.FormatVersion)
+		}
+	}
+	ev, err := changeevent.Unmarshal(value)
+	if err != nil {
+		return changeevent.Event{}, poisoned("%v", err)
+	}
+	if ev.ClaimCheck != nil {
+		return h.fetchClaimCheck(ctx, &ev)
+	}
+	return ev, nil
+}
+
+// fetchClaimCheck reads the full event that a claim-check stub points at and checks that it is
+// the object capture wrote (size and SHA-256) and the event the stub describes.
+func (h *Handler) fetchClaimCheck(ctx context.Context, stub *changeevent.Event) (changeevent.Event, error) {
+	cc := stub.ClaimCheck
+	if h.opts.ClaimCheckBucket != "" && cc.Bucket != "" && cc.Bucket != h.opts.ClaimCheckBucket {
+		return changeevent.Event{}, poisoned("claim check is in bucket %q, apply reads %q", cc.Bucket, h.opts.ClaimCheckBucket)
+	}
+	body, err := h.archive.Get(ctx, cc.Key)
+	if errors.Is(err, archive.ErrNotFound) {
+		return changeevent.Event{}, poisoned("claim check object %q does not exist", cc.Key)
+	}
+	if err != nil {
+		return changeevent.Event{}, fmt.Errorf("fetch claim check: %w", err)
+	}
+	if int64(len(body)) != cc.Size {
+		return changeevent.Event{}, poisoned("claim check object %q has %d bytes, the message says %d", cc.Key, len(body), cc.Size)
+	}
+	sum := sha256.Sum256(body)
+	if !strings.EqualFold(hex.EncodeToString(sum[:]), cc.SHA256) {
+		return changeevent.Event{}, poisoned("claim check object %q does not match its sha256", cc.Key)
+	}
+	full, err := changeevent.Unmarshal(body)
+	if err != nil {
+		return changeevent.Event{}, poisoned("claim check object %q: %v", cc.Key, err)
+	}
+	if full.ClaimCheck != nil || full.Operation != stub.Operation || full.NS != stub.NS ||
+		!bytes.Equal(full.DocumentKey, stub.DocumentKey) {
+		return changeevent.Event{}, poisoned("claim check object %q holds a different event than its message", cc.Key)
+	}
+	return full, nil
+}
+
+// deadLetter describes a poison record for the archive.
+func deadLetter(r *events.KafkaRecord, reason string) archive.DeadLetter {
+	d := archive.DeadLetter{
+		Kafka:     archive.Kafka{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset},
+		Timestamp: r.Timestamp.UnixMilli(),
+		Reason:    reason,
+		Key:       r.Key,
+		Value:     r.Value,
+		Headers:   []archive.Header{},
+	}
+	for _, hdr := range r.Headers {
+		keys := make([]string, 0, len(hdr))
+		for k := range hdr {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			d.Headers = append(d.Headers, archive.Header{Key: k, Value: base64.StdEncoding.EncodeToString(hdr[k])})
+		}
+	}
+	return d
+}

@@ -1,0 +1,126 @@
+// Package apply is the apply function's logic: it takes a batch of Kafka records from the MSK
+// event source mapping, applies inserts, updates and replaces to the DR cluster with ordered,
+// idempotent bulk writes, and intercepts deletes and drops into the S3 archive instead of
+// applying them (INTERCEPT_POLICY), so that DR only grows. Records that cannot be used are
+// dead-lettered so they never block their partition.
+//
+// An invocation succeeds only when every DR write and every archive write succeeded; otherwise
+// Handle returns an error and the event source mapping redelivers the batch, which converges to
+// the same DR state and the same archive objects (see docs/apply.md).
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/docdb-dr/docdb-dr/pkg/archive"
+	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxBulkOps   = 1000
+	DefaultMaxBulkBytes = 16 * 1000 * 1000 // MongoDB's 16 MB command limit, less headroom for the command itself
+	defaultPutParallel  = 4
+)
+
+// Options configure a Handler. The zero value of every field is its default.
+type Options struct {
+	Policy       *Policy      // nil: DefaultPolicy
+	NamespaceMap NamespaceMap // zero: no renaming
+	MaxBulkOps   int          // operations per bulk write and _ids per before-image read; 0: 1000
+	MaxBulkBytes int          // document bytes per bulk write; 0: 16 MB
+	// ArchivePrefix is the key prefix of every archive object (ARCHIVE_PREFIX).
+	ArchivePrefix string
+	// ClaimCheckBucket, when set, is the only bucket a claim check may name (the archive's).
+	ClaimCheckBucket string
+	Logger           *slog.Logger           // nil: JSON to stderr
+	Metrics          io.Writer              // where EMF lines go; nil: stdout
+	Now              func() time.Time       // nil: time.Now
+	PutParallelism   int                    // archive objects written at once; 0: 4
+}
+
+// Handler applies batches. It holds no per-batch state and may serve invocations one after the
+// other for the life of a Lambda container.
+type Handler struct {
+	dr      DR
+	archive Archive
+	layout  archive.Layout
+	policy  Policy
+	opts    Options
+	log     *slog.Logger
+}
+
+// New returns a Handler that writes to dr and archives to ar.
+func New(dr DR, ar Archive, opts Options) (*Handler, error) {
+	if dr == nil || ar == nil {
+		return nil, errors.New("apply: a DR writer and an archive are required")
+	}
+	if opts.MaxBulkOps < 0 || opts.MaxBulkBytes < 0 || opts.PutParallelism < 0 {
+		return nil, errors.New("apply: MaxBulkOps, MaxBulkBytes and PutParallelism cannot be negative")
+	}
+	policy := DefaultPolicy
+	if opts.Policy != nil {
+		policy = *opts.Policy
+	}
+	for _, op := range []changeevent.OperationType{changeevent.Delete, changeevent.Drop, changeevent.Rename, changeevent.DropDatabase} {
+		if a := policy.For(op); !a.Apply && !a.Archive {
+			return nil, fmt.Errorf("apply: policy for %s neither applies nor archives", op)
+		}
+	}
+	if opts.MaxBulkOps == 0 {
+		opts.MaxBulkOps = DefaultMaxBulkOps
+	}
+	if opts.MaxBulkBytes == 0 {
+		opts.MaxBulkBytes = DefaultMaxBulkBytes
+	}
+	if opts.PutParallelism == 0 {
+		opts.PutParallelism = defaultPutParallel
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = os.Stdout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Handler{
+		dr:      dr,
+		archive: ar,
+		layout:  archive.Layout{Prefix: opts.ArchivePrefix},
+		policy:  policy,
+		opts:    opts,
+		log:     opts.Logger,
+	}, nil
+}
+
+// Handle applies one batch from the event source mapping. It returns an error, and the batch is
+// to be redelivered, unless every DR write and every archive write succeeded. The summary is
+// filled in either way and is also logged (one JSON line) and emitted as metrics.
+func (h *Handler) Handle(ctx context.Context, ev events.KafkaEvent) (Summary, error) {
+	start := h.opts.Now()
+	b := newBatch(h)
+	err := b.run(ctx, partitionRecords(ev))
+	end := h.opts.Now()
+
+	s := b.sum
+	s.ArchiveObjects = len(b.objects)
+	s.Duration = end.Sub(start)
+	if !b.oldest.IsZero() {
+		s.MaxLag = end.Sub(b.oldest)
+	}
+	h.report(s, err, end)
+	if err != nil {
+		return s, fmt.Errorf("apply batch of %d records: %w", s.Records, err)
+	}
+	return s, nil
+}
