@@ -41,10 +41,10 @@ type Options struct {
 	ArchivePrefix string
 	// ClaimCheckBucket, when set, is the only bucket a claim check may name (the archive's).
 	ClaimCheckBucket string
-	Logger           *slog.Logger           // nil: JSON to stderr
-	Metrics          io.Writer              // where EMF lines go; nil: stdout
-	Now              func() time.Time       // nil: time.Now
-	PutParallelism   int                    // archive objects written at once; 0: 4
+	Logger           *slog.Logger     // nil: JSON to stderr
+	Metrics          io.Writer        // where EMF lines go; nil: stdout
+	Now              func() time.Time // nil: time.Now
+	PutParallelism   int              // archive objects written at once; 0: 4
 }
 
 // Handler applies batches. It holds no per-batch state and may serve invocations one after the
