@@ -97,6 +97,14 @@ func dedicatedServer(t *testing.T, opts mongoserver.Options, reason string) stri
 	return srv.URI()
 }
 
+// dedicatedServerWire starts an embedded server that reports the given maxWireVersion, for
+// features the manual ties to a server version newer than the embedded default.
+func dedicatedServerWire(t *testing.T, wireVersion int) string {
+	t.Helper()
+	return dedicatedServer(t, mongoserver.Options{WireVersion: wireVersion},
+		fmt.Sprintf("maxWireVersion %d", wireVersion))
+}
+
 // documentDBURI is the URI of a server in Amazon DocumentDB mode: a real cluster when
 // DOCDBDR_CONFORMANCE_DOCUMENTDB_URI is set, otherwise a dedicated embedded server started in
 // DocumentDB mode. A real MongoDB (DOCDBDR_CONFORMANCE_URI alone) cannot play that part.
