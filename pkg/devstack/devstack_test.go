@@ -1,0 +1,238 @@
+package devstack
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/url"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+	"go.mongodb.org/mongo-driver/mongo/readpref"
+)
+
+func TestStartServesEveryEndpoint(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		need string // executable the case needs, skipped when absent
+	}{
+		{name: "in memory", opts: Options{}},
+		{name: "data dir, TLS and auth", opts: Options{DataDir: "TEMP", TLS: true, Username: "dr", Password: "s3cret", Partitions: 2}},
+		{name: "MongoDB primary, wire version 13", opts: Options{PrimaryIsMongoDB: true, WireVersion: 13}},
+		{name: "versitygw", opts: Options{S3: S3VersityGW, DataDir: "TEMP"}, need: "versitygw"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.need != "" {
+				if _, err := exec.LookPath(tc.need); err != nil {
+					t.Skipf("%s not on PATH: %v", tc.need, err)
+				}
+			}
+			if tc.opts.DataDir == "TEMP" {
+				tc.opts.DataDir = t.TempDir()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			st, err := Start(ctx, tc.opts)
+			if err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+			defer func() {
+				if err := st.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			}()
+
+			for _, uri := range []string{st.PrimaryURI, st.DRURI} {
+				pingMongo(ctx, t, uri, st.CAFile)
+			}
+			if tc.opts.Username != "" {
+				u, _ := url.Parse(st.PrimaryURI)
+				if u.User.Username() != tc.opts.Username {
+					t.Errorf("primary URI has user %q, want %q", u.User.Username(), tc.opts.Username)
+				}
+			}
+			wantValue := []byte("hello " + tc.name)
+			produceOne(t, st.KafkaBrokers, st.Topic, wantValue)
+			if got := consumeOne(t, st.KafkaBrokers, st.Topic); !bytes.Equal(got, wantValue) {
+				t.Errorf("consumed %q, want %q", got, wantValue)
+			}
+			putObject(ctx, t, st, "docdbdr/bar/foo/one.json", wantValue)
+			if got := getObject(ctx, t, st, "docdbdr/bar/foo/one.json"); !bytes.Equal(got, wantValue) {
+				t.Errorf("S3 object %q, want %q", got, wantValue)
+			}
+		})
+	}
+}
+
+// TestDataDirSurvivesRestart checks what the data directory promises: the
+// Kafka log and the archive bucket are there after a restart.
+func TestDataDirSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	st, err := Start(ctx, Options{DataDir: dir, Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	produceOne(t, st.KafkaBrokers, st.Topic, []byte("kept"))
+	putObject(ctx, t, st, "docdbdr/kept.json", []byte("archived"))
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err = Start(ctx, Options{DataDir: dir, Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got := consumeOne(t, st.KafkaBrokers, st.Topic); string(got) != "kept" {
+		t.Errorf("after restart the topic holds %q, want %q", got, "kept")
+	}
+	if got := getObject(ctx, t, st, "docdbdr/kept.json"); string(got) != "archived" {
+		t.Errorf("after restart the object holds %q, want %q", got, "archived")
+	}
+}
+
+func TestEnvNames(t *testing.T) {
+	st := &Stack{PrimaryURI: "mongodb://p", DRURI: "mongodb://d", KafkaBrokers: []string{"a:1", "b:2"},
+		Topic: "changevents", S3Endpoint: "http://s", Bucket: "b", Prefix: "docdbdr/"}
+	tests := []struct {
+		name   string
+		caFile string
+		want   map[string]string
+	}{
+		{"plain", "", map[string]string{"PRIMARY_TLS": "disabled", "DR_TLS": "disabled", "KAFKA_BROKERS": "a:1,b:2"}},
+		{"tls", "/x/ca.pem", map[string]string{"PRIMARY_TLS": "required", "DR_TLS_CA_FILE": "/x/ca.pem", "PRIMARY_TLS_CA_FILE": "/x/ca.pem"}},
+	}
+	always := []string{"PRIMARY_URI", "DR_URI", "PRIMARY_TLS", "DR_TLS", "KAFKA_BROKERS", "KAFKA_TOPIC", "KAFKA_TLS",
+		"ARCHIVE_BUCKET", "ARCHIVE_PREFIX", "S3_ENDPOINT", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st.CAFile = tc.caFile
+			got := map[string]string{}
+			for _, kv := range st.Env() {
+				name, value, ok := strings.Cut(kv, "=")
+				if !ok {
+					t.Fatalf("%q is not NAME=value", kv)
+				}
+				got[name] = value
+			}
+			for _, name := range always {
+				if _, ok := got[name]; !ok {
+					t.Errorf("%s missing from Env", name)
+				}
+			}
+			for name, v := range tc.want {
+				if got[name] != v {
+					t.Errorf("%s=%q, want %q", name, got[name], v)
+				}
+			}
+		})
+	}
+}
+
+func pingMongo(ctx context.Context, t *testing.T, uri, caFile string) {
+	t.Helper()
+	if caFile != "" {
+		uri += "&tlsCAFile=" + url.QueryEscape(caFile)
+	}
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri).SetServerSelectionTimeout(10*time.Second))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer client.Disconnect(context.Background())
+	if err := client.Ping(ctx, readpref.Primary()); err != nil {
+		t.Fatalf("ping %s: %v", redact(uri), err)
+	}
+}
+
+// redact hides a URI's password in test output.
+func redact(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return "<unparseable URI>"
+	}
+	return u.Redacted()
+}
+
+func produceOne(t *testing.T, brokers []string, topic string, value []byte) {
+	t.Helper()
+	sc := sarama.NewConfig()
+	sc.Producer.Return.Successes = true
+	p, err := sarama.NewSyncProducer(brokers, sc)
+	if err != nil {
+		t.Fatalf("producer: %v", err)
+	}
+	defer p.Close()
+	if _, _, err := p.SendMessage(&sarama.ProducerMessage{Topic: topic, Value: sarama.ByteEncoder(value)}); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+// consumeOne reads the first record of whichever partition has one.
+func consumeOne(t *testing.T, brokers []string, topic string) []byte {
+	t.Helper()
+	c, err := sarama.NewConsumer(brokers, sarama.NewConfig())
+	if err != nil {
+		t.Fatalf("consumer: %v", err)
+	}
+	defer c.Close()
+	parts, err := c.Partitions(topic)
+	if err != nil {
+		t.Fatalf("partitions: %v", err)
+	}
+	msgs := make(chan *sarama.ConsumerMessage, len(parts))
+	for _, p := range parts {
+		pc, err := c.ConsumePartition(topic, p, sarama.OffsetOldest)
+		if err != nil {
+			t.Fatalf("consume partition %d: %v", p, err)
+		}
+		defer pc.Close()
+		go func() {
+			if m, ok := <-pc.Messages(); ok {
+				msgs <- m
+			}
+		}()
+	}
+	select {
+	case m := <-msgs:
+		return m.Value
+	case <-time.After(20 * time.Second):
+		t.Fatal("no record consumed within 20s")
+		return nil
+	}
+}
+
+func putObject(ctx context.Context, t *testing.T, st *Stack, key string, body []byte) {
+	t.Helper()
+	_, err := NewS3Client(st.S3Endpoint).PutObject(ctx, &s3.PutObjectInput{
+		Bucket: aws.String(st.Bucket), Key: aws.String(key), Body: bytes.NewReader(body),
+	})
+	if err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+}
+
+func getObject(ctx context.Context, t *testing.T, st *Stack, key string) []byte {
+	t.Helper()
+	out, err := NewS3Client(st.S3Endpoint).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(st.Bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", key, err)
+	}
+	return b
+}
