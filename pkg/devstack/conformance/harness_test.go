@@ -57,8 +57,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// external reports whether the suite runs against a real deployment.
+// external reports whether the suite runs against a real MongoDB deployment.
 func external() bool { return os.Getenv(envURI) != "" }
+
+// documentDBExternal reports whether the DocumentDB cases run against a real cluster.
+func documentDBExternal() bool { return os.Getenv(envDocumentDBURI) != "" }
 
 // serverURI is the URI of the server most tests use: the real deployment when one is
 // configured, otherwise the shared embedded server (plain MongoDB mode).
@@ -86,7 +89,7 @@ func serverURI(t *testing.T) string {
 // the test is skipped with reason.
 func dedicatedServer(t *testing.T, opts mongoserver.Options, reason string) string {
 	t.Helper()
-	if external() || os.Getenv(envDocumentDBURI) != "" {
+	if external() {
 		t.Skipf("needs an embedded server with special options: %s", reason)
 	}
 	srv := mongoserver.New(opts)
