@@ -201,7 +201,7 @@ func TestNamespaceMapping(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertStrings(t, "DR calls", env.dr.calls, []string{
-		"bulk bar_dr.exa 1", // the delete of exa 1 must see its insert
+		"bulk bar_dr.exa 1",                       // the delete of exa 1 must see its insert
 		"bulk bar_dr.foo2 1", "find bar_dr.exa 1", // the rename runs after everything before it
 		"rename bar_dr.exa bar_dr.exa_renamed", "drop bar_dr.foo2",
 	})
