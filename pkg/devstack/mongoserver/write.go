@@ -1,0 +1,245 @@
+package mongoserver
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/256dpi/lungo/bsonkit"
+	"github.com/256dpi/lungo/mongokit"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/bsontype"
+	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
+)
+
+// Storage mutations. Each one changes a collection and appends the matching
+// oplog entry in the same critical section (caller holds e.mu exclusively),
+// so the oplog is exactly the commit order.
+
+// insertDoc stores a document already in storage form (_id first).
+func (e *engine) insertDoc(c *collection, raw bsoncore.Document, id interface{}, idVal bsoncore.Value) error {
+	if _, dup := c.get(id); dup {
+		return dupKeyError(c, idVal)
+	}
+	c.docs.Set(&record{id: id, raw: raw})
+	c.size += int64(len(raw))
+	e.appendEntry(oplogEntry{op: opInsert, ns: c.ns, key: docKeyOf(idVal), doc: raw})
+	return nil
+}
+
+// replaceDoc swaps the stored document for raw (same _id) and logs a replace.
+func (e *engine) replaceDoc(c *collection, old *record, raw bsoncore.Document) {
+	c.docs.Set(&record{id: old.id, raw: raw})
+	c.size += int64(len(raw) - len(old.raw))
+	idVal, _ := raw.LookupErr("_id")
+	e.appendEntry(oplogEntry{op: opReplace, ns: c.ns, key: docKeyOf(idVal), doc: raw})
+}
+
+// updateDoc stores the result of an operator update and logs an update with
+// its updateDescription.
+func (e *engine) updateDoc(c *collection, old *record, raw, desc bsoncore.Document) {
+	c.docs.Set(&record{id: old.id, raw: raw})
+	c.size += int64(len(raw) - len(old.raw))
+	idVal, _ := raw.LookupErr("_id")
+	e.appendEntry(oplogEntry{op: opUpdate, ns: c.ns, key: docKeyOf(idVal), desc: desc})
+}
+
+// deleteDoc removes a document and logs a delete.
+func (e *engine) deleteDoc(c *collection, rec *record) {
+	c.docs.Delete(rec)
+	c.size -= int64(len(rec.raw))
+	idVal, _ := rec.raw.LookupErr("_id")
+	e.appendEntry(oplogEntry{op: opDelete, ns: c.ns, key: docKeyOf(idVal)})
+}
+
+func dupKeyError(c *collection, idVal bsoncore.Value) *cmdError {
+	return errf(codeDuplicateKey, "E11000 duplicate key error collection: %s index: _id_ dup key: { _id: %s }", c.ns, idVal.String())
+}
+
+func tooLarge(size int) *cmdError {
+	return errf(codeBSONObjectTooLarge, "BSONObj size: %d (0x%X) is invalid. Size must be between 0 and 16793600(16MB)", size, size)
+}
+
+// update describes one update statement's modification, decoded once.
+type update struct {
+	replacement  bsoncore.Document // a replacement document, or
+	operators    bson.D            // an operator update
+	arrayFilters bsonkit.List
+}
+
+// parseUpdate classifies u as replacement or operator update.
+func parseUpdate(u bsoncore.Value, arrayFilters bsoncore.Value) (*update, error) {
+	if u.Type == bsontype.Array {
+		return nil, errf(codeIllegalOperation, "pipeline-style updates are not supported by this server")
+	}
+	doc, ok := u.DocumentOK()
+	if !ok {
+		return nil, errf(codeFailedToParse, "update must be a document, not %s", u.Type)
+	}
+	up := &update{}
+	first, err := doc.IndexErr(0)
+	if err != nil || !strings.HasPrefix(first.Key(), "$") {
+		if err := checkReplacement(doc); err != nil {
+			return nil, err
+		}
+		up.replacement = doc
+		return up, nil
+	}
+	if up.operators, err = toD(doc); err != nil {
+		return nil, errf(codeFailedToParse, "update: %v", err)
+	}
+	for _, e := range up.operators {
+		if !strings.HasPrefix(e.Key, "$") {
+			return nil, errf(codeFailedToParse, "cannot mix update operators and fields (%s)", e.Key)
+		}
+		if _, ok := mongokit.FieldUpdateOperators[e.Key]; !ok {
+			return nil, errf(codeFailedToParse, "Unknown modifier: %s. Expected a valid update modifier or pipeline-style update specified as an array", e.Key)
+		}
+	}
+	if arr, ok := arrayFilters.ArrayOK(); ok {
+		vals, _ := arr.Values()
+		for _, v := range vals {
+			fd, ok := v.DocumentOK()
+			if !ok {
+				return nil, errf(codeFailedToParse, "arrayFilters entries must be documents")
+			}
+			d, err := toD(fd)
+			if err != nil {
+				return nil, errf(codeFailedToParse, "arrayFilters: %v", err)
+			}
+			up.arrayFilters = append(up.arrayFilters, &d)
+		}
+	}
+	return up, nil
+}
+
+// checkReplacement rejects $-prefixed top-level fields in a replacement.
+func checkReplacement(doc bsoncore.Document) error {
+	elems, err := doc.Elements()
+	if err != nil {
+		return errf(codeFailedToParse, "replacement: %v", err)
+	}
+	for _, e := range elems {
+		if strings.HasPrefix(e.Key(), "$") {
+			return errf(codeFailedToParse, "The dollar ($) prefixed field '%s' in '%s' is not valid for storage.", e.Key(), e.Key())
+		}
+	}
+	return nil
+}
+
+// apply computes the new version of old under up. For operator updates it
+// also returns the updateDescription; changed is false when the result is
+// byte-identical (MongoDB then reports nModified 0 and logs nothing).
+func (up *update) apply(old *record, q *query) (raw, desc bsoncore.Document, changed bool, err error) {
+	oldID, _ := old.raw.LookupErr("_id")
+	if up.replacement != nil {
+		raw, err = replacementWithID(up.replacement, oldID)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		return raw, nil, !bytes.Equal(raw, old.raw), nil
+	}
+	d := mustD(old.raw)
+	changes, err := mongokit.Apply(&d, &q.filter, &up.operators, false, up.arrayFilters)
+	if err != nil {
+		return nil, nil, false, errf(codeBadValue, "%v", err)
+	}
+	if raw, err = fromD(d); err != nil {
+		return nil, nil, false, errf(codeBadValue, "encode updated document: %v", err)
+	}
+	newID, err := raw.LookupErr("_id")
+	if err != nil || !newID.Equal(oldID) {
+		return nil, nil, false, errf(codeImmutableField, "Performing an update on the path '_id' would modify the immutable field '_id'")
+	}
+	if bytes.Equal(raw, old.raw) {
+		return raw, nil, false, nil
+	}
+	return raw, updateDescription(changes), true, nil
+}
+
+// replacementWithID gives a replacement document the _id it replaces,
+// refusing a different one.
+func replacementWithID(repl bsoncore.Document, id bsoncore.Value) (bsoncore.Document, error) {
+	if v, err := repl.LookupErr("_id"); err == nil {
+		if !v.Equal(id) {
+			return nil, errf(codeImmutableField, "After applying the update, the (immutable) field '_id' was found to have been altered to _id: %s", v.String())
+		}
+		return withIDFirst(repl)
+	}
+	out := make([]byte, 0, len(repl)+len(id.Data)+8)
+	idx, out := bsoncore.AppendDocumentStart(out)
+	out = bsoncore.AppendValueElement(out, "_id", id)
+	elems, _ := repl.Elements()
+	for _, e := range elems {
+		out = append(out, e...)
+	}
+	return bsoncore.AppendDocumentEnd(out, idx)
+}
+
+// upsertDoc builds the document an upsert inserts when nothing matched:
+// the query's equality fields, then the update applied in insert mode.
+func (up *update) upsertDoc(q *query) (bsoncore.Document, error) {
+	if up.replacement != nil {
+		if q.id != nil {
+			if _, err := up.replacement.LookupErr("_id"); err != nil {
+				idDoc, err := fromD(bson.D{{Key: "_id", Value: q.id}})
+				if err != nil {
+					return nil, err
+				}
+				return replacementWithID(up.replacement, idDoc.Lookup("_id"))
+			}
+		}
+		return withIDFirst(up.replacement)
+	}
+	base := &bson.D{}
+	if len(q.filter) > 0 {
+		var err error
+		if base, err = mongokit.Extract(&q.filter); err != nil {
+			return nil, errf(codeBadValue, "upsert: %v", err)
+		}
+	}
+	if _, err := mongokit.Apply(base, &q.filter, &up.operators, true, up.arrayFilters); err != nil {
+		return nil, errf(codeBadValue, "%v", err)
+	}
+	raw, err := fromD(*base)
+	if err != nil {
+		return nil, err
+	}
+	return withIDFirst(raw)
+}
+
+// updateDescription renders mongokit's change record as a change event's
+// updateDescription: updatedFields, removedFields and (always empty here)
+// truncatedArrays. Paths are sorted so events are deterministic.
+func updateDescription(ch *mongokit.Changes) bsoncore.Document {
+	paths := make([]string, 0, len(ch.Changed))
+	for p := range ch.Changed {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	idx, dst := bsoncore.AppendDocumentStart(nil)
+	uidx, dst := bsoncore.AppendDocumentElementStart(dst, "updatedFields")
+	for _, p := range paths {
+		if v := ch.Changed[p]; v != bsonkit.Missing {
+			var err error
+			if dst, err = appendValueElement(dst, p, v); err != nil {
+				panic(fmt.Sprintf("encode updated field %s: %v", p, err))
+			}
+		}
+	}
+	dst, _ = bsoncore.AppendDocumentEnd(dst, uidx)
+	ridx, dst := bsoncore.AppendArrayElementStart(dst, "removedFields")
+	n := 0
+	for _, p := range paths {
+		if ch.Changed[p] == bsonkit.Missing {
+			dst = bsoncore.AppendStringElement(dst, itoa(n), p)
+			n++
+		}
+	}
+	dst, _ = bsoncore.AppendArrayEnd(dst, ridx)
+	tidx, dst := bsoncore.AppendArrayElementStart(dst, "truncatedArrays")
+	dst, _ = bsoncore.AppendArrayEnd(dst, tidx)
+	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
+	return dst
+}
