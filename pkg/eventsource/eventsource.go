@@ -29,6 +29,8 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/docdb-dr/docdb-dr/pkg/kafka"
 )
 
 // Handler is the apply function's signature: it gets one batch and returns
@@ -74,9 +76,11 @@ type Config struct {
 	// HandlerTimeout bounds one invocation, like a Lambda timeout (0: none).
 	HandlerTimeout time.Duration
 
-	// Sarama is the client configuration (TLS, SASL, version). Nil means
-	// DefaultSaramaConfig(). The consumer-group settings this package relies
-	// on (manual commit, initial offset, error reporting) are set on a copy.
+	// Sarama is the client configuration (TLS, SASL, version), normally
+	// from kafka.SaramaConfig. Nil means kafka.SaramaConfig with no TLS and
+	// no SASL, as the local stack needs. The consumer-group settings this
+	// package relies on (manual commit, initial offset, error reporting)
+	// are set on a copy.
 	Sarama *sarama.Config
 
 	Logger *slog.Logger // default slog.Default()
@@ -134,15 +138,6 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// DefaultSaramaConfig is a plain (no TLS, no SASL) client configuration
-// suited to the local stack.
-func DefaultSaramaConfig() *sarama.Config {
-	sc := sarama.NewConfig()
-	sc.ClientID = "docdbdr-eventsource"
-	sc.Consumer.MaxWaitTime = 100 * time.Millisecond
-	return sc
-}
-
 // EventSource is one running (or runnable) event source mapping.
 type EventSource struct {
 	cfg     Config
@@ -161,10 +156,18 @@ func New(cfg Config, h Handler) (*EventSource, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	sc := DefaultSaramaConfig()
+	var sc *sarama.Config
 	if cfg.Sarama != nil {
 		copied := *cfg.Sarama
 		sc = &copied
+	} else {
+		var err error
+		if sc, err = kafka.SaramaConfig(kafka.Settings{Brokers: cfg.Brokers, Topic: cfg.Topic}); err != nil {
+			return nil, fmt.Errorf("eventsource: sarama config: %w", err)
+		}
+		// Local brokers answer at once: a short fetch wait keeps the
+		// batching window, not the fetch, in charge of latency.
+		sc.Consumer.MaxWaitTime = 100 * time.Millisecond
 	}
 	// Offsets move only when a batch succeeds: no auto-commit.
 	sc.Consumer.Offsets.AutoCommit.Enable = false
