@@ -292,3 +292,5 @@ func newEnv(t testing.TB, opts Options) *handlerEnv {
 var errBoom = errors.New("boom")
 
 var _ io.Writer = (*bytes.Buffer)(nil)
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
