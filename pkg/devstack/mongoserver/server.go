@@ -69,6 +69,8 @@ type Server struct {
 	closed      bool
 	done        chan struct{} // closed by Close; stops background goroutines
 	wg          sync.WaitGroup
+
+	scramSrv scramServer
 }
 
 // New returns a Server configured by opts, with defaults filled in. It does
