@@ -3,7 +3,11 @@
 // change events and learn, in order, which of them Kafka acknowledged.
 package kafka
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+)
 
 // SASL mechanisms.
 const (
@@ -27,6 +31,10 @@ type Settings struct {
 	Compression     string // one of Compressions
 	MaxMessageBytes int    // larger messages are claim-checked by capture
 	Region          string // AWS region for MSK IAM (from the AWS SDK configuration)
+
+	// Credentials sign MSK IAM tokens; nil uses the default credential chain. Not configured by
+	// environment variables: the function passes its AWS SDK configuration's provider.
+	Credentials aws.CredentialsProvider
 }
 
 // String describes the settings without secrets, for logs.
