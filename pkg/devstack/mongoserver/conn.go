@@ -77,4 +77,3 @@ func (s *Server) serveConn(cs *connState) {
 		}
 	}
 }
-

@@ -122,8 +122,8 @@ func cmdUpdate(c *cmdCtx, dst []byte) ([]byte, error) {
 		id    bsoncore.Value
 	}
 	var (
-		errs               []writeError
-		ups                []upserted
+		errs                []writeError
+		ups                 []upserted
 		nMatched, nModified int
 	)
 	c.e.lock()
