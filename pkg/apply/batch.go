@@ -524,12 +524,12 @@ func (b *batch) existingLines(ctx context.Context, key string) (map[int64][]byte
 	}
 	existing := make(map[int64][]byte, len(lines))
 	for _, l := range lines {
-		rec, err := archive.ParseLine(l)
+		at, err := archive.LineKafka(l)
 		if err != nil {
 			b.h.log.Warn("dropping unreadable line of archive object", slog.String("key", key), slog.String("error", err.Error()))
 			continue
 		}
-		existing[rec.Kafka.Offset] = l
+		existing[at.Offset] = l
 	}
 	return existing, nil
 }

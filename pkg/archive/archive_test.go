@@ -81,6 +81,9 @@ func TestRecordRoundTripKeepsBSONTypes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if at, err := LineKafka(lines[0]); err != nil || at != (Kafka{Topic: "changevents", Partition: 2, Offset: 9}) {
+				t.Errorf("LineKafka = %+v, %v", at, err)
+			}
 			if got.TimestampReadable != "2022-07-19 12:20:22" || got.Timestamp != 1658233222 || got.Kafka.Offset != 9 {
 				t.Errorf("record %+v", got)
 			}

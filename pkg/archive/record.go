@@ -200,3 +200,18 @@ func DecodeObject(body []byte) ([][]byte, error) {
 	}
 	return lines, nil
 }
+
+// LineKafka reads only the Kafka coordinates of a line, for merging objects without decoding
+// every before-image.
+func LineKafka(line []byte) (Kafka, error) {
+	var r struct {
+		Kafka *Kafka `json:"kafka"`
+	}
+	if err := json.Unmarshal(line, &r); err != nil {
+		return Kafka{}, fmt.Errorf("decode archive record: %w", err)
+	}
+	if r.Kafka == nil {
+		return Kafka{}, errors.New("archive record has no kafka coordinates")
+	}
+	return *r.Kafka, nil
+}
