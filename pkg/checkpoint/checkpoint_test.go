@@ -1,0 +1,232 @@
+package checkpoint
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
+
+	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
+	"github.com/docdb-dr/docdb-dr/pkg/docdb"
+)
+
+// clock is a settable time source.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
+
+func newStore(t *testing.T) (*Store, *clock) {
+	t.Helper()
+	srv := mongoserver.New(mongoserver.Options{})
+	if err := srv.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client, err := docdb.Connect(ctx, docdb.Settings{URI: srv.URI(), TLS: docdb.TLSDisabled}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Disconnect(context.Background()) })
+	clk := &clock{t: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)}
+	return New(client.Database("docdbdr").Collection("checkpoints"), clk.now), clk
+}
+
+func token(n int) bson.Raw {
+	b, _ := bson.Marshal(bson.D{{Key: "_data", Value: strings.Repeat("0", 8) + string(rune('A'+n))}})
+	return b
+}
+
+func TestScopeID(t *testing.T) {
+	tests := []struct {
+		db    string
+		colls []string
+		want  string
+	}{
+		{"bar", nil, "bar"},
+		{"bar", []string{"foo"}, "bar.foo"},
+		{"bar", []string{"x", "foo"}, "bar.foo,bar.x"},
+	}
+	for _, tt := range tests {
+		if got := ScopeID(tt.db, tt.colls); got != tt.want {
+			t.Errorf("ScopeID(%s, %v) = %s, want %s", tt.db, tt.colls, got, tt.want)
+		}
+	}
+}
+
+func TestLeaseLifecycle(t *testing.T) {
+	s, clk := newStore(t)
+	ctx := context.Background()
+	const scope = "bar.foo"
+
+	// First use creates the document.
+	st, err := s.Load(ctx, scope)
+	if err != nil || st.Exists {
+		t.Fatalf("load before first use: %+v, %v", st, err)
+	}
+	a, err := s.Acquire(ctx, scope, "a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Fence != 1 {
+		t.Errorf("first fence = %d, want 1", a.Fence)
+	}
+
+	// Another owner is refused, with the holder and expiry named.
+	_, err = s.Acquire(ctx, scope, "b", time.Minute)
+	if !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), `"a"`) || !strings.Contains(err.Error(), "2024-05-01T12:01:00Z") {
+		t.Fatalf("second owner: %v", err)
+	}
+
+	// The holder saves; the checkpoint and expiry move.
+	clk.add(30 * time.Second)
+	pos := Position{ResumeToken: token(1), ClusterTime: primitive.Timestamp{T: 100, I: 2}}
+	if err := s.Save(ctx, a, pos); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = s.Load(ctx, scope)
+	if !bytesEqual(st.ResumeToken, pos.ResumeToken) || st.ClusterTime != pos.ClusterTime || !st.Lease.ExpiresAt.Equal(clk.now().Add(time.Minute)) {
+		t.Errorf("after save: %+v", st)
+	}
+
+	// The same owner may take its own lease again (a Lambda retry keeps its request id).
+	a2, err := s.Acquire(ctx, scope, "a", time.Minute)
+	if err != nil || a2.Fence != 2 {
+		t.Fatalf("own lease again: %+v, %v", a2, err)
+	}
+
+	// After expiry another owner takes over; the stale holder can neither save nor release.
+	clk.add(2 * time.Minute)
+	b, err := s.Acquire(ctx, scope, "b", time.Minute)
+	if err != nil || b.Fence != 3 {
+		t.Fatalf("take over expired lease: %+v, %v", b, err)
+	}
+	for name, op := range map[string]func() error{
+		"save":    func() error { return s.Save(ctx, a2, Position{ResumeToken: token(9)}) },
+		"release": func() error { return s.Release(ctx, a2) },
+	} {
+		if err := op(); !errors.Is(err, ErrFenced) || !strings.Contains(err.Error(), `"b"`) {
+			t.Errorf("stale %s: %v", name, err)
+		}
+	}
+	st, _ = s.Load(ctx, scope)
+	if !bytesEqual(st.ResumeToken, pos.ResumeToken) {
+		t.Errorf("a stale save moved the checkpoint")
+	}
+
+	// Release frees it at once.
+	if err := s.Release(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire(ctx, scope, "c", time.Minute); err != nil {
+		t.Errorf("acquire after release: %v", err)
+	}
+}
+
+func TestResetFencesAndRecords(t *testing.T) {
+	s, clk := newStore(t)
+	ctx := context.Background()
+	const scope = "bar"
+	l, err := s.Acquire(ctx, scope, "capture-1", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(ctx, l, Position{ResumeToken: token(1), ClusterTime: primitive.Timestamp{T: 50}}); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name  string
+		to    ResetTo
+		check func(State) error
+	}{
+		{"to a time", ResetTo{StartAt: time.Unix(1700000000, 0)}, func(st State) error {
+			if st.ResumeToken != nil || st.StartAt.T != 1700000000 || st.ResetBy.StartAt.T != 1700000000 {
+				return errors.New("start time not recorded in place of the token")
+			}
+			return nil
+		}},
+		{"to a token", ResetTo{ResumeToken: token(2), AfterInvalidate: true}, func(st State) error {
+			if !bytesEqual(st.ResumeToken, token(2)) || !st.AfterInvalidate || st.StartAt.T != 0 {
+				return errors.New("token not set")
+			}
+			return nil
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk.add(time.Second)
+			if err := s.Reset(ctx, scope, tt.to, "alice"); err != nil {
+				t.Fatal(err)
+			}
+			st, _ := s.Load(ctx, scope)
+			if err := tt.check(st); err != nil {
+				t.Error(err)
+			}
+			if st.ResetBy == nil || st.ResetBy.Who != "alice" || !st.ResetBy.At.Equal(clk.now()) || st.Lease != nil {
+				t.Errorf("reset not recorded or lease kept: %+v", st)
+			}
+			if len(st.History) != i+1 {
+				t.Errorf("history has %d entries, want %d", len(st.History), i+1)
+			}
+		})
+	}
+	// The capture that held the lease before the reset is fenced.
+	if err := s.Save(ctx, l, Position{ResumeToken: token(3)}); !errors.Is(err, ErrFenced) || !strings.Contains(err.Error(), "alice") {
+		t.Errorf("save after reset: %v", err)
+	}
+}
+
+func TestHistoryBounded(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	for i := 0; i < historyLimit+5; i++ {
+		if err := s.Reset(ctx, "bar", ResetTo{ResumeToken: token(i % 20)}, "op"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _ := s.Load(ctx, "bar")
+	if len(st.History) != historyLimit {
+		t.Errorf("history has %d entries, want %d", len(st.History), historyLimit)
+	}
+}
+
+func TestConcurrentAcquireOneWinner(t *testing.T) {
+	s, _ := newStore(t)
+	ctx := context.Background()
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.Acquire(ctx, "bar.foo", string(rune('a'+i)), time.Minute)
+		}()
+	}
+	wg.Wait()
+	won := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, ErrLeaseHeld):
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("%d owners acquired the lease, want 1", won)
+	}
+}
+
+func bytesEqual(a, b bson.Raw) bool { return string(a) == string(b) }
