@@ -13,6 +13,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 	"go.mongodb.org/mongo-driver/mongo/readpref"
@@ -55,10 +56,23 @@ func TestStartServesEveryEndpoint(t *testing.T) {
 			for _, uri := range []string{st.PrimaryURI, st.DRURI} {
 				pingMongo(ctx, t, uri, st.CAFile)
 			}
+			// DocumentDB refuses a change stream until modifyChangeStreams
+			// enables it; MongoDB (and the DR server) opens it at once.
+			if !tc.opts.TLS { // the CA is checked by pingMongo; keep this helper plain
+				checkStreamsGated(ctx, t, st.PrimaryURI, !tc.opts.PrimaryIsMongoDB)
+				checkStreamsGated(ctx, t, st.DRURI, false)
+			}
 			if tc.opts.Username != "" {
 				u, _ := url.Parse(st.PrimaryURI)
 				if u.User.Username() != tc.opts.Username {
 					t.Errorf("primary URI has user %q, want %q", u.User.Username(), tc.opts.Username)
+				}
+				u.User = nil
+				if err := listDatabases(ctx, u.String()); err == nil {
+					t.Error("listDatabases without credentials succeeded; auth is not enforced")
+				}
+				if err := listDatabases(ctx, st.PrimaryURI); err != nil {
+					t.Errorf("listDatabases with the URI's credentials: %v", err)
 				}
 			}
 			wantValue := []byte("hello " + tc.name)
@@ -147,18 +161,52 @@ func pingMongo(ctx context.Context, t *testing.T, uri, caFile string) {
 	if caFile != "" {
 		uri += "&tlsCAFile=" + url.QueryEscape(caFile)
 	}
-	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri).SetServerSelectionTimeout(10*time.Second))
+	if err := ping(ctx, uri); err != nil {
+		t.Fatalf("ping %s: %v", redact(uri), err)
+	}
+}
+
+// ping connects with the v1 driver and runs ping on the primary.
+func ping(ctx context.Context, uri string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri).SetServerSelectionTimeout(5*time.Second))
+	if err != nil {
+		return err
+	}
+	defer client.Disconnect(context.Background())
+	return client.Ping(ctx, readpref.Primary())
+}
+
+// checkStreamsGated opens a change stream on bar.foo and checks whether
+// the server refused it, as DocumentDB does before modifyChangeStreams.
+func checkStreamsGated(ctx context.Context, t *testing.T, uri string, wantGated bool) {
+	t.Helper()
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
 	defer client.Disconnect(context.Background())
-	err = client.Ping(ctx, readpref.Primary())
-	if err != nil && strings.Contains(err.Error(), "no such command: 'saslStart'") {
-		t.Skipf("mongoserver has no SCRAM authentication yet: %v", err)
+	cs, err := client.Database("bar").Collection("foo").Watch(ctx, mongo.Pipeline{})
+	if err == nil {
+		cs.Close(ctx)
 	}
+	if gated := err != nil; gated != wantGated {
+		t.Errorf("%s: change stream refused = %v (%v), want %v", redact(uri), gated, err, wantGated)
+	}
+}
+
+// listDatabases runs a command that, unlike ping, needs authentication.
+func listDatabases(ctx context.Context, uri string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri).SetServerSelectionTimeout(5*time.Second))
 	if err != nil {
-		t.Fatalf("ping %s: %v", redact(uri), err)
+		return err
 	}
+	defer client.Disconnect(context.Background())
+	_, err = client.ListDatabaseNames(ctx, bson.D{})
+	return err
 }
 
 // redact hides a URI's password in test output.
