@@ -4,6 +4,7 @@ package conformance
 // db.collection.watch; driver Change Streams spec).
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -521,4 +522,44 @@ func TestChangeStreamIdle(t *testing.T) {
 		t.Fatalf("first event after resuming from the idle checkpoint = %s, want the insert of 2", ev.summary())
 	}
 	requireNoEvent(t, resumed)
+}
+
+// TestChangeStreamResumeAtBatchBoundaries: over many events read in small batches, the
+// token ResumeToken() gives after any event — inside a batch (the event's _id) or at the end
+// of one (the post-batch resume token) — resumes at exactly the next event (driver Change
+// Streams spec, "getResumeToken"; manual: changeStreams, "Resume a Change Stream").
+func TestChangeStreamResumeAtBatchBoundaries(t *testing.T) {
+	const total, batch = 60, 7
+	ctx := testContext(t)
+	coll := testDB(t, newClient(t)).Collection("c")
+	cs := openStream(t, coll, options.ChangeStream().SetBatchSize(batch))
+
+	docs := make([]any, total)
+	for i := range docs {
+		docs[i] = doc("_id", int32(i))
+	}
+	_, err := coll.InsertMany(ctx, docs)
+	requireNoError(t, err, "insert")
+
+	tokens := make([]bson.Raw, total)
+	for i := range tokens {
+		ev := nextEvent(t, cs)
+		if ev.summary() != "insert c "+intKey(int32(i)) {
+			t.Fatalf("event %d = %s, want the insert of %d", i, ev.summary(), i)
+		}
+		tokens[i] = append(bson.Raw(nil), cs.ResumeToken()...)
+	}
+	requireNoError(t, cs.Close(ctx), "close")
+
+	for _, after := range []int{0, batch - 1, batch, 2*batch - 1, 30, total - 2, total - 1} {
+		t.Run("after event "+strconv.Itoa(after), func(t *testing.T) {
+			resumed := openStream(t, coll, options.ChangeStream().SetResumeAfter(tokens[after]).SetBatchSize(batch))
+			var want []string
+			for i := after + 1; i < total; i++ {
+				want = append(want, "insert c "+intKey(int32(i)))
+			}
+			requireStrings(t, summaries(nextEvents(t, resumed, len(want))), want, "events after the token")
+			requireNoEvent(t, resumed)
+		})
+	}
 }
