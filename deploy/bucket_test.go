@@ -1,0 +1,280 @@
+package deploy
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/awslabs/goformation/v7/cloudformation/policies"
+)
+
+func TestArchiveBucket(t *testing.T) {
+	eachVariant(t, func(t *testing.T, s *stack) {
+		buckets := s.tpl.GetAllS3BucketResources()
+		if s.params["ArchiveBucketName"] != "" {
+			if len(buckets) != 0 || s.has("ArchiveBucketPolicy") {
+				t.Fatalf("an existing bucket was named, yet the stack creates %d buckets", len(buckets))
+			}
+			return
+		}
+		b, ok := buckets["ArchiveBucket"]
+		if !ok || len(buckets) != 1 {
+			t.Fatalf("buckets = %v, want ArchiveBucket only", buckets)
+		}
+		if b.AWSCloudFormationDeletionPolicy != policies.DeletionPolicy("Retain") ||
+			b.AWSCloudFormationUpdateReplacePolicy != policies.UpdateReplacePolicy("Retain") {
+			t.Errorf("the archive holds the only copy of intercepted deletes: DeletionPolicy and UpdateReplacePolicy must be Retain")
+		}
+
+		if b.BucketEncryption == nil || len(b.BucketEncryption.ServerSideEncryptionConfiguration) != 1 {
+			t.Fatal("no default encryption")
+		}
+		sse := b.BucketEncryption.ServerSideEncryptionConfiguration[0].ServerSideEncryptionByDefault
+		if s.params["ArchiveKmsKeyArn"] != "" {
+			if sse.SSEAlgorithm != "aws:kms" || str(sse.KMSMasterKeyID) != archiveKey {
+				t.Errorf("SSE = %s/%s, want aws:kms with ArchiveKmsKeyArn", sse.SSEAlgorithm, str(sse.KMSMasterKeyID))
+			}
+		} else if sse.SSEAlgorithm != "AES256" {
+			t.Errorf("SSE = %s, want AES256", sse.SSEAlgorithm)
+		}
+
+		pab := b.PublicAccessBlockConfiguration
+		if pab == nil || !isTrue(pab.BlockPublicAcls) || !isTrue(pab.BlockPublicPolicy) ||
+			!isTrue(pab.IgnorePublicAcls) || !isTrue(pab.RestrictPublicBuckets) {
+			t.Errorf("public access block = %+v, want all four true", pab)
+		}
+		if b.VersioningConfiguration == nil || b.VersioningConfiguration.Status != "Enabled" {
+			t.Errorf("versioning = %+v, want Enabled", b.VersioningConfiguration)
+		}
+
+		if b.LifecycleConfiguration == nil || len(b.LifecycleConfiguration.Rules) != 1 {
+			t.Fatal("want one lifecycle rule")
+		}
+		r := b.LifecycleConfiguration.Rules[0]
+		if r.Status != "Enabled" || str(r.Prefix) != s.params["ArchivePrefix"] {
+			t.Errorf("lifecycle rule status %s prefix %q, want Enabled on ArchivePrefix", r.Status, str(r.Prefix))
+		}
+		days := s.params["ArchiveTransitionDays"].(float64)
+		if days == 0 && len(r.Transitions) != 0 || days != 0 && (len(r.Transitions) != 1 ||
+			r.Transitions[0].StorageClass != s.params["ArchiveTransitionStorageClass"] ||
+			r.Transitions[0].TransitionInDays == nil || float64(*r.Transitions[0].TransitionInDays) != days) {
+			t.Errorf("transitions = %+v for ArchiveTransitionDays %v", r.Transitions, days)
+		}
+		exp := s.params["ArchiveExpirationDays"].(float64)
+		if exp == 0 && r.ExpirationInDays != nil || exp != 0 && (r.ExpirationInDays == nil || float64(*r.ExpirationInDays) != exp) {
+			t.Errorf("ExpirationInDays = %v for ArchiveExpirationDays %v", r.ExpirationInDays, exp)
+		}
+		if r.NoncurrentVersionExpiration == nil || r.AbortIncompleteMultipartUpload == nil {
+			t.Errorf("lifecycle rule must expire noncurrent versions and abort incomplete uploads")
+		}
+
+		if s.params["ObjectLockMode"] == "NONE" {
+			if b.ObjectLockEnabled != nil || b.ObjectLockConfiguration != nil {
+				t.Errorf("Object Lock set although ObjectLockMode is NONE")
+			}
+		} else {
+			c := b.ObjectLockConfiguration
+			if !isTrue(b.ObjectLockEnabled) || c == nil || str(c.ObjectLockEnabled) != "Enabled" || c.Rule == nil ||
+				c.Rule.DefaultRetention == nil || str(c.Rule.DefaultRetention.Mode) != s.params["ObjectLockMode"] ||
+				c.Rule.DefaultRetention.Days == nil || float64(*c.Rule.DefaultRetention.Days) != s.params["ObjectLockRetentionDays"] {
+				t.Errorf("Object Lock = %v %+v, want mode %v for %v days", b.ObjectLockEnabled, c,
+					s.params["ObjectLockMode"], s.params["ObjectLockRetentionDays"])
+			}
+		}
+	})
+}
+
+func isTrue(b *bool) bool { return b != nil && *b }
+
+// TestBucketPolicyDeniesInsecureTransport checks that the created bucket refuses every request
+// not made over TLS (and TLS older than 1.2), for every principal.
+func TestBucketPolicyDeniesInsecureTransport(t *testing.T) {
+	s := render(t, required(nil))
+	pol := s.resource(t, "ArchiveBucketPolicy")["Properties"].(map[string]any)
+	if pol["Bucket"] != "<ArchiveBucket>" {
+		t.Fatalf("bucket policy applies to %v", pol["Bucket"])
+	}
+	var tls, tlsVersion bool
+	for _, st := range pol["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+		m := st.(map[string]any)
+		if m["Effect"] != "Deny" || m["Principal"] != "*" || m["Action"] != "s3:*" {
+			continue
+		}
+		res := asList(m["Resource"])
+		if len(res) != 2 || res[0] != "<ArchiveBucket.Arn>" || res[1] != "<ArchiveBucket.Arn>/*" {
+			t.Errorf("statement %v covers %v, want the bucket and its objects", m["Sid"], res)
+			continue
+		}
+		cond, _ := m["Condition"].(map[string]any)
+		if b, ok := cond["Bool"].(map[string]any); ok && b["aws:SecureTransport"] == "false" {
+			tls = true
+		}
+		if n, ok := cond["NumericLessThan"].(map[string]any); ok && n["s3:TlsVersion"] == "1.2" {
+			tlsVersion = true
+		}
+	}
+	if !tls {
+		t.Error("no Deny of s3:* for aws:SecureTransport false")
+	}
+	if !tlsVersion {
+		t.Error("no Deny of s3:* for s3:TlsVersion < 1.2")
+	}
+
+	q := s.resource(t, "ApplyFailureQueuePolicy")["Properties"].(map[string]any)
+	st := q["PolicyDocument"].(map[string]any)["Statement"].([]any)[0].(map[string]any)
+	if st["Effect"] != "Deny" || st["Action"] != "sqs:*" ||
+		st["Condition"].(map[string]any)["Bool"].(map[string]any)["aws:SecureTransport"] != "false" {
+		t.Errorf("on-failure queue policy does not deny insecure transport: %v", st)
+	}
+}
+
+func TestGlueTable(t *testing.T) {
+	s := render(t, required(map[string]any{"CreateGlueTable": "true", "ArchivePrefix": "dr/"}))
+	tables := s.tpl.GetAllGlueTableResources()
+	tbl, ok := tables["ArchiveDeletesTable"]
+	if !ok {
+		t.Fatal("no ArchiveDeletesTable")
+	}
+	in := tbl.TableInput
+	if in == nil || in.StorageDescriptor == nil {
+		t.Fatal("table has no input or storage descriptor")
+	}
+	if got := str(in.StorageDescriptor.Location); got != "s3://<ArchiveBucket>/dr/deletes/" {
+		t.Errorf("Location = %q", got)
+	}
+	params := in.Parameters.(map[string]any)
+	// pkg/archive writes <prefix>deletes/db=<db>/coll=<coll>/dt=YYYY-MM-DD/.
+	if got := params["storage.location.template"]; got != "s3://<ArchiveBucket>/dr/deletes/db=${db}/coll=${coll}/dt=${dt}/" {
+		t.Errorf("storage.location.template = %v", got)
+	}
+	var keys []string
+	for _, k := range in.PartitionKeys {
+		keys = append(keys, k.Name)
+	}
+	if strings.Join(keys, ",") != "db,coll,dt" {
+		t.Errorf("partition keys = %v", keys)
+	}
+	if sd := in.StorageDescriptor.SerdeInfo; sd == nil || str(sd.SerializationLibrary) != "org.openx.data.jsonserde.JsonSerDe" {
+		t.Errorf("SerDe = %+v, want the OpenX JSON SerDe", sd)
+	}
+	if _, ok := render(t, required(nil)).tpl.GetAllGlueTableResources()["ArchiveDeletesTable"]; ok {
+		t.Error("the Glue table is created although CreateGlueTable is false")
+	}
+
+	// The table's partition layout must be the one pkg/archive writes.
+	src, err := os.ReadFile(filepath.Join("..", "pkg", "archive", "layout.go"))
+	if err != nil {
+		t.Skipf("pkg/archive not present: %v", err)
+	}
+	if !strings.Contains(string(src), `%sdeletes/db=%s/coll=%s/dt=%s/`) {
+		t.Error("pkg/archive's delete layout changed; update ArchiveDeletesTable")
+	}
+}
+
+// alarmFor finds the alarm on a metric (namespace, name) with the given dimension value.
+func alarmFor(t *testing.T, s *stack, namespace, metric, dimValue string) string {
+	t.Helper()
+	var found []string
+	for name, a := range s.tpl.GetAllCloudWatchAlarmResources() {
+		if str(a.Namespace) != namespace || str(a.MetricName) != metric {
+			continue
+		}
+		for _, d := range a.Dimensions {
+			if d.Value == dimValue {
+				found = append(found, name)
+			}
+		}
+	}
+	if len(found) != 1 {
+		t.Errorf("alarms on %s %s for %s = %v, want exactly one", namespace, metric, dimValue, found)
+		return ""
+	}
+	return found[0]
+}
+
+func TestAlarms(t *testing.T) {
+	eachVariant(t, func(t *testing.T, s *stack) {
+		emf := []struct{ metric, function string }{
+			{"ReplicationLagSeconds", "capture"},
+			{"HistoryLost", "capture"},
+			{"DeadLettered", "apply"},
+		}
+		for _, m := range emf {
+			name := alarmFor(t, s, "DocdbDR", m.metric, m.function)
+			if name == "" {
+				continue
+			}
+			a := s.tpl.GetAllCloudWatchAlarmResources()[name]
+			if len(a.Dimensions) != 1 || a.Dimensions[0].Name != "Function" {
+				t.Errorf("%s dimensions = %+v, want exactly Function (the EMF dimension set)", name, a.Dimensions)
+			}
+		}
+		lag := s.tpl.GetAllCloudWatchAlarmResources()[alarmFor(t, s, "DocdbDR", "ReplicationLagSeconds", "capture")]
+		if lag == nil || lag.Threshold == nil || *lag.Threshold != s.params["ReplicationLagThresholdSeconds"] {
+			t.Errorf("ReplicationLagSeconds alarm threshold is not ReplicationLagThresholdSeconds")
+		}
+		for _, m := range []struct{ metric, fn string }{
+			{"Errors", "<CaptureFunction>"}, {"Invocations", "<CaptureFunction>"},
+			{"Errors", "<ApplyFunction>"}, {"OffsetLag", "<ApplyFunction>"},
+		} {
+			alarmFor(t, s, "AWS/Lambda", m.metric, m.fn)
+		}
+		alarmFor(t, s, "AWS/SQS", "ApproximateNumberOfMessagesVisible", "<ApplyFailureQueue.QueueName>")
+
+		for name, a := range s.tpl.GetAllCloudWatchAlarmResources() {
+			if str(a.AlarmDescription) == "" {
+				t.Errorf("%s has no description", name)
+			}
+			if s.params["AlarmEmail"] != "" {
+				if len(a.AlarmActions) != 1 || a.AlarmActions[0] != "<AlarmTopic>" {
+					t.Errorf("%s AlarmActions = %v, want the alarm topic", name, a.AlarmActions)
+				}
+			} else if len(a.AlarmActions) != 0 {
+				t.Errorf("%s AlarmActions = %v without an alarm topic", name, a.AlarmActions)
+			}
+		}
+		if _, ok := s.tpl.GetAllSNSTopicResources()["AlarmTopic"]; ok != (s.params["AlarmEmail"] != "") {
+			t.Errorf("AlarmTopic exists = %v with AlarmEmail %q", ok, s.params["AlarmEmail"])
+		}
+	})
+}
+
+// TestAlarmMetricsAreEmitted checks that each DocdbDR metric an alarm watches is emitted by the
+// package of its function. It skips a function whose package has not landed yet.
+func TestAlarmMetricsAreEmitted(t *testing.T) {
+	s := render(t, required(nil))
+	for name, a := range s.tpl.GetAllCloudWatchAlarmResources() {
+		if str(a.Namespace) != "DocdbDR" {
+			continue
+		}
+		fn := a.Dimensions[0].Value
+		dir := filepath.Join("..", "pkg", fn)
+		files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
+		if len(files) == 0 {
+			t.Logf("%s: pkg/%s not present yet; not checked", name, fn)
+			continue
+		}
+		metric := regexp.MustCompile(`"` + regexp.QuoteMeta(str(a.MetricName)) + `"`)
+		dim := regexp.MustCompile(`Dimension\("Function",\s*"` + fn + `"\)`)
+		var emits, dims bool
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			emits = emits || metric.Match(b)
+			dims = dims || dim.Match(b)
+		}
+		if !emits {
+			t.Errorf("%s watches DocdbDR %s, which pkg/%s never names", name, str(a.MetricName), fn)
+		}
+		if !dims {
+			t.Errorf("%s: pkg/%s does not set the Function=%s dimension", name, fn, fn)
+		}
+	}
+}
