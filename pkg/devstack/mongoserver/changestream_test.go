@@ -210,9 +210,9 @@ func TestRenameInvalidates(t *testing.T) {
 // 286 on MongoDB and 136 in DocumentDB mode, for tokens and timestamps.
 func TestHistoryLost(t *testing.T) {
 	for _, tc := range []struct {
-		name      string
+		name       string
 		documentDB bool
-		code      int32
+		code       int32
 	}{
 		{"mongodb", false, codeChangeStreamHistoryLost},
 		{"documentdb", true, codeCappedPositionLost},
