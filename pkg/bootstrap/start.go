@@ -52,7 +52,7 @@ func (p StartPosition) String() string {
 // asks for both forms capture can start from:
 //   - the operationTime the server returns for a command run in a session (MongoDB, and
 //     DocumentDB clusters that report it);
-//   - the resume token of a change stream opened on the scope's database, which a server gives
+//   - the resume token of a change stream opened on the scope, which a server gives
 //     right away as the post-batch resume token. The stream is closed before any event is read:
 //     taking the token of an event would start *after* that event and lose it.
 //
@@ -75,7 +75,15 @@ func TakeStartPosition(ctx context.Context, primary *mongo.Client, scope partiti
 	}
 	sess.EndSession(ctx)
 
-	cs, err := primary.Database(scope.DB).Watch(ctx, mongo.Pipeline{})
+	// DocumentDB only opens streams on databases or collections where change streams were enabled
+	// (modifyChangeStreams): watch the scope's first collection when it lists some. A post-batch
+	// token carries no collection, so it resumes a database-wide stream as well.
+	var cs *mongo.ChangeStream
+	if len(scope.Collections) > 0 {
+		cs, err = primary.Database(scope.DB).Collection(scope.Collections[0]).Watch(ctx, mongo.Pipeline{})
+	} else {
+		cs, err = primary.Database(scope.DB).Watch(ctx, mongo.Pipeline{})
+	}
 	if err == nil {
 		if tok := cs.ResumeToken(); len(tok) > 0 {
 			pos.ResumeToken = append(bson.Raw(nil), tok...)
