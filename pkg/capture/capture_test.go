@@ -1,0 +1,525 @@
+package capture
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+
+	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
+	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
+	"go.mongodb.org/mongo-driver/mongo"
+)
+
+type harness struct {
+	clock   *fakeClock
+	stream  *fakeStream
+	opener  *fakeOpener
+	batch   *fakeBatch
+	cps     *fakeCheckpoints
+	blob    *fakeBlob
+	metrics bytes.Buffer
+	logs    bytes.Buffer
+	opts    Options
+	inv     Invocation
+}
+
+func defaultOptions() Options {
+	return Options{
+		Scope:                 Scope{DB: "bar", Collections: []string{"foo"}},
+		MaxEvents:             100,
+		MaxBytes:              1 << 30,
+		CheckpointEvery:       1000,
+		IdleTimeout:           3 * time.Second,
+		DeadlineMargin:        10 * time.Second,
+		LeaseTTL:              15 * time.Minute,
+		ChangeStreamRetention: 3 * time.Hour,
+		MaxMessageBytes:       1_000_000,
+		ArchivePrefix:         "docdbdr/",
+	}
+}
+
+func newHarness(events ...bson.Raw) *harness {
+	h := &harness{clock: newClock(), opts: defaultOptions(), blob: &fakeBlob{}}
+	h.stream = &fakeStream{clock: h.clock, events: events, maxAwait: time.Second, gap: 10 * time.Millisecond}
+	h.opener = &fakeOpener{stream: h.stream}
+	h.batch = &fakeBatch{ackLimit: -1}
+	h.cps = &fakeCheckpoints{acked: h.batch.Acked}
+	h.inv = Invocation{Owner: "req-1", Deadline: h.clock.Now().Add(15 * time.Minute)}
+	return h
+}
+
+func (h *harness) run() (Summary, error) {
+	c := New(h.opts, Deps{
+		Streams:     h.opener,
+		Publisher:   &fakePublisher{batch: h.batch},
+		Checkpoints: h.cps,
+		Blobs:       h.blob,
+		Now:         h.clock.Now,
+		Logger:      slog.New(slog.NewJSONHandler(&h.logs, nil)),
+		Metrics:     &h.metrics,
+	})
+	return c.Run(t0ctx(), h.inv)
+}
+
+// metric returns the value of an EMF metric from the emitted line.
+func (h *harness) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	var line map[string]any
+	if err := json.Unmarshal(h.metrics.Bytes(), &line); err != nil {
+		t.Fatalf("metrics line %q: %v", h.metrics.String(), err)
+	}
+	v, ok := line[name].(float64)
+	if !ok {
+		t.Fatalf("metric %s missing from %s", name, h.metrics.String())
+	}
+	return v
+}
+
+func (h *harness) savedIndex() int {
+	if len(h.cps.state.ResumeToken) == 0 {
+		return 0
+	}
+	return tokenIndex(h.cps.state.ResumeToken)
+}
+
+func TestStopReasons(t *testing.T) {
+	tests := []struct {
+		name       string
+		events     []bson.Raw
+		setup      func(*harness)
+		wantReason string
+		wantEvents int
+	}{
+		{"max events", inserts(1, 10), func(h *harness) { h.opts.MaxEvents = 4 }, StopMaxEvents, 4},
+		{"max bytes", inserts(1, 10), func(h *harness) { h.opts.MaxBytes = 1 }, StopMaxBytes, 1},
+		{"idle", inserts(1, 3), nil, StopIdle, 3},
+		{"quiet scope is idle at once", nil, func(h *harness) { h.stream.pbrt = 99 }, StopIdle, 0},
+		{"deadline", inserts(1, 10), func(h *harness) {
+			h.stream.gap = time.Minute
+			h.inv.Deadline = h.clock.Now().Add(5*time.Minute + 10*time.Second)
+		}, StopDeadline, 5},
+		{"continuous drain ignores idle", inserts(1, 3), func(h *harness) { h.opts.ContinuousDrain = 50 * time.Second }, StopContinuousDrain, 3},
+		{"invalidate", append(inserts(1, 2), event(3, "drop", "bar", "foo"), event(4, "invalidate", "", ""), event(5, "insert", "bar", "foo")), nil, StopInvalidate, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(tt.events...)
+			if tt.setup != nil {
+				tt.setup(h)
+			}
+			start := h.clock.Now()
+			sum, err := h.run()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.StopReason != tt.wantReason || sum.Events != tt.wantEvents {
+				t.Errorf("stop %q after %d events, want %q after %d", sum.StopReason, sum.Events, tt.wantReason, tt.wantEvents)
+			}
+			if !sum.CheckpointSaved || !h.cps.released {
+				t.Errorf("checkpoint saved %v, lease released %v", sum.CheckpointSaved, h.cps.released)
+			}
+			if tt.wantReason == StopContinuousDrain && h.clock.Now().Sub(start) < 50*time.Second {
+				t.Errorf("continuous drain stopped after %v", h.clock.Now().Sub(start))
+			}
+			if tt.wantReason == StopDeadline && h.clock.Now().After(h.inv.Deadline.Add(-h.opts.DeadlineMargin)) {
+				t.Errorf("read past the deadline margin")
+			}
+		})
+	}
+}
+
+func TestInvalidateSavesStartAfterPosition(t *testing.T) {
+	h := newHarness(event(1, "insert", "bar", "foo"), event(2, "drop", "bar", "foo"), event(3, "invalidate", "", ""))
+	if _, err := h.run(); err != nil {
+		t.Fatal(err)
+	}
+	if h.savedIndex() != 3 || !h.cps.state.AfterInvalidate {
+		t.Fatalf("saved %d afterInvalidate=%v, want the invalidate's token", h.savedIndex(), h.cps.state.AfterInvalidate)
+	}
+	// The next run opens with startAfter.
+	h2 := newHarness()
+	h2.cps.state = h.cps.state
+	if _, err := h2.run(); err != nil {
+		t.Fatal(err)
+	}
+	if got := h2.opener.got[0]; tokenIndex(got.StartAfter) != 3 || got.ResumeAfter != nil {
+		t.Errorf("opened with %+v, want startAfter the invalidate", got)
+	}
+}
+
+func TestStartPosition(t *testing.T) {
+	startAt := time.Date(2024, 4, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name  string
+		state checkpoint.State
+		opts  func(*Options)
+		check func(Start) bool
+	}{
+		{"first run: now", checkpoint.State{}, nil, func(s Start) bool { return s.ResumeAfter == nil && s.StartAfter == nil && s.StartAt == nil }},
+		{"first run: START_AT", checkpoint.State{}, func(o *Options) { o.StartAt = startAt }, func(s Start) bool {
+			return s.StartAt != nil && s.StartAt.T == uint32(startAt.Unix())
+		}},
+		{"saved token", checkpoint.State{Position: checkpoint.Position{ResumeToken: token(7)}}, func(o *Options) { o.StartAt = startAt }, func(s Start) bool {
+			return tokenIndex(s.ResumeAfter) == 7 && s.StartAt == nil
+		}},
+		{"reset to a time", checkpoint.State{StartAt: primitiveTS(1700000000)}, nil, func(s Start) bool { return s.StartAt != nil && s.StartAt.T == 1700000000 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness()
+			h.cps.state = tt.state
+			if tt.opts != nil {
+				tt.opts(&h.opts)
+			}
+			if _, err := h.run(); err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(h.opener.got[0]) {
+				t.Errorf("opened with %+v", h.opener.got[0])
+			}
+		})
+	}
+}
+
+// TestCheckpointNeverBeyondLastAck: every save, during and after the drain, names an event
+// whose message and all earlier ones were acknowledged at that moment.
+func TestCheckpointNeverBeyondLastAck(t *testing.T) {
+	tests := []struct {
+		name      string
+		ackLimit  int
+		failAt    int
+		wantSaved int // index of the event finally saved
+		wantErr   bool
+	}{
+		{"all acknowledged", -1, 0, 20, false},
+		{"acks stall at 7", 7, 0, 7, true},
+		{"message 12 fails", -1, 12, 11, true},
+		{"nothing acknowledged", 0, 0, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(inserts(1, 20)...)
+			h.opts.CheckpointEvery = 3
+			h.batch.ackLimit, h.batch.failAt = tt.ackLimit, tt.failAt
+			_, err := h.run()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			for i, pos := range h.cps.saves {
+				if idx := tokenIndex(pos.ResumeToken); uint64(idx) > h.cps.ackedAt[i] {
+					t.Errorf("save %d moved the checkpoint to event %d with only %d acknowledged", i, idx, h.cps.ackedAt[i])
+				}
+			}
+			if got := h.savedIndex(); got != tt.wantSaved {
+				t.Errorf("checkpoint at event %d, want %d", got, tt.wantSaved)
+			}
+			if tt.wantErr && h.metric(t, "Errors") != 1 {
+				t.Error("Errors metric not set")
+			}
+		})
+	}
+}
+
+func TestCheckpointEveryN(t *testing.T) {
+	h := newHarness(inserts(1, 10)...)
+	h.opts.CheckpointEvery = 4
+	sum, err := h.run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for _, p := range h.cps.saves {
+		got = append(got, tokenIndex(p.ResumeToken))
+	}
+	// Saves after 4 and 8 acknowledgements, then the final one.
+	if len(got) != 3 || got[0] != 4 || got[1] != 8 || got[2] != 10 || sum.Checkpoints != 3 {
+		t.Errorf("saves at %v (summary %d)", got, sum.Checkpoints)
+	}
+}
+
+func TestQuietScopeSavesPostBatchToken(t *testing.T) {
+	tests := []struct {
+		name   string
+		events []bson.Raw
+	}{
+		{"no events", nil},
+		{"events, then quiet", inserts(1, 3)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(tt.events...)
+			h.stream.pbrt = 500 // the server's post-batch token moved past other namespaces' changes
+			sum, err := h.run()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h.savedIndex() != 500 || !sum.CheckpointSaved {
+				t.Errorf("checkpoint at %d (saved %v), want the post-batch token 500", h.savedIndex(), sum.CheckpointSaved)
+			}
+		})
+	}
+}
+
+func TestLeaseHeldIsACleanRefusal(t *testing.T) {
+	h := newHarness(inserts(1, 3)...)
+	h.cps.heldBy = "req-0"
+	sum, err := h.run()
+	if err != nil {
+		t.Fatalf("a held lease must not fail the invocation: %v", err)
+	}
+	if sum.StopReason != StopLeaseHeld || !strings.Contains(sum.LeaseHeldBy, `"req-0"`) {
+		t.Errorf("summary %+v does not say who holds the lease", sum)
+	}
+	if len(h.opener.got) != 0 || len(h.batch.msgs) != 0 || len(h.cps.saves) != 0 {
+		t.Error("a refused invocation opened the stream, published or saved")
+	}
+	if h.metric(t, "LeaseHeld") != 1 {
+		t.Error("LeaseHeld metric not set")
+	}
+}
+
+func TestFencedSaveFails(t *testing.T) {
+	h := newHarness(inserts(1, 10)...)
+	h.opts.CheckpointEvery = 2
+	h.cps.fenceNow = true
+	sum, err := h.run()
+	if !errors.Is(err, checkpoint.ErrFenced) {
+		t.Fatalf("err = %v, want ErrFenced", err)
+	}
+	if len(h.cps.saves) != 0 || h.cps.released || sum.StopReason != StopError {
+		t.Errorf("saves %d, released %v, stop %q", len(h.cps.saves), h.cps.released, sum.StopReason)
+	}
+	if len(h.batch.msgs) > 3 {
+		t.Errorf("kept publishing after losing the lease: %d messages", len(h.batch.msgs))
+	}
+}
+
+func TestHistoryLost(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+	}{
+		{"mongodb 286 at open", mongo.CommandError{Code: 286, Message: "Resume of change stream was not possible"}},
+		{"documentdb 136 at open", mongo.CommandError{Code: 136, Message: "CollectionScan died due to position in capped collection being deleted"}},
+		{"message only", errors.New("change stream history lost: the resume token is older than the oldest retained change")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness()
+			h.cps.state.Position = checkpoint.Position{ResumeToken: token(42), ClusterTime: primitiveTS(1714000000)}
+			h.opener.err = tt.err
+			sum, err := h.run()
+			if !errors.Is(err, ErrHistoryLost) {
+				t.Fatalf("err = %v, want ErrHistoryLost", err)
+			}
+			for _, want := range []string{"docdbdr bootstrap", "docdbdr reset-checkpoint", "unchanged", "2024-04-24T"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error does not say %q: %v", want, err)
+				}
+			}
+			if h.metric(t, "HistoryLost") != 1 || sum.StopReason != StopError {
+				t.Error("HistoryLost metric not 1")
+			}
+			if len(h.cps.saves) != 0 || h.savedIndex() != 42 {
+				t.Error("the checkpoint moved")
+			}
+		})
+	}
+	// During the drain (a getMore) as well.
+	h := newHarness(inserts(1, 2)...)
+	h.stream.err = mongo.CommandError{Code: 286, Message: "history lost"}
+	if _, err := h.run(); !errors.Is(err, ErrHistoryLost) || h.metric(t, "HistoryLost") != 1 {
+		t.Errorf("history lost during the drain: %v", err)
+	}
+}
+
+func TestStreamsNotEnabledQuotesTheCommand(t *testing.T) {
+	tests := []struct {
+		name  string
+		scope Scope
+		want  string
+	}{
+		{"collection", Scope{DB: "bar", Collections: []string{"foo"}}, `db.adminCommand({modifyChangeStreams: 1, database: "bar", collection: "foo", enable: true})`},
+		{"database", Scope{DB: "bar"}, `db.adminCommand({modifyChangeStreams: 1, database: "bar", collection: "", enable: true})`},
+		{"list", Scope{DB: "bar", Collections: []string{"foo", "x"}}, `db.adminCommand({modifyChangeStreams: 1, database: "bar", collection: "", enable: true})`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness()
+			h.opts.Scope = tt.scope
+			h.opener.err = mongo.CommandError{Code: 136, Message: "modifyChangeStreams has not been run for this collection"}
+			_, err := h.run()
+			if !errors.Is(err, ErrStreamsNotEnabled) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to quote %s", err, tt.want)
+			}
+			if errors.Is(err, ErrHistoryLost) {
+				t.Error("not-enabled classified as history lost")
+			}
+		})
+	}
+}
+
+func TestScopeFilter(t *testing.T) {
+	events := []bson.Raw{
+		event(1, "insert", "bar", "foo"),
+		event(2, "insert", "bar", "exa"), // not watched
+		event(3, "insert", "other", "foo"),
+		event(4, "update", "bar", "x"),
+		event(5, "rename", "bar", "tmp", bson.E{Key: "to", Value: bson.D{{Key: "db", Value: "bar"}, {Key: "coll", Value: "foo"}}}),
+		event(6, "rename", "bar", "x", bson.E{Key: "to", Value: bson.D{{Key: "db", Value: "bar"}, {Key: "coll", Value: "gone"}}}),
+		event(7, "createIndexes", "bar", "foo"), // unknown operation type
+		event(8, "delete", "bar", "exa"),
+	}
+	h := newHarness(events...)
+	h.opts.Scope = Scope{DB: "bar", Collections: []string{"foo", "x"}}
+	h.opts.CheckpointEvery = 1
+	sum, err := h.run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range h.batch.msgs {
+		ev, err := changeevent.Unmarshal(m.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(ev.Operation)+" "+ev.NS.String())
+	}
+	want := "insert bar.foo|update bar.x|rename bar.tmp|rename bar.x"
+	if strings.Join(got, "|") != want {
+		t.Errorf("published %v, want %s", got, want)
+	}
+	if sum.Skipped != 4 || sum.Events != 4 {
+		t.Errorf("skipped %d events %d", sum.Skipped, sum.Events)
+	}
+	// The checkpoint moves past skipped events too.
+	if h.savedIndex() != 8 {
+		t.Errorf("checkpoint at %d, want 8", h.savedIndex())
+	}
+}
+
+func TestScopePipeline(t *testing.T) {
+	if p := (Scope{DB: "bar", Collections: []string{"foo"}}).Pipeline(); len(p) != 0 {
+		t.Errorf("a collection stream needs no filter: %v", p)
+	}
+	p := Scope{DB: "bar", Collections: []string{"foo", "x"}}.Pipeline()
+	js, _ := bson.MarshalExtJSON(bson.D{{Key: "p", Value: p}}, false, false)
+	for _, want := range []string{`"ns.coll":{"$in":["foo","x"]}`, `"to.coll":{"$in":["foo","x"]}`, `"dropDatabase"`} {
+		if !strings.Contains(string(js), want) {
+			t.Errorf("pipeline %s lacks %s", js, want)
+		}
+	}
+}
+
+func TestClaimCheck(t *testing.T) {
+	bigDoc := func(id int32) bson.Raw {
+		b, _ := bson.Marshal(bson.D{{Key: "_id", Value: id}, {Key: "blob", Value: strings.Repeat("y", 5000)}})
+		return b
+	}
+	bigUpdate := event(2, "update", "bar", "foo", bson.E{Key: "fullDocument", Value: bigDoc(2)})
+
+	t.Run("oversized events go to S3", func(t *testing.T) {
+		bigDrop := event(4, "dropDatabase", "bar", "")
+		h := newHarness(event(1, "insert", "bar", "foo"), bigUpdate, event(3, "replace", "bar", "foo", bson.E{Key: "fullDocument", Value: bigDoc(3)}), bigDrop)
+		h.opts.Scope = Scope{DB: "bar"}
+		h.opts.MaxMessageBytes = 2048
+		sum, err := h.run()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum.ClaimChecks != 2 || len(h.blob.objects) != 2 || sum.Events != 4 {
+			t.Fatalf("claim checks %d, objects %d", sum.ClaimChecks, len(h.blob.objects))
+		}
+		stub, err := changeevent.Unmarshal(h.batch.msgs[1].Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc := stub.ClaimCheck
+		if cc == nil || cc.Bucket != "archive" || stub.FullDocument != nil || stub.Operation != changeevent.Update {
+			t.Fatalf("stub %+v", stub)
+		}
+		if !strings.HasPrefix(cc.Key, "docdbdr/claimcheck/db=bar/coll=foo/1714564802-1-") || !strings.HasSuffix(cc.Key, cc.SHA256+".bson") {
+			t.Errorf("key %s", cc.Key)
+		}
+		full, err := changeevent.Unmarshal(h.blob.objects[cc.Key])
+		if err != nil || int64(len(h.blob.objects[cc.Key])) != cc.Size || full.FullDocument == nil {
+			t.Errorf("stored object is not the full event: %v", err)
+		}
+		if len(h.batch.msgs[1].Value) > 2048 || len(h.batch.msgs) != 4 {
+			t.Errorf("stub %d bytes, %d messages", len(h.batch.msgs[1].Value), len(h.batch.msgs))
+		}
+	})
+	t.Run("S3 failure fails the invocation", func(t *testing.T) {
+		h := newHarness(event(1, "insert", "bar", "foo"), bigUpdate, event(3, "insert", "bar", "foo"))
+		h.opts.MaxMessageBytes = 2048
+		h.blob.err = errBoom
+		_, err := h.run()
+		if !errors.Is(err, errBoom) || !strings.Contains(err.Error(), "s3://archive/docdbdr/claimcheck/") {
+			t.Fatalf("err = %v", err)
+		}
+		if h.savedIndex() > 1 || len(h.batch.msgs) != 1 {
+			t.Errorf("checkpoint %d, messages %d: went past the failed event", h.savedIndex(), len(h.batch.msgs))
+		}
+	})
+}
+
+func TestEventsArePublishedWithKeyAndHeaders(t *testing.T) {
+	h := newHarness(event(1, "insert", "bar", "foo"), event(2, "delete", "bar", "foo"))
+	sum, err := h.run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := h.batch.msgs[1]
+	if string(m.Key) != `bar.foo|{"$numberInt":"2"}` || m.Headers[1] != [2]string{"docdbdr-op", "delete"} {
+		t.Errorf("key %s headers %v", m.Key, m.Headers)
+	}
+	if sum.ByOperation["insert"] != 1 || sum.ByOperation["delete"] != 1 || sum.FirstClusterTime.T != 1714564801 || sum.LastClusterTime.T != 1714564802 {
+		t.Errorf("summary %+v", sum)
+	}
+	for _, name := range []string{"Events", "Events.insert", "Bytes", "DrainTime", "PublishTime", "ReplicationLagSeconds", "LagRetentionFraction"} {
+		h.metric(t, name)
+	}
+	if !strings.Contains(h.logs.String(), `"msg":"capture summary"`) {
+		t.Errorf("no summary log line: %s", h.logs.String())
+	}
+}
+
+func TestParseInvocation(t *testing.T) {
+	tests := []struct {
+		name    string
+		payload string
+		want    Overrides
+		wantErr bool
+	}{
+		{"empty", ``, Overrides{}, false},
+		{"scheduled event", `{"version":"0","id":"x","detail-type":"Scheduled Event","source":"aws.events","time":"2024-05-01T12:00:00Z","detail":{}}`, Overrides{}, false},
+		{"manual", `{"maxEvents": 10, "idleTimeout": "1s"}`, Overrides{MaxEvents: 10, IdleTimeout: Duration(time.Second)}, false},
+		{"typo", `{"maxEvent": 10}`, Overrides{}, true},
+		{"bad duration", `{"idleTimeout": 5}`, Overrides{}, true},
+		{"negative", `{"maxEvents": -1}`, Overrides{}, true},
+		{"not json", `maxEvents=10`, Overrides{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseInvocation([]byte(tt.payload))
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("got %+v, %v", got, err)
+			}
+		})
+	}
+}
+
+func TestOverridesApply(t *testing.T) {
+	h := newHarness(inserts(1, 10)...)
+	h.inv.Overrides = Overrides{MaxEvents: 2}
+	sum, err := h.run()
+	if err != nil || sum.Events != 2 || sum.StopReason != StopMaxEvents {
+		t.Errorf("summary %+v, %v", sum, err)
+	}
+}

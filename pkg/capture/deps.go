@@ -1,0 +1,80 @@
+package capture
+
+import (
+	"context"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
+
+	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
+	"github.com/docdb-dr/docdb-dr/pkg/kafka"
+)
+
+// The capture logic talks to the outside world only through these small interfaces, so that the
+// drain can be tested with fakes. MongoStreams, KafkaPublisher, *checkpoint.Store and
+// *archive.S3 are the production implementations.
+
+// Start says where a change stream opens. At most one of ResumeAfter, StartAfter and StartAt is
+// set; none means "now".
+type Start struct {
+	ResumeAfter bson.Raw             // continue after this event
+	StartAfter  bson.Raw             // continue after this invalidate event
+	StartAt     *primitive.Timestamp // begin at this cluster time
+}
+
+// StreamOpener opens a change stream on a scope with fullDocument: updateLookup.
+type StreamOpener interface {
+	Open(ctx context.Context, scope Scope, start Start) (Stream, error)
+}
+
+// Stream is an open change stream (the driver's *mongo.ChangeStream, see MongoStreams).
+type Stream interface {
+	// TryNext returns the next event if one is buffered or arrives within one getMore (which
+	// waits up to the stream's max await time); false when none did or on error (see Err).
+	TryNext(ctx context.Context) bool
+	// Current is the event TryNext returned.
+	Current() bson.Raw
+	// ResumeToken is a position just after the last event returned, or the post-batch resume
+	// token when the last batch is exhausted.
+	ResumeToken() bson.Raw
+	Err() error
+	Close(ctx context.Context) error
+}
+
+// Publisher starts per-invocation batches of Kafka messages (KafkaPublisher adapts
+// *kafka.Publisher).
+type Publisher interface {
+	Begin(window int) Batch
+}
+
+// Batch publishes messages and reports, in publish order, which Kafka acknowledged
+// (*kafka.Batch implements it).
+type Batch interface {
+	Publish(ctx context.Context, msg kafka.Message) (uint64, error)
+	Acked() uint64
+	Err() error
+	Progress() <-chan struct{}
+	Flush(ctx context.Context) error
+	End()
+}
+
+// Checkpoints is the state collection (*checkpoint.Store implements it).
+type Checkpoints interface {
+	Load(ctx context.Context, scope string) (checkpoint.State, error)
+	Acquire(ctx context.Context, scope, owner string, ttl time.Duration) (checkpoint.Lease, error)
+	Save(ctx context.Context, lease checkpoint.Lease, pos checkpoint.Position) error
+	Release(ctx context.Context, lease checkpoint.Lease) error
+}
+
+// Blob stores claim-check objects (*archive.S3 implements it).
+type Blob interface {
+	Bucket() string
+	Put(ctx context.Context, key string, body []byte) error
+}
+
+// KafkaPublisher adapts *kafka.Publisher to Publisher.
+type KafkaPublisher struct{ P *kafka.Publisher }
+
+// Begin starts a kafka.Batch.
+func (k KafkaPublisher) Begin(window int) Batch { return k.P.Begin(window) }
