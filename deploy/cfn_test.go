@@ -174,6 +174,10 @@ func renderFile(path string, overrides map[string]any) (*stack, error) {
 	}
 	e.conds, _ = tmpl["Conditions"].(map[string]any)
 
+	if err := e.rules(); err != nil {
+		return nil, err
+	}
+
 	resources, _ := tmpl["Resources"].(map[string]any)
 	for name, r := range resources {
 		rm := r.(map[string]any)
@@ -270,6 +274,41 @@ func checkParam(name string, p map[string]any, v any) error {
 			return fmt.Errorf("parameter %s: %v > MaxValue %v", name, n, hi)
 		}
 	}
+	return nil
+}
+
+// rules checks the template's Rules as CloudFormation does before creating anything: for each
+// rule whose RuleCondition holds, every Assert must hold.
+func (e *evaluator) rules() error {
+	rules, _ := e.tmpl["Rules"].(map[string]any)
+	names := make([]string, 0, len(rules))
+	for name := range rules {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		r := rules[name].(map[string]any)
+		if c, ok := r["RuleCondition"]; ok {
+			v, err := e.resolve(c)
+			if err != nil {
+				return fmt.Errorf("rule %s: %w", name, err)
+			}
+			if v != true {
+				continue
+			}
+		}
+		for _, a := range r["Assertions"].([]any) {
+			am := a.(map[string]any)
+			v, err := e.resolve(am["Assert"])
+			if err != nil {
+				return fmt.Errorf("rule %s: %w", name, err)
+			}
+			if v != true {
+				return fmt.Errorf("rule %s fails: %v", name, am["AssertDescription"])
+			}
+		}
+	}
+	delete(e.tmpl, "Rules")
 	return nil
 }
 

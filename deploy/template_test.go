@@ -1,13 +1,17 @@
 package deploy
 
 import (
+	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/awslabs/goformation/v7/cloudformation/serverless"
 
@@ -497,5 +501,41 @@ func TestEveryParameterIsUsed(t *testing.T) {
 		if !regexp.MustCompile(`(!Ref |\$\{)` + name + `\b`).MatchString(body) {
 			t.Errorf("parameter %s is never used", name)
 		}
+	}
+}
+
+func TestRulesRejectInconsistentParameters(t *testing.T) {
+	for _, c := range []struct {
+		rule   string
+		params map[string]any
+	}{
+		{"ScramNeedsSecret", required(map[string]any{"KafkaAuth": "scram-sha-512"})},
+		{"SecretOnlyForScram", required(map[string]any{"KafkaSecretArn": kafkaSecret})},
+		{"ObjectLockNeedsNewBucket", required(map[string]any{"ObjectLockMode": "GOVERNANCE", "ArchiveBucketName": "corp-dr-archive"})},
+	} {
+		_, err := renderFile("../template.yaml", c.params)
+		if err == nil || !strings.Contains(err.Error(), "rule "+c.rule+" fails") {
+			t.Errorf("%s: err = %v", c.rule, err)
+		}
+	}
+}
+
+// TestCfnLint runs cfn-lint (which also applies the SAM transform) when it is installed. Errors
+// fail the test; warnings are logged (a newer cfn-lint may add checks).
+func TestCfnLint(t *testing.T) {
+	lint, err := exec.LookPath("cfn-lint")
+	if err != nil {
+		t.Skip("cfn-lint not installed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, lint, "--", filepath.Join("..", "template.yaml")).CombinedOutput()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit) && exit.ExitCode()&2 == 0 && exit.ExitCode() > 0:
+		t.Logf("cfn-lint warnings (exit %d):\n%s", exit.ExitCode(), out)
+	default:
+		t.Fatalf("cfn-lint template.yaml: %v\n%s", err, out)
 	}
 }
