@@ -42,7 +42,7 @@ vet:
 
 ## lint: go vet and staticcheck (installed with go install at a pinned version)
 lint: vet
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0 $(PKGS)
 
 ## demo: the whole pipeline on the embedded local stack, replaying the original write-up's checks
 demo:
