@@ -9,6 +9,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/docdb-dr/docdb-dr/pkg/bootstrap/partition"
+	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
 	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
 )
 
@@ -59,5 +60,26 @@ func TestTakeStartPosition(t *testing.T) {
 				t.Errorf("resume token present = %v, want %v (%s)", got, tt.wantToken, pos)
 			}
 		})
+	}
+}
+
+// TestCheckpointStoreSetsCaptureStart runs a bootstrap with the real checkpoint store and reads
+// back what capture will see.
+func TestCheckpointStoreSetsCaptureStart(t *testing.T) {
+	ctx := context.Background()
+	primary, dr := newCluster(t), newCluster(t)
+	seed(t, primary.Database("bar").Collection("foo"), 10, func(i int) any { return int32(i) })
+	store := checkpoint.New(primary.Database("docdbdr").Collection("checkpoints"), nil)
+	scope := partition.Scope{DB: "bar", Collections: []string{"foo"}}
+	res, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: scope, Checkpoint: CheckpointStore{Store: store}, Who: "ops@example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Load(ctx, "bar.foo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Exists || st.StartAt.T != res.Start.ClusterTime.T || st.ResetBy == nil || st.ResetBy.Who != "ops@example" {
+		t.Errorf("checkpoint state = %+v, start %s", st, res.Start)
 	}
 }

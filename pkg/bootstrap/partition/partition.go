@@ -18,6 +18,8 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
 )
 
 // Scope is what one capture replicates: a database and, optionally, some of its collections
@@ -27,15 +29,10 @@ type Scope struct {
 	Collections []string `bson:"collections,omitempty" json:"collections,omitempty"`
 }
 
-// Key is a stable name of the scope: "bar" for a whole database, "bar.foo,qux" for collections
-// (sorted). It keys state documents.
+// Key is the scope's stable name, the one capture's checkpoint uses (checkpoint.ScopeID): "bar"
+// for a whole database, "bar.foo,bar.qux" for collections (sorted). It keys state documents.
 func (s Scope) Key() string {
-	if len(s.Collections) == 0 {
-		return s.DB
-	}
-	c := slices.Clone(s.Collections)
-	slices.Sort(c)
-	return s.DB + "." + strings.Join(c, ",")
+	return checkpoint.ScopeID(s.DB, s.Collections)
 }
 
 // Validate reports a scope without a database.
