@@ -26,11 +26,13 @@ FORCE:
 # SAM's `BuildMethod: makefile` calls build-<LogicalId> with ARTIFACTS_DIR set.
 build-CaptureFunction:
 	$(LAMBDA_ENV) $(GO) build $(LAMBDA_FLAGS) -o $(ARTIFACTS_DIR)/bootstrap ./functions/capture
-	@if [ -f global-bundle.pem ]; then cp global-bundle.pem $(ARTIFACTS_DIR)/; fi
+	@test -f global-bundle.pem || { echo "global-bundle.pem is missing: download the RDS CA bundle first (docs/deployment.md)" >&2; exit 1; }
+	cp global-bundle.pem $(ARTIFACTS_DIR)/
 
 build-ApplyFunction:
 	$(LAMBDA_ENV) $(GO) build $(LAMBDA_FLAGS) -o $(ARTIFACTS_DIR)/bootstrap ./functions/apply
-	@if [ -f global-bundle.pem ]; then cp global-bundle.pem $(ARTIFACTS_DIR)/; fi
+	@test -f global-bundle.pem || { echo "global-bundle.pem is missing: download the RDS CA bundle first (docs/deployment.md)" >&2; exit 1; }
+	cp global-bundle.pem $(ARTIFACTS_DIR)/
 
 ## test: vet and every test, including the end-to-end suite on the embedded stack
 test: vet
