@@ -131,8 +131,8 @@ func cmdServerStatus(c *cmdCtx, dst []byte) ([]byte, error) {
 	dst = bsoncore.AppendDateTimeElement(dst, "localTime", time.Now().UnixMilli())
 	c.e.mu.RLock()
 	first, last := uint64(0), c.e.oplog.lastSeq
-	if len(c.e.oplog.entries) > 0 {
-		first = c.e.oplog.entries[0].seq
+	if c.e.oplog.count > 0 {
+		first = c.e.oplog.firstSeq
 	}
 	c.e.mu.RUnlock()
 	idx, dst := bsoncore.AppendDocumentElementStart(dst, "oplog")

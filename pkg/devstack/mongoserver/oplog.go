@@ -50,8 +50,16 @@ func (en *oplogEntry) size() int64 {
 
 // oplog is the capped, in-memory change history. It lives inside engine and
 // is guarded by engine.mu.
+//
+// Entries are kept in fixed-size chunks rather than one slice: appending
+// never copies the history (a single slice would move hundreds of
+// megabytes each time it grew at a million entries), trimming releases
+// whole chunks, and position seq is found by arithmetic.
 type oplog struct {
-	entries    []oplogEntry // retained entries, oldest first
+	chunks     [][]oplogEntry // full chunks, then the one being filled
+	baseSeq    uint64         // position of chunks[0][0]
+	firstSeq   uint64         // oldest retained position (entries before it are trimmed)
+	count      int            // retained entries
 	bytes      int64
 	maxEntries int
 	maxBytes   int64
@@ -65,6 +73,8 @@ type oplog struct {
 	trimmedSeq uint64
 	trimmedTS  primitive.Timestamp
 }
+
+const oplogChunk = 4096
 
 // appendEntry stamps en with the next position and cluster time and appends
 // it, trimming the oldest entries beyond the caps. Caller holds e.mu.
@@ -80,44 +90,56 @@ func (e *engine) appendEntry(en oplogEntry) *oplogEntry {
 	o.lastSeq++
 	en.seq, en.ts, en.wall = o.lastSeq, o.lastTS, now.UnixMilli()
 	o.lastWrite = now
-	o.entries = append(o.entries, en)
+	if o.count == 0 && len(o.chunks) == 0 {
+		o.baseSeq, o.firstSeq = en.seq, en.seq
+	}
+	if n := len(o.chunks); n == 0 || len(o.chunks[n-1]) == oplogChunk {
+		o.chunks = append(o.chunks, make([]oplogEntry, 0, oplogChunk))
+	}
+	last := len(o.chunks) - 1
+	o.chunks[last] = append(o.chunks[last], en)
+	o.count++
 	o.bytes += en.size()
 	e.dirty = true
 
-	drop := 0
-	for len(o.entries)-drop > 1 &&
-		(len(o.entries)-drop > o.maxEntries || (o.maxBytes > 0 && o.bytes > o.maxBytes)) {
-		o.bytes -= o.entries[drop].size()
-		drop++
+	for o.count > 1 && (o.count > o.maxEntries || (o.maxBytes > 0 && o.bytes > o.maxBytes)) {
+		o.trimOldest()
 	}
-	if drop > 0 {
-		o.trimmedSeq, o.trimmedTS = o.entries[drop-1].seq, o.entries[drop-1].ts
-		clear(o.entries[:drop]) // let the documents be collected
-		o.entries = o.entries[drop:]
+	return o.entryAt(en.seq)
+}
+
+// trimOldest drops the oldest retained entry.
+func (o *oplog) trimOldest() {
+	old := o.entryAt(o.firstSeq)
+	o.trimmedSeq, o.trimmedTS = old.seq, old.ts
+	o.bytes -= old.size()
+	*old = oplogEntry{} // let the documents be collected
+	o.firstSeq++
+	o.count--
+	if o.firstSeq-o.baseSeq == oplogChunk {
+		o.chunks[0] = nil
+		o.chunks = o.chunks[1:]
+		o.baseSeq += oplogChunk
 	}
-	return &o.entries[len(o.entries)-1]
 }
 
 // entryAt returns the retained entry at position seq, or nil.
 func (o *oplog) entryAt(seq uint64) *oplogEntry {
-	if len(o.entries) == 0 {
+	if o.count == 0 || seq < o.firstSeq || seq > o.lastSeq {
 		return nil
 	}
-	first := o.entries[0].seq
-	if seq < first || seq > o.lastSeq {
-		return nil
-	}
-	return &o.entries[seq-first]
+	off := seq - o.baseSeq
+	return &o.chunks[off/oplogChunk][off%oplogChunk]
 }
 
 // firstSeqAtOrAfter returns the position of the first retained entry whose
 // cluster time is >= ts (lastSeq+1 when there is none).
 func (o *oplog) firstSeqAtOrAfter(ts primitive.Timestamp) uint64 {
-	i := sort.Search(len(o.entries), func(i int) bool { return !tsLess(o.entries[i].ts, ts) })
-	if i == len(o.entries) {
+	if o.count == 0 {
 		return o.lastSeq + 1
 	}
-	return o.entries[i].seq
+	i := sort.Search(o.count, func(i int) bool { return !tsLess(o.entryAt(o.firstSeq+uint64(i)).ts, ts) })
+	return o.firstSeq + uint64(i)
 }
 
 func tsLess(a, b primitive.Timestamp) bool {
