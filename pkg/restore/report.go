@@ -14,7 +14,7 @@ func (r Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
 	mode := "restore"
 	if r.DryRun {
-		mode = "restore (dry run: nothing written; apply to write)"
+		mode = "restore (dry run: nothing written; --apply to write)"
 	}
 	fmt.Fprintf(&b, "%s: %d selected, %d restored, %d overwritten, %d skipped (exist in primary), %d missing in DR\n",
 		mode, r.Selected, r.Restored, r.Overwritten, r.SkippedExists, r.MissingInDR)

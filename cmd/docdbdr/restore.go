@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/docdb-dr/docdb-dr/pkg/restore"
+)
+
+func init() {
+	register(command{
+		name:    "restore",
+		summary: "undelete: copy DR's version of intercepted deletes back into the primary (dry run unless --apply)",
+		run:     runRestore,
+	})
+}
+
+// idList is a repeatable --id flag.
+type idList []string
+
+func (l *idList) String() string     { return strings.Join(*l, " ") }
+func (l *idList) Set(s string) error { *l = append(*l, s); return nil }
+
+func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("restore", stderr)
+	db := fs.String("db", "", "database of the deletes to restore (default WATCH_DB)")
+	coll := fs.String("coll", "", "collection of the deletes to restore (default: every collection of the database)")
+	from := fs.String("from", "", "only deletes at or after this RFC 3339 time")
+	to := fs.String("to", "", "only deletes before this RFC 3339 time")
+	var ids idList
+	fs.Var(&ids, "id", "only this _id (Extended JSON such as {\"$oid\":\"...\"} or {\"$numberLong\":\"5\"}, a 24-hex ObjectId, or a string); repeatable")
+	doApply := fs.Bool("apply", false, "write to the primary (default: dry run, report only)")
+	overwrite := fs.Bool("overwrite", false, "replace documents that exist in the primary again (default: skip them)")
+	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `usage: docdbdr restore [flags]
+
+Selects intercepted deletes from the archive (ARCHIVE_BUCKET) by namespace, time range and _id,
+and copies DR's current version of each document back into the primary. Without --apply nothing
+is written. A document that exists in the primary is skipped unless --overwrite.
+
+flags:`)
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	env, err := loadToolEnv(stderr)
+	if err != nil {
+		return err
+	}
+	sel := restore.Selection{DB: *db, Coll: *coll, IDs: ids}
+	if sel.DB == "" {
+		sel.DB = env.cfg.WatchDB
+	}
+	var errs []error
+	if sel.DB == "" {
+		errs = append(errs, errors.New("no database: set WATCH_DB or pass --db"))
+	}
+	for _, t := range []struct {
+		flag, value string
+		dst         *time.Time
+	}{{"--from", *from, &sel.From}, {"--to", *to, &sel.To}} {
+		if t.value == "" {
+			continue
+		}
+		v, err := time.Parse(time.RFC3339, t.value)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: want an RFC 3339 time such as 2024-03-01T10:00:00Z: %w", t.flag, err))
+		}
+		*t.dst = v
+	}
+	if err := errors.Join(errs...); err != nil {
+		fmt.Fprintln(stderr, err)
+		return errUsage
+	}
+	reader, ok, err := env.archiveReader(ctx)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("ARCHIVE_BUCKET is required: restore reads the delete archive")
+	}
+	nsmap, err := env.namespaceMap()
+	if err != nil {
+		return err
+	}
+	primary, dr, err := env.connectBoth(ctx)
+	if err != nil {
+		return err
+	}
+	defer disconnect(primary, dr)
+
+	rep, err := restore.Run(ctx, restore.Options{Primary: primary, DR: dr, Archive: reader, Select: sel,
+		MapNamespace: nsmap, Apply: *doApply, Overwrite: *overwrite, Logger: env.log})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return rep.WriteJSON(stdout)
+	}
+	return rep.WriteTable(stdout)
+}
