@@ -10,6 +10,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
+	"math/big"
 	"strconv"
 	"time"
 
@@ -245,8 +247,8 @@ func Unmarshal(b []byte) (Event, error) {
 }
 
 // Key returns the Kafka message key: the namespace and, for document changes, the document's
-// _id as canonical Extended JSON. Every change to one document hashes to one partition and so
-// stays in commit order.
+// _id (numbers by value, as "n:<value>"; anything else as canonical Extended JSON). Every change
+// to one document hashes to one partition and so stays in commit order.
 func Key(e *Event) ([]byte, error) {
 	key := []byte(e.NS.String())
 	if !e.Operation.IsDocumentChange() {
@@ -256,12 +258,48 @@ func Key(e *Event) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	key = append(key, '|')
+	if n, ok := numericKey(id); ok {
+		return append(key, n...), nil
+	}
 	js, err := IDJSON(id)
 	if err != nil {
 		return nil, err
 	}
-	key = append(key, '|')
 	return append(key, js...), nil
+}
+
+// numericKey renders a numeric _id so that values MongoDB treats as the same _id (int32 1,
+// int64 1, double 1.0, Decimal128 "1") give the same key: the unique _id index compares numbers
+// by value, so they are one document and their changes must share a partition.
+func numericKey(id bson.RawValue) (string, bool) {
+	var f *big.Float
+	switch id.Type {
+	case bson.TypeInt32:
+		return "n:" + strconv.FormatInt(int64(id.Int32()), 10), true
+	case bson.TypeInt64:
+		return "n:" + strconv.FormatInt(id.Int64(), 10), true
+	case bson.TypeDouble:
+		d := id.Double()
+		if math.IsNaN(d) || math.IsInf(d, 0) {
+			return "n:" + strconv.FormatFloat(d, 'g', -1, 64), true
+		}
+		f = big.NewFloat(d)
+	case bson.TypeDecimal128:
+		bf, _, err := big.ParseFloat(id.Decimal128().String(), 10, 256, big.ToNearestEven)
+		if err != nil {
+			return "", false // NaN, Infinity: keep the Extended JSON form
+		}
+		f = bf
+	default:
+		return "", false
+	}
+	if f.IsInt() {
+		if i, acc := f.Int64(); acc == big.Exact {
+			return "n:" + strconv.FormatInt(i, 10), true
+		}
+	}
+	return "n:" + f.Text('g', -1), true
 }
 
 // IDJSON renders an _id value as canonical Extended JSON ({"$oid": ...}, {"$numberInt": ...}),
