@@ -91,21 +91,31 @@ func TestThroughputRatio(t *testing.T) {
 	}
 
 	rate := func(d time.Duration) float64 { return float64(n) / d.Seconds() }
-	r := raw()
-	defer func() {
-		r2 := raw()
-		t.Logf("raw bulk copy again: %v, %.0f docs/s", r2.Round(time.Millisecond), rate(r2))
-	}()
-	t.Logf("%d docs (~265 B each), raw bulk copy: %v, %.0f docs/s", n, r.Round(time.Millisecond), rate(r))
-	variants := cmp.Or(os.Getenv("DOCDBDR_BENCH_VARIANTS"), "1x1,1x4,2x8,4x16") // workers x ranges
-	for _, v := range strings.Split(variants, ",") {
-		var workers, ranges int
-		if _, err := fmt.Sscanf(v, "%dx%d", &workers, &ranges); err != nil {
-			t.Fatalf("DOCDBDR_BENCH_VARIANTS: %q is not <workers>x<ranges>", v)
+	// The machine may be shared: each shape runs in several interleaved rounds and the best time
+	// counts.
+	rounds, _ := strconv.Atoi(cmp.Or(os.Getenv("DOCDBDR_BENCH_ROUNDS"), "3"))
+	variants := strings.Split(cmp.Or(os.Getenv("DOCDBDR_BENCH_VARIANTS"), "1x1,1x4,2x8,4x16"), ",") // workers x ranges
+	best := map[string]time.Duration{}
+	keep := func(label string, d time.Duration) {
+		if b, ok := best[label]; !ok || d < b {
+			best[label] = d
 		}
-		b := boot(workers, ranges)
-		t.Logf("bootstrap %d worker(s), %d range(s): %v, %.0f docs/s, ratio %.2f",
-			workers, ranges, b.Round(time.Millisecond), rate(b), rate(b)/rate(r))
+	}
+	for range max(rounds, 1) {
+		keep("raw", raw())
+		for _, v := range variants {
+			var workers, ranges int
+			if _, err := fmt.Sscanf(v, "%dx%d", &workers, &ranges); err != nil {
+				t.Fatalf("DOCDBDR_BENCH_VARIANTS: %q is not <workers>x<ranges>", v)
+			}
+			keep(v, boot(workers, ranges))
+		}
+	}
+	r := best["raw"]
+	t.Logf("%d docs (~265 B each), best of %d rounds; raw bulk copy: %v, %.0f docs/s", n, rounds, r.Round(time.Millisecond), rate(r))
+	for _, v := range variants {
+		b := best[v]
+		t.Logf("bootstrap %s (workers x ranges): %v, %.0f docs/s, ratio to raw %.2f", v, b.Round(time.Millisecond), rate(b), rate(b)/rate(r))
 	}
 }
 
