@@ -7,6 +7,11 @@
 // change of type alone (int32 → int64) or of field order is a difference. A document of DR that the
 // primary lacks is "extra"; when the archive shows that its delete was intercepted (or its
 // collection's drop), it is an intercepted delete: DR is meant to keep it, it is not an error.
+//
+// Memory: besides the cursors' batches, verify keeps the _id of every extra DR document (to match
+// them against the archive afterwards) and up to MaxListed ids per category. Documents written
+// while the scan runs may show as differences: verify when apply has caught up, and re-run to
+// tell a lag from a real difference.
 package verify
 
 import (
