@@ -76,6 +76,10 @@ type streamCursor struct {
 	pbrt       resumeToken // the latest position scanned
 	invalidate *resumeToken
 	done       bool // invalidate delivered: the cursor is closed
+
+	// arena holds the rendered events of the current batch, one allocation
+	// reused across batches (a batch is written out before the next scan).
+	arena []byte
 }
 
 // historyLost builds the error for a resume point the oplog no longer covers:
@@ -208,6 +212,10 @@ func (sc *streamCursor) scan(limit int) (batch, <-chan struct{}, error) {
 	if sc.next <= o.trimmedSeq {
 		return b, nil, e.historyLost("the change stream fell behind the retained history")
 	}
+	if cap(sc.arena) > 8<<20 {
+		sc.arena = nil
+	}
+	sc.arena = sc.arena[:0]
 	size := 0
 	full := func() bool {
 		return (limit > 0 && len(b.docs) >= limit) || size >= maxBatchBytes
@@ -237,7 +245,9 @@ func (sc *streamCursor) scan(limit int) (batch, <-chan struct{}, error) {
 		}
 		visible, inv := sc.scope.sees(en)
 		if visible {
-			if err := emit(sc.render(en)); err != nil {
+			start := len(sc.arena)
+			sc.arena = sc.render(sc.arena, en)
+			if err := emit(sc.arena[start:len(sc.arena):len(sc.arena)]); err != nil {
 				return batch{}, nil, err
 			}
 		}
@@ -260,9 +270,8 @@ func (e *engine) entryWall(seq uint64) int64 {
 	return 0
 }
 
-// render builds the change event for en. Caller holds e.mu.
-func (sc *streamCursor) render(en *oplogEntry) bsoncore.Document {
-	dst := make([]byte, 0, 160+len(en.doc)+len(en.desc))
+// render appends the change event for en to dst. Caller holds e.mu.
+func (sc *streamCursor) render(dst []byte, en *oplogEntry) []byte {
 	idx, dst := bsoncore.AppendDocumentStart(dst)
 	dst = resumeToken{ts: en.ts, seq: en.seq}.appendTo(dst, "_id")
 	dst = bsoncore.AppendStringElement(dst, "operationType", opNames[en.op])
@@ -288,8 +297,15 @@ func (sc *streamCursor) render(en *oplogEntry) bsoncore.Document {
 		out = bsoncore.AppendStringElement(out, "coll", en.to.coll)
 		dst, _ = bsoncore.AppendDocumentEnd(out, tidx)
 	}
-	if en.key != nil {
+	switch {
+	case en.key != nil:
 		dst = bsoncore.AppendDocumentElement(dst, "documentKey", en.key)
+	case en.doc != nil: // insert, replace: the key is the document's _id
+		kidx, out := bsoncore.AppendDocumentElementStart(dst, "documentKey")
+		if id, err := en.doc.LookupErr("_id"); err == nil {
+			out = bsoncore.AppendValueElement(out, "_id", id)
+		}
+		dst, _ = bsoncore.AppendDocumentEnd(out, kidx)
 	}
 	if en.desc != nil {
 		dst = bsoncore.AppendDocumentElement(dst, "updateDescription", en.desc)

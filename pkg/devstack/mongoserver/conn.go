@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/xdg-go/scram"
+	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
 
 // connState is one client connection and its per-connection session state
@@ -60,20 +61,25 @@ func (s *Server) serveConn(cs *connState) {
 			s.log.Warn("mongoserver closing connection on malformed message", "remote", cs.conn.RemoteAddr().String(), "err", err)
 			return
 		}
-		reply := s.handle(cs, req)
+		// The reply is built in place after its message header, in a
+		// buffer reused across requests, so a large batch is not copied or
+		// regrown on every getMore.
+		var idx int32
+		if req.legacy {
+			idx, out = startOpReply(out[:0], req.requestID)
+		} else {
+			idx, out = startOpMsgReply(out[:0], req.requestID)
+		}
+		out = s.handle(cs, req, out)
 		if req.moreToCome {
 			continue
 		}
-		if req.legacy {
-			out = appendOpReply(out[:0], req.requestID, reply)
-		} else {
-			out = appendOpMsgReply(out[:0], req.requestID, 0, reply)
-		}
+		out = bsoncore.UpdateLength(out, idx, int32(len(out[idx:])))
 		if _, err := cs.conn.Write(out); err != nil {
 			return
 		}
-		if cap(out) > 1<<20 {
-			out = nil // do not pin a large reply buffer to an idle connection
+		if cap(out) > 4<<20 {
+			out = nil // do not pin a very large buffer to an idle connection
 		}
 	}
 }

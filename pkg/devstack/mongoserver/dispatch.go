@@ -43,37 +43,39 @@ func register(run handlerFunc, noAuth bool, names ...string) {
 	}
 }
 
-// handle runs one command and returns the complete reply document. It never
+// handle runs one command and appends the complete reply document to dst
+// (a reusable buffer that may already hold the message header). It never
 // panics: a handler panic becomes an InternalError reply.
-func (s *Server) handle(cs *connState, req *request) bsoncore.Document {
+func (s *Server) handle(cs *connState, req *request, dst []byte) []byte {
+	start := len(dst)
 	first, err := req.body.IndexErr(0)
 	if err != nil {
-		return errorReply(errf(codeFailedToParse, "empty command document"))
+		return appendErrorReply(dst, errf(codeFailedToParse, "empty command document"))
 	}
 	c := &cmdCtx{s: s, e: s.db, conn: cs, req: req, name: first.Key(), body: req.body}
 	if v, err := req.body.LookupErr("$db"); err == nil {
 		c.db, _ = v.StringValueOK()
 	}
 	if c.db == "" {
-		return errorReply(errf(codeInvalidNamespace, "command %s has no $db", c.name))
+		return appendErrorReply(dst, errf(codeInvalidNamespace, "command %s has no $db", c.name))
 	}
 	cmd, ok := commands[c.name]
 	if !ok {
-		return errorReply(errf(codeCommandNotFound, "no such command: '%s'", c.name))
+		return appendErrorReply(dst, errf(codeCommandNotFound, "no such command: '%s'", c.name))
 	}
 	if !cmd.noAuth && !cs.authenticated {
-		return errorReply(errf(codeUnauthorized, "command %s requires authentication", c.name))
+		return appendErrorReply(dst, errf(codeUnauthorized, "command %s requires authentication", c.name))
 	}
 
-	idx, dst := bsoncore.AppendDocumentStart(make([]byte, 0, 256))
-	dst, err = runHandler(cmd.run, c, dst)
+	idx, dst := bsoncore.AppendDocumentStart(dst)
+	out, err := runHandler(cmd.run, c, dst)
 	if err != nil {
-		return errorReply(asCmdError(err, codeInternalError))
+		return appendErrorReply(dst[:start], asCmdError(err, codeInternalError))
 	}
-	dst = bsoncore.AppendDoubleElement(dst, "ok", 1)
-	dst = s.db.appendClusterTime(dst)
-	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
-	return dst
+	out = bsoncore.AppendDoubleElement(out, "ok", 1)
+	out = s.db.appendClusterTime(out)
+	out, _ = bsoncore.AppendDocumentEnd(out, idx)
+	return out
 }
 
 // runHandler calls run, turning a panic into an InternalError.
@@ -87,9 +89,9 @@ func runHandler(run handlerFunc, c *cmdCtx, dst []byte) (out []byte, err error) 
 	return run(c, dst)
 }
 
-// errorReply renders {ok: 0, errmsg, code, codeName}.
-func errorReply(ce *cmdError) bsoncore.Document {
-	idx, dst := bsoncore.AppendDocumentStart(nil)
+// appendErrorReply appends {ok: 0, errmsg, code, codeName}.
+func appendErrorReply(dst []byte, ce *cmdError) []byte {
+	idx, dst := bsoncore.AppendDocumentStart(dst)
 	dst = bsoncore.AppendDoubleElement(dst, "ok", 0)
 	dst = bsoncore.AppendStringElement(dst, "errmsg", ce.Msg)
 	dst = bsoncore.AppendInt32Element(dst, "code", ce.Code)

@@ -43,7 +43,7 @@ func FuzzParse(f *testing.F) {
 		// Only cheap, side-effect-contained commands: no awaitable hello.
 		switch name := req.body.Index(0).Key(); name {
 		case "insert", "find", "ping", "count", "update", "delete", "listCollections":
-			_ = s.handle(cs, req)
+			_ = s.handle(cs, req, nil)
 		}
 	})
 }

@@ -38,8 +38,8 @@ type oplogEntry struct {
 	op   opType
 	ns   *namespace        // collection (or, for dropDatabase, database with coll "")
 	to   *namespace        // rename target
-	key  bsoncore.Document // documentKey {_id}
-	doc  bsoncore.Document // insert/replace: the new document
+	key  bsoncore.Document // update/delete: documentKey {_id}
+	doc  bsoncore.Document // insert/replace: the new document (its _id is the key)
 	desc bsoncore.Document // update: updateDescription
 }
 

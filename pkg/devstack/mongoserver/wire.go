@@ -198,24 +198,22 @@ func parseOpQuery(reqID int32, rem []byte) (*request, error) {
 	return &request{requestID: reqID, legacy: true, body: body}, nil
 }
 
-// appendOpMsgReply frames doc as an OP_MSG answering requestID.
-func appendOpMsgReply(dst []byte, responseTo int32, flags wiremessage.MsgFlag, doc bsoncore.Document) []byte {
-	idx, dst := wiremessage.AppendHeaderStart(dst, wiremessage.NextRequestID(), responseTo, wiremessage.OpMsg)
-	dst = wiremessage.AppendMsgFlags(dst, flags)
-	dst = wiremessage.AppendMsgSectionType(dst, wiremessage.SingleDocument)
-	dst = append(dst, doc...)
-	return bsoncore.UpdateLength(dst, idx, int32(len(dst[idx:])))
+// startOpMsgReply appends the header, flags and body-section kind of an
+// OP_MSG answering responseTo; the body document follows, then the caller
+// fixes the length at index.
+func startOpMsgReply(dst []byte, responseTo int32) (index int32, out []byte) {
+	index, dst = wiremessage.AppendHeaderStart(dst, wiremessage.NextRequestID(), responseTo, wiremessage.OpMsg)
+	dst = wiremessage.AppendMsgFlags(dst, 0)
+	return index, wiremessage.AppendMsgSectionType(dst, wiremessage.SingleDocument)
 }
 
-// appendOpReply frames doc as a legacy OP_REPLY answering requestID.
-func appendOpReply(dst []byte, responseTo int32, doc bsoncore.Document) []byte {
-	idx, dst := wiremessage.AppendHeaderStart(dst, wiremessage.NextRequestID(), responseTo, wiremessage.OpReply)
+// startOpReply is startOpMsgReply for a legacy OP_REPLY with one document.
+func startOpReply(dst []byte, responseTo int32) (index int32, out []byte) {
+	index, dst = wiremessage.AppendHeaderStart(dst, wiremessage.NextRequestID(), responseTo, wiremessage.OpReply)
 	dst = wiremessage.AppendReplyFlags(dst, wiremessage.AwaitCapable)
 	dst = wiremessage.AppendReplyCursorID(dst, 0)
 	dst = wiremessage.AppendReplyStartingFrom(dst, 0)
-	dst = wiremessage.AppendReplyNumberReturned(dst, 1)
-	dst = append(dst, doc...)
-	return bsoncore.UpdateLength(dst, idx, int32(len(dst[idx:])))
+	return index, wiremessage.AppendReplyNumberReturned(dst, 1)
 }
 
 func cutSuffix(s, suffix string) (string, bool) {

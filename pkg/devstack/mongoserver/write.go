@@ -24,7 +24,8 @@ func (e *engine) insertDoc(c *collection, raw bsoncore.Document, id interface{},
 	}
 	c.docs.Set(&record{id: id, raw: raw})
 	c.size += int64(len(raw))
-	e.appendEntry(oplogEntry{op: opInsert, ns: c.ns, key: docKeyOf(idVal), doc: raw})
+	// documentKey is derived from doc when an event is rendered.
+	e.appendEntry(oplogEntry{op: opInsert, ns: c.ns, doc: raw})
 	return nil
 }
 
@@ -32,8 +33,7 @@ func (e *engine) insertDoc(c *collection, raw bsoncore.Document, id interface{},
 func (e *engine) replaceDoc(c *collection, old *record, raw bsoncore.Document) {
 	c.docs.Set(&record{id: old.id, raw: raw})
 	c.size += int64(len(raw) - len(old.raw))
-	idVal, _ := raw.LookupErr("_id")
-	e.appendEntry(oplogEntry{op: opReplace, ns: c.ns, key: docKeyOf(idVal), doc: raw})
+	e.appendEntry(oplogEntry{op: opReplace, ns: c.ns, doc: raw})
 }
 
 // updateDoc stores the result of an operator update and logs an update with
