@@ -483,13 +483,13 @@ func describe(id bson.RawValue, p, d bson.Raw) Difference {
 // typeName is the mongo shell's name of a BSON type ($type aliases).
 func typeName(t bsontype.Type) string {
 	names := map[bsontype.Type]string{
-		bsontype.Double: "double", bsontype.String: "string", bsontype.EmbeddedDocument: "object",
-		bsontype.Array: "array", bsontype.Binary: "binData", bsontype.Undefined: "undefined",
-		bsontype.ObjectID: "objectId", bsontype.Boolean: "bool", bsontype.DateTime: "date",
-		bsontype.Null: "null", bsontype.Regex: "regex", bsontype.DBPointer: "dbPointer",
-		bsontype.JavaScript: "javascript", bsontype.Symbol: "symbol", bsontype.CodeWithScope: "javascriptWithScope",
-		bsontype.Int32: "int", bsontype.Timestamp: "timestamp", bsontype.Int64: "long",
-		bsontype.Decimal128: "decimal", bsontype.MinKey: "minKey", bsontype.MaxKey: "maxKey",
+		bson.TypeDouble: "double", bson.TypeString: "string", bson.TypeEmbeddedDocument: "object",
+		bson.TypeArray: "array", bson.TypeBinary: "binData", bson.TypeUndefined: "undefined",
+		bson.TypeObjectID: "objectId", bson.TypeBoolean: "bool", bson.TypeDateTime: "date",
+		bson.TypeNull: "null", bson.TypeRegex: "regex", bson.TypeDBPointer: "dbPointer",
+		bson.TypeJavaScript: "javascript", bson.TypeSymbol: "symbol", bson.TypeCodeWithScope: "javascriptWithScope",
+		bson.TypeInt32: "int", bson.TypeTimestamp: "timestamp", bson.TypeInt64: "long",
+		bson.TypeDecimal128: "decimal", bson.TypeMinKey: "minKey", bson.TypeMaxKey: "maxKey",
 	}
 	if n, ok := names[t]; ok {
 		return n

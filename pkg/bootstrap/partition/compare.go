@@ -16,37 +16,37 @@ import (
 // brackets.
 func Bracket(t bsontype.Type) int {
 	switch t {
-	case bsontype.MinKey:
+	case bson.TypeMinKey:
 		return 0
-	case bsontype.Null, bsontype.Undefined:
+	case bson.TypeNull, bson.TypeUndefined:
 		return 1
-	case bsontype.Int32, bsontype.Int64, bsontype.Double, bsontype.Decimal128:
+	case bson.TypeInt32, bson.TypeInt64, bson.TypeDouble, bson.TypeDecimal128:
 		return 2
-	case bsontype.String, bsontype.Symbol:
+	case bson.TypeString, bson.TypeSymbol:
 		return 3
-	case bsontype.EmbeddedDocument:
+	case bson.TypeEmbeddedDocument:
 		return 4
-	case bsontype.Array:
+	case bson.TypeArray:
 		return 5
-	case bsontype.Binary:
+	case bson.TypeBinary:
 		return 6
-	case bsontype.ObjectID:
+	case bson.TypeObjectID:
 		return 7
-	case bsontype.Boolean:
+	case bson.TypeBoolean:
 		return 8
-	case bsontype.DateTime:
+	case bson.TypeDateTime:
 		return 9
-	case bsontype.Timestamp:
+	case bson.TypeTimestamp:
 		return 10
-	case bsontype.Regex:
+	case bson.TypeRegex:
 		return 11
-	case bsontype.DBPointer:
+	case bson.TypeDBPointer:
 		return 12
-	case bsontype.JavaScript:
+	case bson.TypeJavaScript:
 		return 13
-	case bsontype.CodeWithScope:
+	case bson.TypeCodeWithScope:
 		return 14
-	case bsontype.MaxKey:
+	case bson.TypeMaxKey:
 		return 15
 	}
 	return 16
@@ -149,20 +149,20 @@ func compareNumbers(a, b bson.RawValue) int {
 	return af.Cmp(bf)
 }
 
-func isInteger(t bsontype.Type) bool { return t == bsontype.Int32 || t == bsontype.Int64 }
+func isInteger(t bsontype.Type) bool { return t == bson.TypeInt32 || t == bson.TypeInt64 }
 
 // bigNumber converts a numeric value to a big.Float (±Inf allowed); the bool reports NaN.
 func bigNumber(v bson.RawValue) (*big.Float, bool) {
 	switch v.Type {
-	case bsontype.Int32, bsontype.Int64:
+	case bson.TypeInt32, bson.TypeInt64:
 		return new(big.Float).SetInt64(v.AsInt64()), false
-	case bsontype.Double:
+	case bson.TypeDouble:
 		f := v.Double()
 		if math.IsNaN(f) {
 			return nil, true
 		}
 		return new(big.Float).SetFloat64(f), false
-	case bsontype.Decimal128:
+	case bson.TypeDecimal128:
 		d := v.Decimal128()
 		if d.IsNaN() {
 			return nil, true
@@ -189,11 +189,11 @@ func bigNumber(v bson.RawValue) (*big.Float, bool) {
 
 func stringBytes(v bson.RawValue) []byte {
 	switch v.Type {
-	case bsontype.String:
+	case bson.TypeString:
 		return []byte(v.StringValue())
-	case bsontype.Symbol:
+	case bson.TypeSymbol:
 		return []byte(v.Symbol())
-	case bsontype.JavaScript:
+	case bson.TypeJavaScript:
 		return []byte(v.JavaScript())
 	}
 	return v.Value
