@@ -1,0 +1,160 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/docdb-dr/docdb-dr/pkg/capture"
+	"github.com/docdb-dr/docdb-dr/pkg/kafka"
+)
+
+// schedule invokes capture every CaptureInterval until ctx is done. A tick that comes while an
+// invocation runs is kept (one at most) and served when it ends, as a throttled scheduled
+// invocation of a function with reserved concurrency 1 is served late rather than dropped.
+func (p *Pipeline) schedule(ctx context.Context) {
+	tick := time.NewTicker(p.opts.CaptureInterval)
+	defer tick.Stop()
+	for {
+		p.invoke(ctx, capture.Overrides{})
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// CaptureOnce runs one capture invocation now (after the one in progress, if any) and returns its
+// summary. Overrides are those of a manual invoke.
+func (p *Pipeline) CaptureOnce(ctx context.Context, o capture.Overrides) (capture.Summary, error) {
+	r := p.invoke(ctx, o)
+	return r.Summary, r.Err
+}
+
+// invoke runs one capture invocation with a Lambda-like deadline and records its result.
+func (p *Pipeline) invoke(ctx context.Context, o capture.Overrides) CaptureResult {
+	p.captureMu.Lock()
+	defer p.captureMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return CaptureResult{Err: err}
+	}
+	n := p.invocations.Add(1)
+	r := CaptureResult{Owner: fmt.Sprintf("%s-%d", p.ownerPrefix, n), Started: time.Now()}
+	deadline := r.Started.Add(p.opts.CaptureTimeout)
+	ictx, cancel := context.WithDeadline(ctx, deadline)
+	r.Summary, r.Err = p.capturer.Run(ictx, capture.Invocation{Owner: r.Owner, Deadline: deadline, Overrides: o})
+	cancel()
+	r.Ended = time.Now()
+	if errors.Is(r.Err, kafka.ErrNotAcknowledged) {
+		// The producer is unusable after a message it could not deliver: the function would be
+		// restarted with a fresh one, and so is it here.
+		if err := p.publisher.rebuild(context.WithoutCancel(ctx)); err != nil {
+			p.log.Error("rebuild kafka publisher", "error", err)
+		}
+	}
+	if p.opts.OnCapture != nil {
+		p.opts.OnCapture(r)
+	}
+	p.mu.Lock()
+	if r.Err == nil && r.Summary.CheckpointSaved {
+		p.lastOK = r
+	}
+	close(p.notify)
+	p.notify = make(chan struct{})
+	p.mu.Unlock()
+	return r
+}
+
+// WaitCapture waits for a capture invocation that started after since, succeeded and saved its
+// checkpoint, and returns it. Such an invocation read the change stream after since, so its
+// checkpoint (the stream's resume token after its last read) is past every write acknowledged
+// before since, on any server: a way to know capture has "seen" a moment in time without decoding
+// resume tokens, which are opaque. It only waits: the schedule (or the caller) runs capture.
+func (p *Pipeline) WaitCapture(ctx context.Context, since time.Time) (CaptureResult, error) {
+	for {
+		p.mu.Lock()
+		last, wait := p.lastOK, p.notify
+		p.mu.Unlock()
+		if last.Started.After(since) {
+			return last, nil
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return CaptureResult{}, fmt.Errorf("pipeline: no successful capture invocation started after %s: %w",
+				since.Format(time.RFC3339Nano), ctx.Err())
+		}
+	}
+}
+
+// Sync returns once everything written to the primary before the call has been captured and
+// applied: it runs capture until an invocation that started after the call reads to the end of
+// the stream (it stops idle, or a continuous drain sees no event at all), then waits for apply to
+// handle every record in the topic. Failed invocations are retried (tests inject them); ctx bounds
+// the whole wait. Call it while nothing else writes, or it may chase the writers.
+func (p *Pipeline) Sync(ctx context.Context) error {
+	var last error
+	for attempt := 1; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("pipeline: sync: capture did not reach the end of the stream after %d invocations (last: %v): %w", attempt-1, last, err)
+		}
+		sum, err := p.CaptureOnce(ctx, capture.Overrides{})
+		switch {
+		case err != nil:
+			last = err
+			continue
+		case sum.StopReason == capture.StopIdle,
+			sum.StopReason == capture.StopContinuousDrain && sum.Events == 0:
+		default:
+			last = fmt.Errorf("stopped with %s after %d events", sum.StopReason, sum.Events)
+			continue
+		}
+		break
+	}
+	return p.WaitCaughtUp(ctx)
+}
+
+// publisherSlot is capture's Publisher over a *kafka.Publisher that can be replaced after a
+// delivery failure.
+type publisherSlot struct {
+	settings kafka.Settings
+	mu       sync.Mutex
+	pub      *kafka.Publisher
+}
+
+func newPublisherSlot(ctx context.Context, s kafka.Settings) (*publisherSlot, error) {
+	pub, err := kafka.NewPublisher(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	return &publisherSlot{settings: s, pub: pub}, nil
+}
+
+// Begin starts an invocation's batch on the current publisher.
+func (s *publisherSlot) Begin(window int) capture.Batch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pub.Begin(window)
+}
+
+// rebuild closes the current publisher and connects a new one.
+func (s *publisherSlot) rebuild(ctx context.Context) error {
+	pub, err := kafka.NewPublisher(ctx, s.settings)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old := s.pub
+	s.pub = pub
+	s.mu.Unlock()
+	return old.Close(5 * time.Second)
+}
+
+func (s *publisherSlot) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pub.Close(10 * time.Second)
+}
