@@ -132,7 +132,10 @@ func TestScheduledPipelineReplicatesAndIntercepts(t *testing.T) {
 	p.Start(ctx)
 	foo := p.Primary().Database("bar").Collection("foo")
 	id := primitive.NewObjectID()
-	mustDo(t, func() error { _, err := foo.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "x", Value: 1}}); return err })
+	mustDo(t, func() error {
+		_, err := foo.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "x", Value: 1}})
+		return err
+	})
 	mustDo(t, func() error {
 		_, err := foo.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: bson.D{{Key: "x", Value: 2}}}})
 		return err
@@ -199,7 +202,10 @@ func TestFaultsAreRetriedToTheSameState(t *testing.T) {
 		ids = append(ids, bson.D{{Key: "_id", Value: i}, {Key: "v", Value: i}})
 	}
 	mustDo(t, func() error { _, err := foo.InsertMany(ctx, ids); return err })
-	mustDo(t, func() error { _, err := foo.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$lt", Value: 5}}}}); return err })
+	mustDo(t, func() error {
+		_, err := foo.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$lt", Value: 5}}}})
+		return err
+	})
 
 	saveFault.Arm(0, -1)
 	sum, err := p.CaptureOnce(ctx, capture.Overrides{})
