@@ -381,7 +381,10 @@ func compileStage(name string, arg interface{}) (stage, error) {
 		if !isDoc {
 			return nil, errf(codeTypeMismatch, "$sort must be a document")
 		}
-		return func(list bsonkit.List) (bsonkit.List, error) { return mongokit.Sort(list, &argDoc) }, nil
+		if _, err := mongokit.Columns(&argDoc); err != nil {
+			return nil, errf(codeBadValue, "$sort: %v", err)
+		}
+		return func(list bsonkit.List) (bsonkit.List, error) { return list, sortDocs(list, &argDoc) }, nil
 	case "$limit", "$skip":
 		n, ok := toInt(arg)
 		if !ok || n < 0 {
@@ -395,7 +398,7 @@ func compileStage(name string, arg interface{}) (stage, error) {
 		if !isDoc {
 			return nil, errf(codeTypeMismatch, "$project must be a document")
 		}
-		return projectStage(argDoc), nil
+		return projectStage(argDoc)
 	case "$count":
 		field, ok := arg.(string)
 		if !ok || field == "" || strings.HasPrefix(field, "$") || strings.Contains(field, ".") {
@@ -514,7 +517,7 @@ func compileStage(name string, arg interface{}) (stage, error) {
 
 // projectStage is $project: mongokit's find-style projection, extended with
 // computed fields ({field: "$path"} or an expression document).
-func projectStage(spec bson.D) stage {
+func projectStage(spec bson.D) (stage, error) {
 	var plain, computed bson.D
 	for _, e := range spec {
 		switch v := e.Value.(type) {
@@ -530,18 +533,26 @@ func projectStage(spec bson.D) stage {
 			plain = append(plain, e)
 		}
 	}
+	p, err := compileProjection(plain)
+	if err != nil {
+		return nil, err
+	}
+	if len(computed) > 0 && len(plain) > 0 && !p.inclusion && !(len(plain) == 1 && plain[0].Key == "_id") {
+		return nil, errf(31254, "Cannot use expressions in an exclusion projection")
+	}
 	return func(list bsonkit.List) (bsonkit.List, error) {
 		out := make(bsonkit.List, 0, len(list))
 		for _, d := range list {
+			// Inclusion (possibly plus computed fields) or plain exclusion
+			// go through the projection; computed fields alone start from
+			// just the _id.
 			var nd bsonkit.Doc
-			if len(plain) > 0 || len(computed) == 0 {
-				var err error
-				if nd, err = mongokit.Project(d, &plain); err != nil {
-					return nil, err
-				}
+			if p.inclusion || len(computed) == 0 {
+				pd := p.apply(*d)
+				nd = &pd
 			} else {
 				nd = &bson.D{}
-				if id := bsonkit.Get(d, "_id"); id != bsonkit.Missing {
+				if id := bsonkit.Get(d, "_id"); id != bsonkit.Missing && !p.hideID {
 					*nd = append(*nd, bson.E{Key: "_id", Value: id})
 				}
 			}
@@ -560,7 +571,7 @@ func projectStage(spec bson.D) stage {
 			out = append(out, nd)
 		}
 		return out, nil
-	}
+	}, nil
 }
 
 // evalExpr evaluates the small expression language used by $group,

@@ -286,7 +286,7 @@ func (e *engine) deleteMatching(coll *collection, stmt bsoncore.Document) (int, 
 type findOptions struct {
 	q          *query
 	sort       *bson.D
-	projection *bson.D
+	projection *projection
 	skip       int64
 	limit      int64 // 0: none
 }
@@ -348,17 +348,22 @@ func parseFindOptions(c *cmdCtx, filterKey string) (*findOptions, error) {
 	if fo.q, err = newQuery(filter); err != nil {
 		return nil, err
 	}
-	for key, dst := range map[string]**bson.D{"sort": &fo.sort, "projection": &fo.projection, "fields": &fo.projection} {
+	for _, key := range []string{"sort", "projection", "fields"} {
 		raw, err := c.doc(key)
 		if err != nil {
 			return nil, err
 		}
-		if len(raw) > 5 {
-			d, err := toD(raw)
-			if err != nil {
-				return nil, errf(codeBadValue, "%s: %v", key, err)
-			}
-			*dst = &d
+		if len(raw) <= 5 { // absent or {}
+			continue
+		}
+		d, err := toD(raw)
+		if err != nil {
+			return nil, errf(codeBadValue, "%s: %v", key, err)
+		}
+		if key == "sort" {
+			fo.sort = &d
+		} else if fo.projection, err = compileProjection(d); err != nil {
+			return nil, err
 		}
 	}
 	if fo.skip, err = c.integer("skip", 0); err != nil {
@@ -395,8 +400,8 @@ func (e *engine) sortedResult(coll *collection, fo *findOptions) ([]bsoncore.Doc
 		return nil, err
 	}
 	if fo.sort != nil {
-		if list, err = mongokit.Sort(list, fo.sort); err != nil {
-			return nil, errf(codeBadValue, "sort: %v", err)
+		if err := sortDocs(list, fo.sort); err != nil {
+			return nil, err
 		}
 	}
 	if fo.skip > 0 {
@@ -408,9 +413,8 @@ func (e *engine) sortedResult(coll *collection, fo *findOptions) ([]bsoncore.Doc
 	out := make([]bsoncore.Document, 0, len(list))
 	for _, d := range list {
 		if fo.projection != nil {
-			if d, err = mongokit.Project(d, fo.projection); err != nil {
-				return nil, errf(codeBadValue, "projection: %v", err)
-			}
+			pd := fo.projection.apply(*d)
+			d = &pd
 		}
 		raw, err := fromD(*d)
 		if err != nil {
@@ -427,7 +431,7 @@ type scanCursor struct {
 	e          *engine
 	coll       *collection
 	q          *query
-	projection *bson.D
+	projection *projection
 	after      *record // last document returned
 	skip       int64
 	remaining  int64 // documents still allowed by limit; 0: unlimited
@@ -624,9 +628,8 @@ func (e *engine) firstMatch(coll *collection, fo *findOptions) (*record, error) 
 	if err != nil || len(list) == 0 {
 		return nil, err
 	}
-	sorted, err := mongokit.Sort(list, fo.sort)
-	if err != nil {
-		return nil, errf(codeBadValue, "sort: %v", err)
+	if err := sortDocs(list, fo.sort); err != nil {
+		return nil, err
 	}
-	return byDoc[sorted[0]], nil
+	return byDoc[list[0]], nil
 }

@@ -131,17 +131,13 @@ func (q *query) each(c *collection, after *record, fn func(*record) bool) error 
 }
 
 // project applies a find projection to a stored document.
-func project(raw bsoncore.Document, projection *bson.D) (bsoncore.Document, error) {
-	if projection == nil || len(*projection) == 0 {
+func project(raw bsoncore.Document, p *projection) (bsoncore.Document, error) {
+	if p == nil {
 		return raw, nil
 	}
 	d, err := toD(raw)
 	if err != nil {
 		return nil, err
 	}
-	out, err := mongokit.Project(&d, projection)
-	if err != nil {
-		return nil, errf(codeBadValue, "projection: %v", err)
-	}
-	return fromD(*out)
+	return fromD(p.apply(d))
 }
