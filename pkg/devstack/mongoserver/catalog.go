@@ -288,6 +288,12 @@ func cmdCreateIndexes(c *cmdCtx, dst []byte) ([]byte, error) {
 		if exists {
 			continue
 		}
+		if ix, ok := newUniqueIndex(s); ok {
+			if err := coll.buildUnique(ix); err != nil {
+				return nil, err
+			}
+			coll.uniques = append(coll.uniques, ix)
+		}
 		idx, spec := bsoncore.AppendDocumentStart(nil)
 		spec = bsoncore.AppendInt32Element(spec, "v", 2)
 		elems, _ := s.Elements()
@@ -343,12 +349,19 @@ func cmdDropIndexes(c *cmdCtx, dst []byte) ([]byte, error) {
 		for i, spec := range coll.indexes {
 			if spec.Lookup("name").StringValue() == s {
 				coll.indexes = append(coll.indexes[:i:i], coll.indexes[i+1:]...)
+				for j, ix := range coll.uniques {
+					if ix.name == s {
+						coll.uniques = append(coll.uniques[:j:j], coll.uniques[j+1:]...)
+						break
+					}
+				}
 				return dst, nil
 			}
 		}
 		return nil, errf(27, "index not found with name [%s]", s)
 	}
 	coll.indexes = coll.indexes[:1]
+	coll.uniques = nil
 	return dst, nil
 }
 

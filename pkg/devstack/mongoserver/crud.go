@@ -197,9 +197,12 @@ func (e *engine) updateOne(db, name string, stmt bsoncore.Document) (matched, mo
 			return matched, modified, bsoncore.Value{}, tooLarge(len(raw))
 		}
 		if desc == nil {
-			e.replaceDoc(coll, old, raw)
+			err = e.replaceDoc(coll, old, raw)
 		} else {
-			e.updateDoc(coll, old, raw, desc)
+			err = e.updateDoc(coll, old, raw, desc)
+		}
+		if err != nil {
+			return matched, modified, bsoncore.Value{}, err
 		}
 		modified++
 	}
@@ -558,9 +561,12 @@ func cmdFindAndModify(c *cmdCtx, dst []byte) ([]byte, error) {
 		}
 		if changed {
 			if desc == nil {
-				c.e.replaceDoc(coll, target, raw)
+				err = c.e.replaceDoc(coll, target, raw)
 			} else {
-				c.e.updateDoc(coll, target, raw, desc)
+				err = c.e.updateDoc(coll, target, raw, desc)
+			}
+			if err != nil {
+				return nil, err
 			}
 		}
 		value, n, updatedExisting = target.raw, 1, true

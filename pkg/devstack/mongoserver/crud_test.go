@@ -60,29 +60,34 @@ func TestUpdates(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		update interface{}
+		filter bson.D // added to {_id: 1}
 		opts   *options.UpdateOptions
 		want   string
 		code   int
 	}{
-		{"set and inc", bson.D{{Key: "$set", Value: bson.D{{Key: "b", Value: "x"}}}, {Key: "$inc", Value: bson.D{{Key: "a", Value: 2}}}}, nil,
+		{"set and inc", bson.D{{Key: "$set", Value: bson.D{{Key: "b", Value: "x"}}}, {Key: "$inc", Value: bson.D{{Key: "a", Value: 2}}}}, nil, nil,
 			`{"_id":1,"a":3,"n":{"x":1},"arr":[1,2,3],"objs":[{"k":1,"v":0},{"k":2,"v":0}],"b":"x"}`, 0},
-		{"dotted set and unset", bson.D{{Key: "$set", Value: bson.D{{Key: "n.y", Value: 2}}}, {Key: "$unset", Value: bson.D{{Key: "n.x", Value: ""}}}}, nil,
+		{"dotted set and unset", bson.D{{Key: "$set", Value: bson.D{{Key: "n.y", Value: 2}}}, {Key: "$unset", Value: bson.D{{Key: "n.x", Value: ""}}}}, nil, nil,
 			`{"_id":1,"a":1,"n":{"y":2},"arr":[1,2,3],"objs":[{"k":1,"v":0},{"k":2,"v":0}]}`, 0},
-		{"array index set", bson.D{{Key: "$set", Value: bson.D{{Key: "arr.1", Value: 20}}}}, nil,
+		{"array index set", bson.D{{Key: "$set", Value: bson.D{{Key: "arr.1", Value: 20}}}}, nil, nil,
 			`{"_id":1,"a":1,"n":{"x":1},"arr":[1,20,3],"objs":[{"k":1,"v":0},{"k":2,"v":0}]}`, 0},
 		{"arrayFilters", bson.D{{Key: "$set", Value: bson.D{{Key: "objs.$[o].v", Value: 9}}}},
-			options.Update().SetArrayFilters(options.ArrayFilters{Filters: []interface{}{bson.D{{Key: "o.k", Value: 2}}}}),
+			nil, options.Update().SetArrayFilters(options.ArrayFilters{Filters: []interface{}{bson.D{{Key: "o.k", Value: 2}}}}),
 			`{"_id":1,"a":1,"n":{"x":1},"arr":[1,2,3],"objs":[{"k":1,"v":0},{"k":2,"v":9}]}`, 0},
-		{"push each slice position", bson.D{{Key: "$push", Value: bson.D{{Key: "arr", Value: bson.D{{Key: "$each", Value: bson.A{0}}, {Key: "$position", Value: 0}, {Key: "$slice", Value: 3}}}}}}, nil,
+		{"push each slice position", bson.D{{Key: "$push", Value: bson.D{{Key: "arr", Value: bson.D{{Key: "$each", Value: bson.A{0}}, {Key: "$position", Value: 0}, {Key: "$slice", Value: 3}}}}}}, nil, nil,
 			`{"_id":1,"a":1,"n":{"x":1},"arr":[0,1,2],"objs":[{"k":1,"v":0},{"k":2,"v":0}]}`, 0},
-		{"truncate with empty each", bson.D{{Key: "$push", Value: bson.D{{Key: "arr", Value: bson.D{{Key: "$each", Value: bson.A{}}, {Key: "$slice", Value: 1}}}}}}, nil,
+		{"truncate with empty each", bson.D{{Key: "$push", Value: bson.D{{Key: "arr", Value: bson.D{{Key: "$each", Value: bson.A{}}, {Key: "$slice", Value: 1}}}}}}, nil, nil,
 			`{"_id":1,"a":1,"n":{"x":1},"arr":[1],"objs":[{"k":1,"v":0},{"k":2,"v":0}]}`, 0},
-		{"addToSet and pull", bson.D{{Key: "$addToSet", Value: bson.D{{Key: "arr", Value: bson.D{{Key: "$each", Value: bson.A{3, 4}}}}}}, {Key: "$pull", Value: bson.D{{Key: "objs", Value: bson.D{{Key: "k", Value: 1}}}}}}, nil,
+		{"addToSet and pull", bson.D{{Key: "$addToSet", Value: bson.D{{Key: "arr", Value: bson.D{{Key: "$each", Value: bson.A{3, 4}}}}}}, {Key: "$pull", Value: bson.D{{Key: "objs", Value: bson.D{{Key: "k", Value: 1}}}}}}, nil, nil,
 			`{"_id":1,"a":1,"n":{"x":1},"arr":[1,2,3,4],"objs":[{"k":2,"v":0}]}`, 0},
-		{"pull condition", bson.D{{Key: "$pull", Value: bson.D{{Key: "arr", Value: bson.D{{Key: "$gte", Value: 2}}}}}}, nil,
+		{"pull condition", bson.D{{Key: "$pull", Value: bson.D{{Key: "arr", Value: bson.D{{Key: "$gte", Value: 2}}}}}}, nil, nil,
 			`{"_id":1,"a":1,"n":{"x":1},"arr":[1],"objs":[{"k":1,"v":0},{"k":2,"v":0}]}`, 0},
-		{"change _id refused", bson.D{{Key: "$set", Value: bson.D{{Key: "_id", Value: 2}}}}, nil, "", codeImmutableField},
-		{"unknown operator", bson.D{{Key: "$frobnicate", Value: bson.D{{Key: "a", Value: 1}}}}, nil, "", codeFailedToParse},
+		{"positional on scalar array", bson.D{{Key: "$set", Value: bson.D{{Key: "arr.$", Value: 20}}}},
+			bson.D{{Key: "arr", Value: 2}}, nil, `{"_id":1,"a":1,"n":{"x":1},"arr":[1,20,3],"objs":[{"k":1,"v":0},{"k":2,"v":0}]}`, 0},
+		{"positional into documents", bson.D{{Key: "$set", Value: bson.D{{Key: "objs.$.v", Value: 5}}}},
+			bson.D{{Key: "objs.k", Value: 2}}, nil, `{"_id":1,"a":1,"n":{"x":1},"arr":[1,2,3],"objs":[{"k":1,"v":0},{"k":2,"v":5}]}`, 0},
+		{"change _id refused", bson.D{{Key: "$set", Value: bson.D{{Key: "_id", Value: 2}}}}, nil, nil, "", codeImmutableField},
+		{"unknown operator", bson.D{{Key: "$frobnicate", Value: bson.D{{Key: "a", Value: 1}}}}, nil, nil, "", codeFailedToParse},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := startServer(t, Options{})
@@ -94,7 +99,8 @@ func TestUpdates(t *testing.T) {
 			if opts == nil {
 				opts = options.Update()
 			}
-			_, err := coll.UpdateOne(ctx(t), bson.D{{Key: "_id", Value: 1}}, tc.update, opts)
+			filter := append(bson.D{{Key: "_id", Value: 1}}, tc.filter...)
+			_, err := coll.UpdateOne(ctx(t), filter, tc.update, opts)
 			if tc.code != 0 {
 				if codeOf(err) != tc.code {
 					t.Fatalf("want code %d, got %v", tc.code, err)
@@ -205,6 +211,8 @@ func TestFindAndCursors(t *testing.T) {
 		{"limit smaller than batch", bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: 100}}}}, options.Find().SetLimit(3).SetBatchSize(2), 3, `{"_id":100,"mod":2,"s":150}`},
 		{"projection", bson.D{{Key: "_id", Value: 5}}, options.Find().SetProjection(bson.D{{Key: "s", Value: 1}}), 1, `{"_id":5,"s":245}`},
 		{"exclusion", bson.D{{Key: "_id", Value: 5}}, options.Find().SetProjection(bson.D{{Key: "s", Value: 0}, {Key: "_id", Value: 0}}), 1, `{"mod":5}`},
+		{"two exclusions", bson.D{{Key: "_id", Value: 5}}, options.Find().SetProjection(bson.D{{Key: "s", Value: 0}, {Key: "mod", Value: 0}}), 1, `{"_id":5}`},
+		{"inclusion keeps document order", bson.D{{Key: "_id", Value: 5}}, options.Find().SetProjection(bson.D{{Key: "s", Value: 1}, {Key: "mod", Value: 1}}), 1, `{"_id":5,"mod":5,"s":245}`},
 		{"id in", bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: bson.A{4, 8}}}}}, options.Find(), 2, `{"_id":4,"mod":4,"s":246}`},
 		{"sort desc by id", bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: -1}}).SetBatchSize(100), 250, `{"_id":249,"mod":4,"s":1}`},
 	} {
@@ -240,6 +248,68 @@ func TestFindAndCursors(t *testing.T) {
 	dr, err = coll.DeleteOne(ctx(t), bson.D{})
 	if err != nil || dr.DeletedCount != 1 {
 		t.Fatalf("deleteOne %+v %v", dr, err)
+	}
+}
+
+// TestUniqueIndex: a unique secondary index rejects duplicates on insert,
+// update and upsert, cannot be built over duplicates, and stops enforcing
+// once dropped.
+func TestUniqueIndex(t *testing.T) {
+	s := startServer(t, Options{})
+	coll := connect(t, s).Database("d").Collection("c")
+	if _, err := coll.InsertMany(ctx(t), []interface{}{bson.D{{Key: "_id", Value: 1}, {Key: "e", Value: "a"}}, bson.D{{Key: "_id", Value: 2}, {Key: "e", Value: "b"}}, bson.D{{Key: "_id", Value: 3}, {Key: "f", Value: 1}}, bson.D{{Key: "_id", Value: 4}, {Key: "f", Value: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	idx := coll.Indexes()
+	if _, err := idx.CreateOne(ctx(t), mongo.IndexModel{Keys: bson.D{{Key: "f", Value: 1}}, Options: options.Index().SetUnique(true)}); codeOf(err) != codeDuplicateKey {
+		t.Fatalf("building over duplicates: %v", err)
+	}
+	name, err := idx.CreateOne(ctx(t), mongo.IndexModel{Keys: bson.D{{Key: "e", Value: 1}}, Options: options.Index().SetUnique(true).SetSparse(true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		op   func() error
+		code int
+	}{
+		{"insert duplicate", func() error {
+			_, err := coll.InsertOne(ctx(t), bson.D{{Key: "_id", Value: 5}, {Key: "e", Value: "a"}})
+			return err
+		}, codeDuplicateKey},
+		{"sparse allows many missing", func() error {
+			_, err := coll.InsertOne(ctx(t), bson.D{{Key: "_id", Value: 6}})
+			return err
+		}, 0},
+		{"update into duplicate", func() error {
+			_, err := coll.UpdateByID(ctx(t), 2, bson.D{{Key: "$set", Value: bson.D{{Key: "e", Value: "a"}}}})
+			return err
+		}, codeDuplicateKey},
+		{"update own key", func() error {
+			_, err := coll.UpdateByID(ctx(t), 1, bson.D{{Key: "$set", Value: bson.D{{Key: "e", Value: "z"}, {Key: "x", Value: 1}}}})
+			return err
+		}, 0},
+		{"old key is free again", func() error {
+			_, err := coll.InsertOne(ctx(t), bson.D{{Key: "_id", Value: 7}, {Key: "e", Value: "a"}})
+			return err
+		}, 0},
+		{"upsert duplicate", func() error {
+			_, err := coll.UpdateOne(ctx(t), bson.D{{Key: "_id", Value: 8}}, bson.D{{Key: "$set", Value: bson.D{{Key: "e", Value: "b"}}}}, options.Update().SetUpsert(true))
+			return err
+		}, codeDuplicateKey},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.op()
+			if (tc.code == 0 && err != nil) || (tc.code != 0 && codeOf(err) != tc.code) {
+				t.Fatalf("want code %d, got %v", tc.code, err)
+			}
+		})
+	}
+	if _, err := idx.DropOne(ctx(t), name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coll.InsertOne(ctx(t), bson.D{{Key: "_id", Value: 9}, {Key: "e", Value: "a"}}); err != nil {
+		t.Fatalf("after dropping the index: %v", err)
 	}
 }
 

@@ -61,6 +61,7 @@ type collection struct {
 	uuid    primitive.Binary
 	docs    *btree.BTreeG[*record]
 	indexes []bsoncore.Document // index specs as listIndexes returns them; _id_ first
+	uniques []*uniqueIndex      // enforced unique secondary indexes
 	size    int64               // sum of document sizes, for collStats-style answers
 }
 

@@ -22,6 +22,10 @@ func (e *engine) insertDoc(c *collection, raw bsoncore.Document, id interface{},
 	if _, dup := c.get(id); dup {
 		return dupKeyError(c, idVal)
 	}
+	if err := c.checkUnique(raw, id); err != nil {
+		return err
+	}
+	c.reindex(nil, raw, id)
 	c.docs.Set(&record{id: id, raw: raw})
 	c.size += int64(len(raw))
 	// documentKey is derived from doc when an event is rendered.
@@ -30,23 +34,34 @@ func (e *engine) insertDoc(c *collection, raw bsoncore.Document, id interface{},
 }
 
 // replaceDoc swaps the stored document for raw (same _id) and logs a replace.
-func (e *engine) replaceDoc(c *collection, old *record, raw bsoncore.Document) {
+func (e *engine) replaceDoc(c *collection, old *record, raw bsoncore.Document) error {
+	if err := c.checkUnique(raw, old.id); err != nil {
+		return err
+	}
+	c.reindex(old.raw, raw, old.id)
 	c.docs.Set(&record{id: old.id, raw: raw})
 	c.size += int64(len(raw) - len(old.raw))
 	e.appendEntry(oplogEntry{op: opReplace, ns: c.ns, doc: raw})
+	return nil
 }
 
 // updateDoc stores the result of an operator update and logs an update with
 // its updateDescription.
-func (e *engine) updateDoc(c *collection, old *record, raw, desc bsoncore.Document) {
+func (e *engine) updateDoc(c *collection, old *record, raw, desc bsoncore.Document) error {
+	if err := c.checkUnique(raw, old.id); err != nil {
+		return err
+	}
+	c.reindex(old.raw, raw, old.id)
 	c.docs.Set(&record{id: old.id, raw: raw})
 	c.size += int64(len(raw) - len(old.raw))
 	idVal, _ := raw.LookupErr("_id")
 	e.appendEntry(oplogEntry{op: opUpdate, ns: c.ns, key: docKeyOf(idVal), desc: desc})
+	return nil
 }
 
 // deleteDoc removes a document and logs a delete.
 func (e *engine) deleteDoc(c *collection, rec *record) {
+	c.reindex(rec.raw, nil, rec.id)
 	c.docs.Delete(rec)
 	c.size -= int64(len(rec.raw))
 	idVal, _ := rec.raw.LookupErr("_id")
@@ -141,7 +156,11 @@ func (up *update) apply(old *record, q *query) (raw, desc bsoncore.Document, cha
 		return raw, nil, !bytes.Equal(raw, old.raw), nil
 	}
 	d := mustD(old.raw)
-	changes, err := mongokit.Apply(&d, &q.filter, &up.operators, false, up.arrayFilters)
+	ops, err := resolvePositional(up.operators, q.filter, &d)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	changes, err := mongokit.Apply(&d, &q.filter, &ops, false, up.arrayFilters)
 	if err != nil {
 		return nil, nil, false, errf(codeBadValue, "%v", err)
 	}
