@@ -11,14 +11,22 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
 )
 
+// stopGrace is how long Stop lets a scheduled capture invocation in progress finish before
+// cancelling it (a cancelled invocation is a failed one, and logs as such).
+const stopGrace = 5 * time.Second
+
 // schedule invokes capture every CaptureInterval until ctx is done. A tick that comes while an
 // invocation runs is kept (one at most) and served when it ends, as a throttled scheduled
 // invocation of a function with reserved concurrency 1 is served late rather than dropped.
 func (p *Pipeline) schedule(ctx context.Context) {
 	tick := time.NewTicker(p.opts.CaptureInterval)
 	defer tick.Stop()
+	invCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })
+	defer stop()
 	for {
-		p.invoke(ctx, capture.Overrides{})
+		p.invoke(invCtx, capture.Overrides{})
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
