@@ -24,6 +24,7 @@
 package capture
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,7 +32,9 @@ import (
 	"log/slog"
 	"time"
 
+	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
@@ -181,12 +184,13 @@ type run struct {
 	sum     Summary
 	metrics metrics.Set
 
-	queue          []pending // read, not yet acknowledged, in stream order
-	lastSeq        uint64    // sequence number of the last message published
-	inFlightBytes  int64
-	lastAcked      checkpoint.Position // newest position whose predecessors are all acknowledged
-	ackedSinceSave int
-	publishTime    time.Duration
+	queue           []pending           // read, not yet acknowledged, in stream order
+	lastClusterTime primitive.Timestamp // of the newest event handled (or the saved checkpoint)
+	lastSeq         uint64              // sequence number of the last message published
+	inFlightBytes   int64
+	lastAcked       checkpoint.Position // newest position whose predecessors are all acknowledged
+	ackedSinceSave  int
+	publishTime     time.Duration
 }
 
 // Run performs one invocation. It returns an error only when the invocation failed (the summary
@@ -243,6 +247,7 @@ func (r *run) execute(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.lastClusterTime = state.ClusterTime
 	start, from := r.startFrom(state)
 	// Reading stops at the soft deadline; waiting for acknowledgements and saving the checkpoint
 	// may use half the margin more.
@@ -271,19 +276,13 @@ func (r *run) execute(ctx context.Context) error {
 	r.publishTime += c.deps.Now().Sub(flushStart)
 	r.collectAcks()
 
+	// The checkpoint goes to the newest position whose events were all acknowledged: the last
+	// event, or the post-batch resume token of the last empty batch, so that a quiet scope's
+	// checkpoint keeps moving within the retention window. An invalidate ends the stream: the
+	// next run must startAfter it.
 	final := r.lastAcked
-	if drainErr == nil && flushErr == nil {
-		switch {
-		case invalidate != nil:
-			final = *invalidate
-		case len(stream.ResumeToken()) > 0:
-			// Everything read was acknowledged: the stream's own token is at least as far as the
-			// last event and, after an exhausted batch, is the post-batch resume token.
-			final = checkpoint.Position{ResumeToken: stream.ResumeToken(), ClusterTime: r.lastAcked.ClusterTime}
-			if final.ClusterTime.T == 0 {
-				final.ClusterTime = state.ClusterTime
-			}
-		}
+	if invalidate != nil && drainErr == nil && flushErr == nil {
+		final = *invalidate
 	}
 	if len(final.ResumeToken) > 0 {
 		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -350,14 +349,27 @@ func (r *run) untilDeadline(margin time.Duration) time.Duration {
 
 // drain reads and publishes until a stop condition. It returns the invalidate position when the
 // stream was invalidated.
+//
+// Reading runs in its own goroutine (see read) so that waiting for the server's next batch
+// overlaps converting and publishing the previous one; this goroutine converts, publishes,
+// consumes acknowledgements and decides when to stop. Events the reader fetched beyond the stop
+// point are simply dropped: the checkpoint never covers them.
 func (r *run) drain(ctx context.Context) (*checkpoint.Position, error) {
-	now := r.c.deps.Now
-	started := now()
-	lastEvent := started
+	started := r.c.deps.Now()
+	lastEvent := started    // when the reader got the newest event handled
+	var quiet time.Duration // how long the stream has had nothing, as of the newest empty batch
 	// Reads stop at the soft deadline (deadline - margin); publishing and the final save may take
 	// until ctx's hard deadline.
-	readCtx, cancel := context.WithTimeout(ctx, r.untilDeadline(r.opts.DeadlineMargin))
-	defer cancel()
+	readCtx, stopReading := context.WithTimeout(ctx, r.untilDeadline(r.opts.DeadlineMargin))
+	items := make(chan item, readAheadItems)
+	credit := semaphore.NewWeighted(readAheadBytes)
+	go r.read(readCtx, items, credit)
+	defer func() {
+		stopReading()
+		for range items { // wait for the reader: the stream is not safe for concurrent use
+		}
+	}()
+
 	for {
 		r.collectAcks()
 		if err := r.batch.Err(); err != nil {
@@ -366,22 +378,37 @@ func (r *run) drain(ctx context.Context) (*checkpoint.Position, error) {
 		if err := r.maybeSave(ctx); err != nil {
 			return nil, err
 		}
-		if reason := r.stopReason(started, lastEvent); reason != "" {
+		if reason := r.stopReason(started, quiet); reason != "" {
 			r.sum.StopReason = reason
 			return nil, nil
 		}
-		if !r.stream.TryNext(readCtx) {
-			if err := r.stream.Err(); err != nil {
-				if readCtx.Err() != nil && ctx.Err() == nil {
-					r.sum.StopReason = StopDeadline
-					return nil, nil
-				}
-				return nil, r.streamFailed(classify(err, r.opts.Scope, "the open stream"))
+		var it item
+		var ok bool
+		select {
+		case it, ok = <-items:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("change stream on %s: %w", r.opts.Scope, ctx.Err())
+		}
+		switch {
+		case !ok || (it.err != nil && readCtx.Err() != nil && ctx.Err() == nil):
+			// The reader stopped because the soft deadline passed.
+			r.sum.StopReason = StopDeadline
+			return nil, nil
+		case it.err != nil:
+			return nil, r.streamFailed(classify(it.err, r.opts.Scope, "the open stream"))
+		case it.raw == nil:
+			// An empty batch: every event read so far is handled, and the stream's post-batch
+			// resume token may become the checkpoint once they are all acknowledged.
+			quiet = it.at.Sub(lastEvent)
+			if len(it.token) > 0 {
+				pos := checkpoint.Position{ResumeToken: it.token, ClusterTime: r.lastClusterTime}
+				r.queue = append(r.queue, pending{needs: r.lastSeq, pos: pos})
 			}
 			continue
 		}
-		lastEvent = now()
-		inv, err := r.handle(ctx, r.stream.Current())
+		lastEvent, quiet = it.at, 0
+		inv, err := r.handle(ctx, it.raw)
+		credit.Release(it.weight)
 		if err != nil {
 			return nil, err
 		}
@@ -392,8 +419,56 @@ func (r *run) drain(ctx context.Context) (*checkpoint.Position, error) {
 	}
 }
 
-// stopReason returns why the drain should stop now, or "".
-func (r *run) stopReason(started, lastEvent time.Time) string {
+// Read-ahead bounds: events fetched from the stream but not yet handled.
+const (
+	readAheadItems = 1024
+	readAheadBytes = 16 << 20
+)
+
+// item is what the reader hands the drain: an event, or after an empty batch the stream's resume
+// token, or the error that ended the stream.
+type item struct {
+	raw    bson.Raw  // a copy of the event (the driver reuses its buffer)
+	at     time.Time // when the reader got it
+	weight int64     // read-ahead bytes it holds
+	token  bson.Raw  // after an empty batch: the post-batch resume token
+	err    error
+}
+
+// read pulls events from the stream until ctx is done or the stream fails, then closes out.
+// TryNext waits up to the stream's max await time for a batch: no sleeping, no busy loop.
+func (r *run) read(ctx context.Context, out chan<- item, credit *semaphore.Weighted) {
+	defer close(out)
+	send := func(it item) bool {
+		select {
+		case out <- it:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		if r.stream.TryNext(ctx) {
+			raw := bytes.Clone(r.stream.Current())
+			w := min(int64(len(raw)), readAheadBytes)
+			if credit.Acquire(ctx, w) != nil || !send(item{raw: raw, weight: w, at: r.c.deps.Now()}) {
+				return
+			}
+			continue
+		}
+		if err := r.stream.Err(); err != nil {
+			send(item{err: err})
+			return
+		}
+		if !send(item{token: bytes.Clone(r.stream.ResumeToken()), at: r.c.deps.Now()}) {
+			return
+		}
+	}
+}
+
+// stopReason returns why the drain should stop now, or "". quiet is how long the stream has
+// returned nothing (measured by the reader, so events waiting to be handled never count as idle).
+func (r *run) stopReason(started time.Time, quiet time.Duration) string {
 	now := r.c.deps.Now()
 	switch {
 	case r.sum.Events >= r.opts.MaxEvents:
@@ -404,7 +479,7 @@ func (r *run) stopReason(started, lastEvent time.Time) string {
 		return StopDeadline
 	case r.opts.ContinuousDrain > 0 && now.Sub(started) >= r.opts.ContinuousDrain:
 		return StopContinuousDrain
-	case r.opts.ContinuousDrain <= 0 && now.Sub(lastEvent) >= r.opts.IdleTimeout:
+	case r.opts.ContinuousDrain <= 0 && quiet >= r.opts.IdleTimeout:
 		return StopIdle
 	}
 	return ""
@@ -418,6 +493,7 @@ func (r *run) handle(ctx context.Context, raw []byte) (*checkpoint.Position, err
 		return nil, fmt.Errorf("change stream on %s: %w", r.opts.Scope, err)
 	}
 	pos := checkpoint.Position{ResumeToken: ev.ResumeToken, ClusterTime: ev.ClusterTime}
+	r.lastClusterTime = ev.ClusterTime
 	if ev.Operation == changeevent.Invalidate {
 		pos.AfterInvalidate = true
 		return &pos, nil

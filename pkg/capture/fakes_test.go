@@ -76,9 +76,10 @@ func inserts(from, to int) []bson.Raw {
 	return out
 }
 
-// fakeStream returns its events one per TryNext, then reports empty batches (advancing the clock
-// by maxAwait each time, as a getMore would wait). err, when set, is returned once the events are
-// exhausted. gap is clock time between events.
+// fakeStream returns its events one per TryNext, then reports empty batches: each waits a
+// millisecond of real time (so the drain keeps up with the reader, as it does with a real server)
+// and advances the fake clock by maxAwait, as a getMore would wait. err, when set, is returned
+// once the events are exhausted. gap is fake clock time between events.
 type fakeStream struct {
 	clock    *fakeClock
 	events   []bson.Raw
@@ -105,6 +106,12 @@ func (s *fakeStream) TryNext(ctx context.Context) bool {
 	}
 	if s.err != nil {
 		s.failed = s.err
+		return false
+	}
+	select {
+	case <-time.After(time.Millisecond):
+	case <-ctx.Done():
+		s.failed = ctx.Err()
 		return false
 	}
 	s.clock.Add(s.maxAwait)

@@ -123,7 +123,9 @@ func (s *stack) mustRun(owner string) Summary {
 	return sum
 }
 
-func (s *stack) coll(db, name string) *mongo.Collection { return s.client.Database(db).Collection(name) }
+func (s *stack) coll(db, name string) *mongo.Collection {
+	return s.client.Database(db).Collection(name)
+}
 
 func (s *stack) insert(db, coll string, docs ...any) {
 	s.t.Helper()

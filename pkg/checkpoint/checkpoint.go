@@ -84,7 +84,7 @@ type HistoryEntry struct {
 
 // State is a scope's state document.
 type State struct {
-	Scope     string    `bson:"_id"`
+	Scope     string `bson:"_id"`
 	Position  `bson:",inline"`
 	StartAt   primitive.Timestamp `bson:"startAt,omitempty"` // set by Reset to a time: start there when there is no token
 	UpdatedAt time.Time           `bson:"updatedAt,omitempty"`
