@@ -554,3 +554,51 @@ func TestStreamPipelineStages(t *testing.T) {
 		t.Fatalf("got %q (%v)", ev.label(), cs.Current)
 	}
 }
+
+// TestStartAtOperationTime: a stream started at an event's cluster time
+// begins with that event.
+func TestStartAtOperationTime(t *testing.T) {
+	s := startServer(t, Options{})
+	cl := connect(t, s)
+	coll := cl.Database("d").Collection("c")
+	cs := watchColl(t, coll)
+	insertIDs(t, coll, 1, 2, 3)
+	next(t, cs)
+	second := next(t, cs).ClusterTime
+	rs := watchColl(t, coll, options.ChangeStream().SetStartAtOperationTime(&second))
+	for _, want := range []string{"insert d.c 2", "insert d.c 3"} {
+		if got := next(t, rs).label(); got != want {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+}
+
+// TestHello checks the handshake fields drivers rely on.
+func TestHello(t *testing.T) {
+	s := startServer(t, Options{WireVersion: 13, ReplicaSetName: "dr", Username: "u", Password: "p"})
+	cl := connect(t, s)
+	var hello bson.M
+	err := cl.Database("admin").RunCommand(ctx(t), bson.D{{Key: "hello", Value: 1}, {Key: "saslSupportedMechs", Value: "admin.u"}}).Decode(&hello)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]interface{}{
+		"isWritablePrimary": true, "secondary": false, "setName": "dr", "primary": s.Addr(), "me": s.Addr(),
+		"maxWireVersion": int32(13), "minWireVersion": int32(0), "logicalSessionTimeoutMinutes": int32(30),
+		"maxBsonObjectSize": int32(16777216), "maxMessageSizeBytes": int32(48000000), "maxWriteBatchSize": int32(100000),
+	}
+	for k, v := range want {
+		if hello[k] != v {
+			t.Errorf("%s = %v, want %v", k, hello[k], v)
+		}
+	}
+	if mechs, _ := hello["saslSupportedMechs"].(bson.A); len(mechs) != 1 || mechs[0] != "SCRAM-SHA-256" {
+		t.Errorf("saslSupportedMechs = %v", hello["saslSupportedMechs"])
+	}
+	if hosts, _ := hello["hosts"].(bson.A); len(hosts) != 1 || hosts[0] != s.Addr() {
+		t.Errorf("hosts = %v", hello["hosts"])
+	}
+	if _, ok := hello["topologyVersion"].(bson.M); !ok {
+		t.Errorf("topologyVersion missing")
+	}
+}

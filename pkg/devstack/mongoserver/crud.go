@@ -15,6 +15,7 @@ func init() {
 	register(cmdDelete, false, "delete")
 	register(cmdFind, false, "find")
 	register(cmdCount, false, "count")
+	register(cmdDistinct, false, "distinct")
 	register(cmdFindAndModify, false, "findAndModify", "findandmodify")
 }
 
@@ -508,6 +509,43 @@ func cmdCount(c *cmdCtx, dst []byte) ([]byte, error) {
 		n = fo.limit
 	}
 	return bsoncore.AppendInt64Element(dst, "n", n), nil
+}
+
+// cmdDistinct returns the distinct values of a field (array elements
+// counted individually) among the documents matching query.
+func cmdDistinct(c *cmdCtx, dst []byte) ([]byte, error) {
+	name, err := c.collName()
+	if err != nil {
+		return nil, err
+	}
+	key, err := c.str("key")
+	if err != nil || key == "" {
+		return nil, errf(codeFailedToParse, "distinct: key must be a non-empty string")
+	}
+	fo, err := parseFindOptions(c, "query")
+	if err != nil {
+		return nil, err
+	}
+	var list bsonkit.List
+	c.e.mu.RLock()
+	err = fo.q.each(c.e.collection(c.db, name), nil, func(r *record) bool {
+		d := mustD(r.raw)
+		list = append(list, &d)
+		return true
+	})
+	c.e.mu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	values := mongokit.Distinct(list, key)
+	idx, dst := bsoncore.AppendArrayElementStart(dst, "values")
+	for i, v := range values {
+		if dst, err = appendValueElement(dst, itoa(i), v); err != nil {
+			return nil, err
+		}
+	}
+	dst, _ = bsoncore.AppendArrayEnd(dst, idx)
+	return dst, nil
 }
 
 // cmdFindAndModify updates, replaces or removes the first document matching

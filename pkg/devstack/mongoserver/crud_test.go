@@ -472,3 +472,19 @@ func TestCatalog(t *testing.T) {
 		t.Fatalf("buildInfo %v %v", bi, err)
 	}
 }
+
+func TestDistinct(t *testing.T) {
+	s := startServer(t, Options{})
+	coll := connect(t, s).Database("d").Collection("c")
+	if _, err := coll.InsertMany(ctx(t), []interface{}{
+		bson.D{{Key: "_id", Value: 1}, {Key: "t", Value: bson.A{"a", "b"}}},
+		bson.D{{Key: "_id", Value: 2}, {Key: "t", Value: "b"}},
+		bson.D{{Key: "_id", Value: 3}, {Key: "t", Value: "c"}, {Key: "skip", Value: true}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	vals, err := coll.Distinct(ctx(t), "t", bson.D{{Key: "skip", Value: bson.D{{Key: "$ne", Value: true}}}})
+	if err != nil || len(vals) != 2 || vals[0] != "a" || vals[1] != "b" {
+		t.Fatalf("distinct %v %v", vals, err)
+	}
+}

@@ -32,12 +32,17 @@ type cursor interface {
 
 // cursorEntry is a registered cursor. busy serialises getMores on it.
 type cursorEntry struct {
-	id     int64
-	ns     string
-	cur    cursor
-	busy   bool
-	killed chan struct{}
+	id       int64
+	ns       string
+	cur      cursor
+	busy     bool
+	lastUsed time.Time
+	killed   chan struct{}
 }
+
+// cursorIdleTimeout is how long an unused cursor lives, like MongoDB's
+// cursorTimeoutMillis default (10 minutes).
+const cursorIdleTimeout = 10 * time.Minute
 
 // cursorRegistry maps cursor ids to open cursors.
 type cursorRegistry struct {
@@ -56,7 +61,7 @@ func (r *cursorRegistry) add(ns string, cur cursor) *cursorEntry {
 		if id == 0 || r.cursors[id] != nil {
 			continue
 		}
-		ce := &cursorEntry{id: id, ns: ns, cur: cur, killed: make(chan struct{})}
+		ce := &cursorEntry{id: id, ns: ns, cur: cur, lastUsed: time.Now(), killed: make(chan struct{})}
 		r.cursors[id] = ce
 		return ce
 	}
@@ -85,6 +90,7 @@ func (r *cursorRegistry) release(ce *cursorEntry, exhausted bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	ce.busy = false
+	ce.lastUsed = time.Now()
 	if exhausted {
 		r.removeLocked(ce.id)
 	}
@@ -95,6 +101,18 @@ func (r *cursorRegistry) kill(id int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.removeLocked(id)
+}
+
+// reap kills cursors idle for longer than cursorIdleTimeout, so clients that
+// vanish without killCursors do not leak result sets.
+func (r *cursorRegistry) reap(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, ce := range r.cursors {
+		if !ce.busy && now.Sub(ce.lastUsed) > cursorIdleTimeout {
+			r.removeLocked(id)
+		}
+	}
 }
 
 func (r *cursorRegistry) removeLocked(id int64) bool {

@@ -128,6 +128,8 @@ func (s *Server) Start(addr string) error {
 		s.wg.Add(1)
 		go s.noopLoop(s.opts.NoopInterval)
 	}
+	s.wg.Add(1)
+	go s.reapLoop()
 	s.log.Info("mongoserver listening", "addr", ln.Addr().String(), "tls", s.opts.TLSConfig != nil)
 	return nil
 }
@@ -244,6 +246,21 @@ func (s *Server) acceptLoop(ln net.Listener) {
 			}()
 			s.serveConn(cs)
 		}()
+	}
+}
+
+// reapLoop closes idle cursors once a minute.
+func (s *Server) reapLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case now := <-t.C:
+			s.db.cursors.reap(now)
+		}
 	}
 }
 
