@@ -27,7 +27,8 @@ func init() {
 // timeout (the topology never changes), as MongoDB 4.4+ does.
 func cmdHello(c *cmdCtx, dst []byte) ([]byte, error) {
 	o := c.s.opts
-	if tv, _ := c.doc("topologyVersion"); tv != nil && c.has("maxAwaitTimeMS") {
+	tv, _ := c.doc("topologyVersion")
+	if pid, ok := tv.Lookup("processId").ObjectIDOK(); ok && pid == c.e.processID && c.has("maxAwaitTimeMS") {
 		wait, err := c.integer("maxAwaitTimeMS", 0)
 		if err != nil {
 			return nil, err

@@ -1,7 +1,6 @@
 package mongoserver
 
 import (
-	"fmt"
 	"runtime/debug"
 	"strings"
 
@@ -58,6 +57,9 @@ func (s *Server) handle(cs *connState, req *request, dst []byte) []byte {
 	}
 	if c.db == "" {
 		return appendErrorReply(dst, errf(codeInvalidNamespace, "command %s has no $db", c.name))
+	}
+	if len(req.body) > maxBSONObjectSize+bsonOverheadMargin {
+		return appendErrorReply(dst, tooLarge(len(req.body)))
 	}
 	cmd, ok := commands[c.name]
 	if !ok {
@@ -257,6 +259,3 @@ func (c *cmdCtx) docs(key string) ([]bsoncore.Document, error) {
 func appendTimestamp(dst []byte, key string, ts primitive.Timestamp) []byte {
 	return bsoncore.AppendTimestampElement(dst, key, ts.T, ts.I)
 }
-
-// nsString is "db.coll".
-func nsString(db, coll string) string { return fmt.Sprintf("%s.%s", db, coll) }
