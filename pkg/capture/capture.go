@@ -30,6 +30,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -396,7 +398,7 @@ func (r *run) drain(ctx context.Context) (*checkpoint.Position, error) {
 			return nil, nil
 		case it.err != nil:
 			return nil, r.streamFailed(classify(it.err, r.opts.Scope, "the open stream"))
-		case it.raw == nil:
+		case it.conv == nil:
 			// An empty batch: every event read so far is handled, and the stream's post-batch
 			// resume token may become the checkpoint once they are all acknowledged.
 			quiet = it.at.Sub(lastEvent)
@@ -407,7 +409,7 @@ func (r *run) drain(ctx context.Context) (*checkpoint.Position, error) {
 			continue
 		}
 		lastEvent, quiet = it.at, 0
-		inv, err := r.handle(ctx, it.raw)
+		inv, err := r.handle(ctx, <-it.conv)
 		credit.Release(it.weight)
 		if err != nil {
 			return nil, err
@@ -425,20 +427,39 @@ const (
 	readAheadBytes = 16 << 20
 )
 
-// item is what the reader hands the drain: an event, or after an empty batch the stream's resume
-// token, or the error that ended the stream.
+// item is what the reader hands the drain, in stream order: an event being converted, or after
+// an empty batch the stream's resume token, or the error that ended the stream.
 type item struct {
-	raw    bson.Raw  // a copy of the event (the driver reuses its buffer)
-	at     time.Time // when the reader got it
-	weight int64     // read-ahead bytes it holds
-	token  bson.Raw  // after an empty batch: the post-batch resume token
+	conv   <-chan converted // delivers the event once a converter is done with it
+	at     time.Time        // when the reader got it
+	weight int64            // read-ahead bytes it holds
+	token  bson.Raw         // after an empty batch: the post-batch resume token
 	err    error
 }
 
 // read pulls events from the stream until ctx is done or the stream fails, then closes out.
-// TryNext waits up to the stream's max await time for a batch: no sleeping, no busy loop.
+// TryNext waits up to the stream's max await time for a batch: no sleeping, no busy loop. Events
+// are converted by one goroutine per CPU while the reader fetches the next ones; out keeps stream
+// order because each item carries its own result channel.
 func (r *run) read(ctx context.Context, out chan<- item, credit *semaphore.Weighted) {
-	defer close(out)
+	type job struct {
+		raw    bson.Raw
+		result chan<- converted
+	}
+	jobs := make(chan job, readAheadItems)
+	var workers sync.WaitGroup
+	for range max(1, runtime.GOMAXPROCS(0)) {
+		workers.Go(func() {
+			for j := range jobs {
+				j.result <- r.convert(j.raw)
+			}
+		})
+	}
+	defer func() {
+		close(jobs)
+		workers.Wait()
+		close(out)
+	}()
 	send := func(it item) bool {
 		select {
 		case out <- it:
@@ -449,9 +470,14 @@ func (r *run) read(ctx context.Context, out chan<- item, credit *semaphore.Weigh
 	}
 	for {
 		if r.stream.TryNext(ctx) {
-			raw := bytes.Clone(r.stream.Current())
+			raw := bytes.Clone(r.stream.Current()) // the driver reuses its buffer
 			w := min(int64(len(raw)), readAheadBytes)
-			if credit.Acquire(ctx, w) != nil || !send(item{raw: raw, weight: w, at: r.c.deps.Now()}) {
+			if credit.Acquire(ctx, w) != nil {
+				return
+			}
+			result := make(chan converted, 1)
+			jobs <- job{raw: raw, result: result} // at most waits for a converter to take an earlier job
+			if !send(item{conv: result, weight: w, at: r.c.deps.Now()}) {
 				return
 			}
 			continue
@@ -485,27 +511,63 @@ func (r *run) stopReason(started time.Time, quiet time.Duration) string {
 	return ""
 }
 
-// handle converts, filters and publishes one event. It returns the position of an invalidate
-// event.
-func (r *run) handle(ctx context.Context, raw []byte) (*checkpoint.Position, error) {
+// converted is an event after the pure, parallelisable part of handling it: decoded, checked
+// against the scope and encoded as a Kafka message.
+type converted struct {
+	ev   changeevent.Event
+	msg  kafka.Message // empty when skip or invalidate
+	skip bool          // out of scope or an unknown operation type: not published
+	err  error
+}
+
+// convert decodes a raw change stream event and encodes its message. It touches no run state, so
+// several run at once (see drain).
+func (r *run) convert(raw bson.Raw) converted {
 	ev, err := changeevent.FromChangeStream(raw)
 	if err != nil {
-		return nil, fmt.Errorf("change stream on %s: %w", r.opts.Scope, err)
+		return converted{err: fmt.Errorf("change stream on %s: %w", r.opts.Scope, err)}
 	}
+	c := converted{ev: ev}
+	switch {
+	case ev.Operation == changeevent.Invalidate:
+		return c
+	case !ev.Operation.Known() || !r.opts.Scope.Contains(&ev):
+		c.skip = true
+		return c
+	}
+	value, err := changeevent.Marshal(&ev)
+	if err != nil {
+		return converted{err: err}
+	}
+	key, err := changeevent.Key(&ev)
+	if err != nil {
+		return converted{err: fmt.Errorf("key of %s event on %s: %w", ev.Operation, ev.NS, err)}
+	}
+	c.msg = kafka.Message{Key: key, Value: value, Headers: changeevent.Headers(&ev)}
+	return c
+}
+
+// handle publishes one converted event (claim-checking it when too large) and queues its
+// position for the checkpoint. It returns the position of an invalidate event.
+func (r *run) handle(ctx context.Context, c converted) (*checkpoint.Position, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	ev := &c.ev
 	pos := checkpoint.Position{ResumeToken: ev.ResumeToken, ClusterTime: ev.ClusterTime}
 	r.lastClusterTime = ev.ClusterTime
 	if ev.Operation == changeevent.Invalidate {
 		pos.AfterInvalidate = true
 		return &pos, nil
 	}
-	if !ev.Operation.Known() || !r.opts.Scope.Contains(&ev) {
+	if c.skip {
 		r.sum.Skipped++
 		r.c.deps.Logger.Debug("skip event", "op", ev.Operation, "ns", ev.NS.String())
 		r.queue = append(r.queue, pending{needs: r.lastSeq, pos: pos})
 		return nil, nil
 	}
 
-	msg, claimChecked, err := r.message(ctx, &ev)
+	msg, claimChecked, err := r.fit(ctx, ev, c.msg)
 	if err != nil {
 		return nil, err
 	}
@@ -536,17 +598,8 @@ func (r *run) handle(ctx context.Context, raw []byte) (*checkpoint.Position, err
 	return nil, nil
 }
 
-// message encodes an event as a Kafka message, claim-checking it when it is too large.
-func (r *run) message(ctx context.Context, ev *changeevent.Event) (kafka.Message, bool, error) {
-	value, err := changeevent.Marshal(ev)
-	if err != nil {
-		return kafka.Message{}, false, err
-	}
-	key, err := changeevent.Key(ev)
-	if err != nil {
-		return kafka.Message{}, false, fmt.Errorf("key of %s event on %s: %w", ev.Operation, ev.NS, err)
-	}
-	msg := kafka.Message{Key: key, Value: value, Headers: changeevent.Headers(ev)}
+// fit returns msg, or when it is over the Kafka limit, the claim-check message that replaces it.
+func (r *run) fit(ctx context.Context, ev *changeevent.Event, msg kafka.Message) (kafka.Message, bool, error) {
 	if msg.Size() <= r.opts.MaxMessageBytes {
 		return msg, false, nil
 	}
@@ -554,7 +607,7 @@ func (r *run) message(ctx context.Context, ev *changeevent.Event) (kafka.Message
 		return kafka.Message{}, false, fmt.Errorf("%s event on %s is %d bytes, over the %d-byte Kafka limit, and no claim-check store is configured",
 			ev.Operation, ev.NS, msg.Size(), r.opts.MaxMessageBytes)
 	}
-	stub, err := claimCheck(ctx, r.c.deps.Blobs, r.opts.ArchivePrefix, ev, value)
+	stub, err := claimCheck(ctx, r.c.deps.Blobs, r.opts.ArchivePrefix, ev, msg.Value)
 	if err != nil {
 		return kafka.Message{}, false, err
 	}

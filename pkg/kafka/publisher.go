@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -25,10 +26,21 @@ type Message struct {
 	Headers [][2]string
 }
 
+// recordOverhead and headerOverhead are the most a v2 record adds to its key, value and header
+// bytes (sarama's ProducerMessage.ByteSize for record batches).
+const (
+	recordOverhead = 5*binary.MaxVarintLen32 + binary.MaxVarintLen64 + 1
+	headerOverhead = 2 * binary.MaxVarintLen32
+)
+
 // Size is the record's size as the producer counts it against MaxMessageBytes: key, value,
 // headers and the record overhead.
 func (m Message) Size() int {
-	return m.producerMessage("").ByteSize(2)
+	n := recordOverhead + len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += len(h[0]) + len(h[1]) + headerOverhead
+	}
+	return n
 }
 
 func (m Message) producerMessage(topic string) *sarama.ProducerMessage {
