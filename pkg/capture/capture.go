@@ -261,7 +261,11 @@ func (r *run) execute(ctx context.Context) error {
 		return r.streamFailed(classify(err, r.opts.Scope, from))
 	}
 	r.stream = stream
-	defer stream.Close(context.WithoutCancel(ctx))
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = stream.Close(cctx)
+	}()
 
 	r.batch = c.deps.Publisher.Begin(r.opts.InFlightMessages)
 	defer r.batch.End()
