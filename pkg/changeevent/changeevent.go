@@ -7,7 +7,6 @@
 package changeevent
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -116,58 +115,6 @@ type Event struct {
 	ClaimCheck        *ClaimCheck         `bson:"claimCheck,omitempty"`
 }
 
-// streamEvent mirrors the fields of a change stream event document that the format keeps.
-type streamEvent struct {
-	ID                bson.Raw            `bson:"_id"`
-	OperationType     OperationType       `bson:"operationType"`
-	NS                Namespace           `bson:"ns"`
-	To                *Namespace          `bson:"to"`
-	DocumentKey       bson.Raw            `bson:"documentKey"`
-	FullDocument      bson.RawValue       `bson:"fullDocument"`
-	UpdateDescription *UpdateDescription  `bson:"updateDescription"`
-	ClusterTime       primitive.Timestamp `bson:"clusterTime"`
-	WallTime          time.Time           `bson:"wallTime"`
-}
-
-// FromChangeStream converts a raw change stream event, as the driver's ChangeStream.Current
-// returns it, into an Event. The BSON of the document key, full document and updated fields is
-// copied byte for byte. A null or missing fullDocument (a deleted document under updateLookup)
-// becomes a nil FullDocument.
-func FromChangeStream(raw bson.Raw) (Event, error) {
-	var se streamEvent
-	if err := bson.Unmarshal(raw, &se); err != nil {
-		return Event{}, fmt.Errorf("decode change stream event: %w", err)
-	}
-	if len(se.ID) == 0 {
-		return Event{}, errors.New("change stream event has no resume token (_id)")
-	}
-	ev := Event{
-		Version:           FormatVersion,
-		Operation:         se.OperationType,
-		NS:                se.NS,
-		To:                se.To,
-		DocumentKey:       clone(se.DocumentKey),
-		UpdateDescription: se.UpdateDescription,
-		ClusterTime:       se.ClusterTime,
-		WallTime:          se.WallTime,
-		ResumeToken:       clone(se.ID),
-	}
-	if doc, ok := se.FullDocument.DocumentOK(); ok {
-		ev.FullDocument = clone(doc)
-	}
-	if ud := ev.UpdateDescription; ud != nil {
-		ud.UpdatedFields = clone(ud.UpdatedFields)
-	}
-	return ev, nil
-}
-
-func clone(r bson.Raw) bson.Raw {
-	if r == nil {
-		return nil
-	}
-	return bytes.Clone(r)
-}
-
 // Validate checks the invariants a consumer relies on.
 func (e *Event) Validate() error {
 	if e.Version != FormatVersion {
@@ -220,15 +167,6 @@ func (e *Event) ID() (bson.RawValue, error) {
 		return bson.RawValue{}, fmt.Errorf("documentKey has no _id: %w", err)
 	}
 	return id, nil
-}
-
-// Marshal encodes the event as a message value.
-func Marshal(e *Event) ([]byte, error) {
-	b, err := bson.Marshal(e)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s event on %s: %w", e.Operation, e.NS, err)
-	}
-	return b, nil
 }
 
 // Unmarshal decodes and validates a message value.
@@ -305,6 +243,9 @@ func numericKey(id bson.RawValue) (string, bool) {
 // IDJSON renders an _id value as canonical Extended JSON ({"$oid": ...}, {"$numberInt": ...}),
 // which keeps its BSON type.
 func IDJSON(id bson.RawValue) ([]byte, error) {
+	if oid, ok := id.ObjectIDOK(); ok { // the common case, without reflection
+		return fmt.Appendf(make([]byte, 0, 35), `{"$oid":"%s"}`, oid.Hex()), nil
+	}
 	doc := bson.D{{Key: "_id", Value: id}}
 	js, err := bson.MarshalExtJSON(doc, true, false)
 	if err != nil {

@@ -236,3 +236,52 @@ func BenchmarkFormat(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkConvert measures what capture does per event: convert the driver's raw event and
+// encode the message value.
+func BenchmarkConvert(b *testing.B) {
+	full := richDoc(b)
+	raw := mustRaw(b, bson.D{{Key: "_id", Value: bson.D{{Key: "_data", Value: "8262D70F2E000000012B"}}},
+		{Key: "operationType", Value: "update"}, {Key: "clusterTime", Value: primitive.Timestamp{T: 1658233222, I: 1}},
+		{Key: "wallTime", Value: primitive.NewDateTimeFromTime(time.Unix(1658233222, 0))},
+		{Key: "ns", Value: bson.D{{Key: "db", Value: "bar"}, {Key: "coll", Value: "foo"}}},
+		{Key: "documentKey", Value: bson.D{{Key: "_id", Value: full.Lookup("_id")}}}, {Key: "fullDocument", Value: full},
+		{Key: "updateDescription", Value: bson.D{{Key: "updatedFields", Value: bson.D{{Key: "i32", Value: int32(8)}}}, {Key: "removedFields", Value: bson.A{"x"}}}}})
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		e, err := FromChangeStream(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := Marshal(&e); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := Key(&e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestFromChangeStreamRejects(t *testing.T) {
+	ns := bson.D{{Key: "db", Value: "bar"}, {Key: "coll", Value: "foo"}}
+	tests := []struct {
+		name string
+		raw  []byte
+		want string
+	}{
+		{"not bson", []byte{5, 0, 0, 0, 1}, "decode change stream event"},
+		{"no resume token", mustRaw(t, bson.D{{Key: "operationType", Value: "insert"}, {Key: "ns", Value: ns}}), "no resume token"},
+		{"resume token not a document", mustRaw(t, bson.D{{Key: "_id", Value: "x"}}), "not a document"},
+		{"operationType not a string", mustRaw(t, bson.D{{Key: "_id", Value: bson.D{}}, {Key: "operationType", Value: int32(1)}}), "operationType is not a string"},
+		{"clusterTime not a timestamp", mustRaw(t, bson.D{{Key: "_id", Value: bson.D{}}, {Key: "clusterTime", Value: int64(1)}}), "clusterTime is not a timestamp"},
+		{"removedFields not strings", mustRaw(t, bson.D{{Key: "_id", Value: bson.D{}}, {Key: "updateDescription", Value: bson.D{{Key: "removedFields", Value: bson.A{int32(1)}}}}}), "non-string"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := FromChangeStream(tt.raw)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
