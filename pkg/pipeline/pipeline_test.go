@@ -31,9 +31,9 @@ var localOverrides = map[string]string{
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewJSONHandler(io.Discard, nil)) }
 
-// startStack starts the embedded stack and a pipeline over it, with change streams enabled on
-// the scope.
-func startPipeline(t *testing.T, opts Options) (*Pipeline, context.Context) {
+// startPipeline starts the embedded stack and a pipeline over it (localOverrides, then extra),
+// with change streams enabled on the scope and the checkpoint pinned at "now".
+func startPipeline(t *testing.T, opts Options, extra map[string]string) (*Pipeline, context.Context) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts the embedded stack")
@@ -45,7 +45,13 @@ func startPipeline(t *testing.T, opts Options) (*Pipeline, context.Context) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	opts.Getenv = Getenv(localOverrides, st.Env(), nil)
+	overrides := map[string]string{}
+	for _, m := range []map[string]string{localOverrides, extra} {
+		for k, v := range m {
+			overrides[k] = v
+		}
+	}
+	opts.Getenv = Getenv(overrides, st.Env(), nil)
 	if opts.Logger == nil {
 		opts.Logger = quietLogger()
 	}
@@ -61,7 +67,7 @@ func startPipeline(t *testing.T, opts Options) (*Pipeline, context.Context) {
 		t.Fatal(err)
 	}
 	// The first invocation pins the checkpoint at "now": writes after it are captured.
-	if _, err := p.CaptureOnce(ctx, capture.Overrides{}); err != nil {
+	if _, err := p.CaptureOnce(ctx, capture.Overrides{IdleTimeout: capture.Duration(10 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
 	return p, ctx
@@ -128,7 +134,7 @@ func TestScheduledPipelineReplicatesAndIntercepts(t *testing.T) {
 		CaptureInterval: 100 * time.Millisecond,
 		OnCapture:       func(CaptureResult) { captures.Add(1) },
 		OnApply:         func(ApplyResult) { applies.Add(1) },
-	})
+	}, nil)
 	p.Start(ctx)
 	foo := p.Primary().Database("bar").Collection("foo")
 	id := primitive.NewObjectID()
@@ -195,7 +201,7 @@ func TestFaultsAreRetriedToTheSameState(t *testing.T) {
 				failedApplies.Add(1)
 			}
 		},
-	})
+	}, nil)
 	foo := p.Primary().Database("bar").Collection("foo")
 	var ids []any
 	for i := range 20 {
