@@ -3,7 +3,10 @@ package mongoserver
 import (
 	"bytes"
 	"fmt"
+	"math"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/256dpi/lungo/bsonkit"
@@ -174,7 +177,7 @@ func (up *update) apply(old *record, q *query) (raw, desc bsoncore.Document, cha
 	if bytes.Equal(raw, old.raw) {
 		return raw, nil, false, nil
 	}
-	return raw, updateDescription(changes), true, nil
+	return raw, updateDescription(changes, d), true, nil
 }
 
 // replacementWithID gives a replacement document the _id it replaces,
@@ -230,13 +233,24 @@ func (up *update) upsertDoc(q *query) (bsoncore.Document, error) {
 
 // updateDescription renders mongokit's change record as a change event's
 // updateDescription: updatedFields, removedFields and (always empty here)
-// truncatedArrays. Paths are sorted so events are deterministic.
-func updateDescription(ch *mongokit.Changes) bsoncore.Document {
+// truncatedArrays. Updated paths are listed in the order their fields stand in
+// the post-image, so that replaying the delta as a $set on the pre-image gives
+// the post-image byte for byte under either rule MongoDB has used for the order
+// of new fields (command order before 5.0, lexicographic since). Removed paths
+// are sorted, which makes events deterministic.
+func updateDescription(ch *mongokit.Changes, post bson.D) bsoncore.Document {
 	paths := make([]string, 0, len(ch.Changed))
 	for p := range ch.Changed {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
+	order := make(map[string][]int, len(paths))
+	for _, p := range paths {
+		order[p] = fieldPosition(post, p)
+	}
+	sort.SliceStable(paths, func(i, j int) bool {
+		return slices.Compare(order[paths[i]], order[paths[j]]) < 0
+	})
 	idx, dst := bsoncore.AppendDocumentStart(nil)
 	uidx, dst := bsoncore.AppendDocumentElementStart(dst, "updatedFields")
 	for _, p := range paths {
@@ -261,4 +275,33 @@ func updateDescription(ch *mongokit.Changes) bsoncore.Document {
 	dst, _ = bsoncore.AppendArrayEnd(dst, tidx)
 	dst, _ = bsoncore.AppendDocumentEnd(dst, idx)
 	return dst
+}
+
+// fieldPosition returns the index of each segment of a dotted path within the
+// document (and its embedded documents and arrays). A segment that is not there
+// (a removed field) sorts after every present one.
+func fieldPosition(doc bson.D, path string) []int {
+	var pos []int
+	var cur any = doc
+	for _, seg := range strings.Split(path, ".") {
+		i := -1
+		switch c := cur.(type) {
+		case bson.D:
+			for k, e := range c {
+				if e.Key == seg {
+					i, cur = k, e.Value
+					break
+				}
+			}
+		case bson.A:
+			if n, err := strconv.Atoi(seg); err == nil && n >= 0 && n < len(c) {
+				i, cur = n, c[n]
+			}
+		}
+		if i < 0 {
+			return append(pos, math.MaxInt)
+		}
+		pos = append(pos, i)
+	}
+	return pos
 }
