@@ -27,7 +27,6 @@ func TestLayout(t *testing.T) {
 		{l.DeleteObject("bar", "", day, "changevents", 0, 1), "docdbdr/deletes/db=bar/coll=_/dt=2022-07-20/changevents-0-1.json.gz"},
 		{l.DeleteObject("bar", "a/b c", day, "t", 0, 1), "docdbdr/deletes/db=bar/coll=a%2Fb%20c/dt=2022-07-20/t-0-1.json.gz"},
 		{l.DeadLetter(day, "changevents", 1, 7), "docdbdr/deadletter/dt=2022-07-20/changevents-1-7.json"},
-		{l.ClaimCheck(day, "ab12"), "docdbdr/claimcheck/dt=2022-07-20/ab12.bson"},
 		{l.DeletesPrefix("bar", "foo"), "docdbdr/deletes/db=bar/coll=foo/"},
 		{Layout{}.DeletesPrefix("bar", ""), "deletes/db=bar/"},
 	}

@@ -56,14 +56,6 @@ func (l Layout) DeadLetter(day time.Time, topic string, partition, offset int64)
 		l.Prefix, day.UTC().Format(time.DateOnly), segment(topic), partition, offset)
 }
 
-// ClaimCheck is the key of a claim-checked event body, addressed by its content so that
-// republishing the same event writes the same object:
-//
-//	<prefix>claimcheck/dt=YYYY-MM-DD/<sha256 hex>.bson
-func (l Layout) ClaimCheck(day time.Time, sha256Hex string) string {
-	return fmt.Sprintf("%sclaimcheck/dt=%s/%s.bson", l.Prefix, day.UTC().Format(time.DateOnly), sha256Hex)
-}
-
 // segment escapes a name for use as one key segment. Database, collection and topic names are
 // normally left unchanged; a "/" or other reserved character is percent-encoded.
 func segment(s string) string {
