@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -72,8 +73,11 @@ func TestHandlerEndToEnd(t *testing.T) {
 	}
 
 	lctx := lambdacontext.NewContext(ctx, &lambdacontext.LambdaContext{AwsRequestID: "req-1"})
-	scheduled := json.RawMessage(`{"version":"0","detail-type":"Scheduled Event","source":"aws.events","detail":{}}`)
-	if sum, err := f.handle(lctx, scheduled); err != nil || sum.Owner != "req-1" || !sum.CheckpointSaved {
+	scheduled, err := os.ReadFile("../../events/schedule.json") // the sample `sam local invoke -e` uses
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := f.handle(lctx, json.RawMessage(scheduled)); err != nil || sum.Owner != "req-1" || !sum.CheckpointSaved {
 		t.Fatalf("scheduled run: %+v, %v", sum, err)
 	}
 	var docs []any
