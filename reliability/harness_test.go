@@ -1,0 +1,433 @@
+package reliability
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/docdb-dr/docdb-dr/pkg/apply"
+	"github.com/docdb-dr/docdb-dr/pkg/capture"
+	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
+	"github.com/docdb-dr/docdb-dr/pkg/eventsource"
+	"github.com/docdb-dr/docdb-dr/pkg/kafka"
+)
+
+// harnessOptions change how a test's functions are built. The zero value is the plain pipeline.
+type harnessOptions struct {
+	CheckpointEvery int           // capture's CHECKPOINT_EVERY; default 1000 (one save per run)
+	LeaseTTL        time.Duration // capture's LEASE_TTL; default 2s, so a crashed holder's lease frees soon
+	// DR, Archive and Handler decorate apply's DR writer, its archive, and the whole apply
+	// invocation (what the event source mapping calls).
+	DR      func(apply.DR) apply.DR
+	Archive func(apply.Archive) apply.Archive
+	Handler func(next applyFunc) applyFunc
+	// GroupID is the event source mapping's consumer group (default "reliability-apply").
+	GroupID string
+}
+
+// applyFunc is one apply invocation.
+type applyFunc func(ctx context.Context, ev events.KafkaEvent) (apply.Summary, error)
+
+// applyCall is what one apply invocation got and returned.
+type applyCall struct {
+	records []coord
+	sum     apply.Summary
+	err     error
+}
+
+// coord is a Kafka record's position in the topic.
+type coord struct {
+	partition int32
+	offset    int64
+}
+
+// harness is one test's world: the stack, the capture function (invoked by the test, as the
+// schedule would), the apply function behind the local event source mapping (running in the
+// background), and what the ledger needs to account for every change.
+type harness struct {
+	t   *testing.T
+	ctx context.Context
+	*stack
+	opts harnessOptions
+
+	logs    *syncBuffer // every log line of capture, apply and the mapping
+	metrics *syncBuffer // every EMF line
+
+	capOpts     capture.Options
+	checkpoints *checkpoint.Store
+	pubMu       sync.Mutex
+	pub         *kafka.Publisher // connected on first use, dropped after a delivery failure
+	invocations atomic.Int64
+
+	handler *apply.Handler
+	applyFn applyFunc
+	esm     *eventsource.EventSource
+	applyMu sync.Mutex
+	applies []applyCall
+
+	witness bson.Raw // a stream position taken before the test wrote anything
+	nextID  int      // the workload's next document _id
+	written int      // change events the workload made in the watched scope
+}
+
+func newHarness(t *testing.T, opts harnessOptions) *harness {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs the embedded stack")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	if opts.CheckpointEvery == 0 {
+		opts.CheckpointEvery = 1000
+	}
+	if opts.LeaseTTL == 0 {
+		opts.LeaseTTL = 2 * time.Second
+	}
+	if opts.GroupID == "" {
+		opts.GroupID = "reliability-apply"
+	}
+	h := &harness{t: t, ctx: ctx, stack: startStack(t, ctx), opts: opts, logs: &syncBuffer{}, metrics: &syncBuffer{}, nextID: 1}
+	h.witness = h.streamPosition()
+
+	h.capOpts = capture.Options{
+		Scope:                 capture.Scope{DB: watchDB, Collections: []string{watchColl}},
+		MaxEvents:             1_000_000,
+		MaxBytes:              1 << 30,
+		CheckpointEvery:       opts.CheckpointEvery,
+		IdleTimeout:           300 * time.Millisecond,
+		DeadlineMargin:        2 * time.Second,
+		LeaseTTL:              opts.LeaseTTL,
+		ChangeStreamRetention: 3 * time.Hour,
+		MaxMessageBytes:       1_000_000,
+		ArchivePrefix:         prefix,
+	}
+	h.checkpoints = checkpoint.New(h.primary.Database(stateDB).Collection(stateColl), nil)
+
+	var dr apply.DR = apply.NewMongoWriter(h.dr)
+	if opts.DR != nil {
+		dr = opts.DR(dr)
+	}
+	var ar apply.Archive = h.archive
+	if opts.Archive != nil {
+		ar = opts.Archive(ar)
+	}
+	handler, err := apply.New(dr, ar, apply.Options{
+		ArchivePrefix:    prefix,
+		ClaimCheckBucket: bucket,
+		Logger:           jsonLogger(h.logs).With("function", "apply"),
+		Metrics:          h.metrics,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.handler = handler
+	h.applyFn = handler.Handle
+	if opts.Handler != nil {
+		h.applyFn = opts.Handler(h.applyFn)
+	}
+	h.startMapping()
+	// The first capture ever pins the scope's checkpoint at "now" (START_AT's default), as the
+	// first scheduled invocation does after deployment: everything written afterwards is
+	// captured.
+	if _, err := h.capture(nil); err != nil {
+		t.Fatalf("first capture: %v", err)
+	}
+	return h
+}
+
+// kafkaSettings are capture's Kafka settings (KAFKA_BROKERS, KAFKA_TOPIC; no TLS or SASL on
+// loopback).
+func (h *harness) kafkaSettings() kafka.Settings {
+	return kafka.Settings{Brokers: h.brokers, Topic: topic, Compression: "lz4", MaxMessageBytes: 1_000_000}
+}
+
+// startMapping runs the local event source mapping in the background until the test ends.
+func (h *harness) startMapping() {
+	sc, err := kafka.SaramaConfig(kafka.Settings{Brokers: h.brokers, Topic: topic})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	sc.Consumer.MaxWaitTime = 100 * time.Millisecond
+	h.esm, err = eventsource.New(eventsource.Config{
+		Brokers:         h.brokers,
+		Topic:           topic,
+		GroupID:         h.opts.GroupID,
+		BatchSize:       100,
+		BatchingWindow:  50 * time.Millisecond,
+		RetryBackoff:    50 * time.Millisecond,
+		MaxRetryBackoff: 500 * time.Millisecond,
+		HandlerTimeout:  30 * time.Second,
+		Sarama:          sc,
+		Logger:          jsonLogger(h.logs),
+	}, h.invokeApply)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := h.esm.Run(ctx); err != nil {
+			h.t.Errorf("event source mapping: %v", err)
+		}
+	})
+	h.t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+// invokeApply is the mapping's handler: one apply invocation, recorded for the ledger.
+func (h *harness) invokeApply(ctx context.Context, ev events.KafkaEvent) error {
+	sum, err := h.applyFn(ctx, ev)
+	call := applyCall{sum: sum, err: err}
+	for _, recs := range ev.Records {
+		for _, r := range recs {
+			call.records = append(call.records, coord{partition: int32(r.Partition), offset: r.Offset})
+		}
+	}
+	h.applyMu.Lock()
+	h.applies = append(h.applies, call)
+	h.applyMu.Unlock()
+	return err
+}
+
+// applyCalls returns a copy of every apply invocation so far.
+func (h *harness) applyCalls() []applyCall {
+	h.applyMu.Lock()
+	defer h.applyMu.Unlock()
+	return append([]applyCall(nil), h.applies...)
+}
+
+// failedApplies counts apply invocations that returned an error.
+func (h *harness) failedApplies() int {
+	n := 0
+	for _, c := range h.applyCalls() {
+		if c.err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// publisher returns the container's Kafka publisher, connecting it when there is none, as
+// functions/capture does.
+func (h *harness) publisher() (*kafka.Publisher, error) {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	if h.pub != nil {
+		return h.pub, nil
+	}
+	pub, err := kafka.NewPublisher(h.ctx, h.kafkaSettings())
+	if err != nil {
+		return nil, err
+	}
+	h.pub = pub
+	h.t.Cleanup(func() { _ = pub.Close(5 * time.Second) })
+	return pub, nil
+}
+
+// dropPublisher forgets a publisher that failed to deliver (functions/capture does the same).
+func (h *harness) dropPublisher(pub *kafka.Publisher) {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	if h.pub == pub {
+		h.pub = nil
+	}
+}
+
+// decorate wraps one capture invocation's collaborators; c is that invocation's crash switch.
+type decorate func(d capture.Deps, c *crash) capture.Deps
+
+// capture runs one capture invocation with a new owner (a new Lambda request id), as a
+// schedule tick does.
+func (h *harness) capture(wrap decorate) (capture.Summary, error) {
+	return h.captureAs(fmt.Sprintf("request-%d", h.invocations.Add(1)), wrap)
+}
+
+// captureAs runs one capture invocation as owner, with a Lambda-like deadline of 30 s.
+func (h *harness) captureAs(owner string, wrap decorate) (capture.Summary, error) {
+	pub, err := h.publisher()
+	if err != nil {
+		return capture.Summary{StopReason: capture.StopError, Error: err.Error()}, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	ctx, cancel := context.WithDeadline(h.ctx, deadline)
+	defer cancel()
+	deps := capture.Deps{
+		Streams:     capture.MongoStreams{Client: h.primary, MaxAwait: 50 * time.Millisecond},
+		Publisher:   capture.KafkaPublisher{P: pub},
+		Checkpoints: h.checkpoints,
+		Blobs:       h.archive,
+		Logger:      jsonLogger(h.logs).With("function", "capture"),
+		Metrics:     h.metrics,
+	}
+	if wrap != nil {
+		deps = wrap(deps, &crash{cancel: cancel})
+	}
+	sum, err := capture.New(h.capOpts, deps).Run(ctx, capture.Invocation{Owner: owner, Deadline: deadline})
+	if errors.Is(err, kafka.ErrNotAcknowledged) {
+		h.dropPublisher(pub)
+	}
+	return sum, err
+}
+
+// settle brings the pipeline to rest after a fault: capture runs (a lease left by a crashed
+// invocation is waited out) until one invocation reads to the end of the stream without an
+// error, then apply is given time to commit every record in the topic.
+func (h *harness) settle() {
+	h.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		sum, err := h.capture(nil)
+		if err == nil && sum.StopReason == capture.StopIdle {
+			break
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("capture did not settle: last run stopped with %s: %v", sum.StopReason, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	h.waitApplied()
+}
+
+// waitApplied waits until apply has committed every record now in the topic.
+func (h *harness) waitApplied() {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.ctx, 60*time.Second)
+	defer cancel()
+	if err := h.esm.WaitCaughtUp(ctx); err != nil {
+		h.t.Fatalf("apply did not catch up: %v", err)
+	}
+}
+
+// streamPosition is the watched collection's change stream position now (its post-batch resume
+// token): the ledger reads the primary's history from there.
+func (h *harness) streamPosition() bson.Raw {
+	h.t.Helper()
+	cs, err := h.primary.Database(watchDB).Collection(watchColl).Watch(h.ctx, mongo.Pipeline{},
+		options.ChangeStream().SetMaxAwaitTime(10*time.Millisecond))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer cs.Close(context.Background())
+	if cs.TryNext(h.ctx) {
+		h.t.Fatal("the watched collection changed before the test wrote anything")
+	}
+	tok := cs.ResumeToken()
+	if len(tok) == 0 {
+		h.t.Fatalf("no post-batch resume token: %v", cs.Err())
+	}
+	return append(bson.Raw(nil), tok...)
+}
+
+// eventsAfter counts the watched collection's change events after a stream position.
+func (h *harness) eventsAfter(pos bson.Raw) int {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+	cs, err := h.primary.Database(watchDB).Collection(watchColl).Watch(ctx, mongo.Pipeline{},
+		options.ChangeStream().SetResumeAfter(pos).SetMaxAwaitTime(20*time.Millisecond))
+	if err != nil {
+		h.t.Fatalf("events after a position: %v", err)
+	}
+	defer cs.Close(context.Background())
+	n := 0
+	for cs.TryNext(ctx) {
+		n++
+	}
+	if err := cs.Err(); err != nil {
+		h.t.Fatal(err)
+	}
+	return n
+}
+
+// checkpoint returns the scope's state document.
+func (h *harness) checkpoint() checkpoint.State {
+	h.t.Helper()
+	st, err := h.checkpoints.Load(h.ctx, h.capOpts.Scope.ID())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return st
+}
+
+// write makes `rounds` rounds of changes. Each round, in the watched collection bar.foo:
+// inserts 10 documents (InsertMany), updates 5 of them ($set and $inc), replaces 1 and deletes 2
+// (18 change events); and inserts 1 document into the unwatched bar.other, which must never
+// reach Kafka. Documents carry several BSON types so that a lossy path would show in the
+// byte-for-byte comparison.
+func (h *harness) write(rounds int) {
+	h.t.Helper()
+	foo := h.primary.Database(watchDB).Collection(watchColl)
+	other := h.primary.Database(watchDB).Collection(otherColl)
+	for range rounds {
+		base := h.nextID
+		h.nextID += 10
+		docs := make([]any, 10)
+		ids := make([]any, 10)
+		for i := range docs {
+			id := int64(base + i)
+			ids[i] = id
+			docs[i] = bson.D{
+				{Key: "_id", Value: id},
+				{Key: "name", Value: fmt.Sprintf("doc-%d", id)},
+				{Key: "n", Value: int32(i)},
+				{Key: "price", Value: mustDecimal(fmt.Sprintf("%d.25", id))},
+				{Key: "at", Value: primitive.NewDateTimeFromTime(time.Unix(1_700_000_000+id, 0))},
+				{Key: "tags", Value: bson.A{"a", "b", int32(i)}},
+				{Key: "blob", Value: primitive.Binary{Subtype: 0, Data: []byte{byte(i), 0xff}}},
+			}
+		}
+		must(h.t, func() error { _, err := foo.InsertMany(h.ctx, docs); return err })
+		must(h.t, func() error {
+			_, err := foo.UpdateMany(h.ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids[:5]}}}},
+				bson.D{{Key: "$set", Value: bson.D{{Key: "updated", Value: true}}}, {Key: "$inc", Value: bson.D{{Key: "n", Value: int32(100)}}}})
+			return err
+		})
+		must(h.t, func() error {
+			_, err := foo.ReplaceOne(h.ctx, bson.D{{Key: "_id", Value: ids[5]}},
+				bson.D{{Key: "replaced", Value: true}, {Key: "v", Value: int64(2)}})
+			return err
+		})
+		must(h.t, func() error {
+			_, err := foo.DeleteMany(h.ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids[8:]}}}})
+			return err
+		})
+		must(h.t, func() error { _, err := other.InsertOne(h.ctx, bson.D{{Key: "x", Value: base}}); return err })
+		h.written += 18
+	}
+}
+
+func must(t testing.TB, f func() error) {
+	t.Helper()
+	if err := f(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustDecimal(s string) primitive.Decimal128 {
+	d, err := primitive.ParseDecimal128(s)
+	if err != nil {
+		panic(err)
+	}
+	return d
+}
+
+// waitFor polls cond every 10 ms for up to 10 s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
