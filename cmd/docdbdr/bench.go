@@ -681,7 +681,8 @@ func lagChart(title string, runs []lagRun) string {
 	)
 	colors := []string{"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e"}
 	type point struct{ x, y float64 }
-	series := make([][]point, len(runs))
+	// Each run is drawn as segments of consecutive buckets: no line across a pause in the writes.
+	series := make([][][]point, len(runs))
 	maxX, maxY := 1.0, 1.0
 	for i, r := range runs {
 		worst := map[int]time.Duration{}
@@ -691,12 +692,19 @@ func lagChart(title string, runs []lagRun) string {
 			worst[k] = max(worst[k], r.lag[j])
 			last = max(last, k)
 		}
-		for k := 0; k <= last; k++ {
-			if v, ok := worst[k]; ok {
-				p := point{float64(k) * bucket.Seconds(), ms(v)}
-				series[i] = append(series[i], p)
-				maxX, maxY = math.Max(maxX, p.x), math.Max(maxY, p.y)
+		var seg []point
+		for k := 0; k <= last+1; k++ {
+			v, ok := worst[k]
+			if !ok {
+				if len(seg) > 0 {
+					series[i] = append(series[i], seg)
+					seg = nil
+				}
+				continue
 			}
+			p := point{float64(k) * bucket.Seconds(), ms(v)}
+			seg = append(seg, p)
+			maxX, maxY = math.Max(maxX, p.x), math.Max(maxY, p.y)
 		}
 	}
 	maxY = niceCeil(maxY)
@@ -721,13 +729,18 @@ func lagChart(title string, runs []lagRun) string {
 	fmt.Fprintf(&s, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="black"/>`+"\n", left, left, top, height-bott)
 	fmt.Fprintf(&s, `<text x="%d" y="%d" text-anchor="middle">seconds since the first write</text>`+"\n", (width+left)/2, height-12)
 	fmt.Fprintf(&s, `<text x="16" y="%d" transform="rotate(-90 16 %d)" text-anchor="middle">lag (ms)</text>`+"\n", (height)/2, height/2)
-	for i, pts := range series {
+	for i, segs := range series {
 		color := colors[i%len(colors)]
-		var path strings.Builder
-		for _, p := range pts {
-			fmt.Fprintf(&path, "%.1f,%.1f ", px(p.x), py(p.y))
+		for _, seg := range segs {
+			var path strings.Builder
+			for _, p := range seg {
+				fmt.Fprintf(&path, "%.1f,%.1f ", px(p.x), py(p.y))
+			}
+			if len(seg) == 1 { // a lone bucket: a short flat stroke
+				fmt.Fprintf(&path, "%.1f,%.1f", px(seg[0].x+bucket.Seconds()/2), py(seg[0].y))
+			}
+			fmt.Fprintf(&s, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`+"\n", color, strings.TrimSpace(path.String()))
 		}
-		fmt.Fprintf(&s, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`+"\n", color, strings.TrimSpace(path.String()))
 		label := runs[i].mode.label()
 		fmt.Fprintf(&s, `<rect x="%d" y="%d" width="12" height="3" fill="%s"/><text x="%d" y="%d">%s</text>`+"\n",
 			width-right-220, top+8+i*18, color, width-right-202, top+13+i*18, label)

@@ -51,8 +51,13 @@ func TestBenchSmall(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.Count(string(svg), "<polyline") != 2 || !strings.HasSuffix(strings.TrimSpace(string(svg)), "</svg>") {
-			t.Errorf("%s does not hold two series:\n%s", chart, svg)
+		for _, color := range []string{"#d62728", "#1f77b4"} { // one series per CONTINUOUS_DRAIN setting
+			if !strings.Contains(string(svg), `<polyline fill="none" stroke="`+color) {
+				t.Errorf("%s has no %s series:\n%s", chart, color, svg)
+			}
+		}
+		if !strings.HasSuffix(strings.TrimSpace(string(svg)), "</svg>") {
+			t.Errorf("%s is not a complete SVG", chart)
 		}
 	}
 }
