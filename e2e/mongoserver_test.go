@@ -13,13 +13,12 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
 )
 
-// TestUpdateDescriptionReproducesPostImage pins down a bug of the embedded server that the
-// randomized suite found (seeds 12 and 20 of `go test ./e2e -seeds 20`): an update that $sets
-// two new sibling fields applies them in the order the command gives, but its change event lists
-// updatedFields in sorted order. Replaying the event's delta on the pre-image (what apply does
-// when the document was deleted before capture's updateLookup) then gives the same fields in
-// another order: DR is not byte-identical to the primary. MongoDB applies $set paths in
-// lexicographic order, so its post-image and its delta agree.
+// TestUpdateDescriptionReproducesPostImage guards a property apply relies on when a document was
+// deleted before capture's updateLookup: replaying an update event's delta ($set updatedFields,
+// $unset removedFields) on the pre-image gives the post-image, byte for byte. The randomized suite
+// found the embedded server breaking it (seeds 12 and 20 of `go test ./e2e -seeds 20`): a $set of
+// two new sibling fields was applied in command order but listed sorted in updatedFields, so DR
+// got the fields in another order. Fixed in mongoserver (updatedFields in post-image order).
 func TestUpdateDescriptionReproducesPostImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")
