@@ -163,8 +163,6 @@ func (d *demo) primary(coll string) *mongo.Collection {
 	return d.p.Primary().Database(demoDB).Collection(coll)
 }
 
-func (d *demo) dr(coll string) *mongo.Collection { return d.p.DR().Database(demoDB).Collection(coll) }
-
 // setup enables change streams on bar.foo and runs a first capture invocation, which pins the
 // checkpoint at "now" (START_AT): everything written afterwards is captured.
 func (d *demo) setup(ctx context.Context, embedded bool) error {
