@@ -261,3 +261,33 @@ func (o *once) count() int {
 	defer o.mu.Unlock()
 	return o.fired
 }
+
+// hookedStreams opens the real change stream and calls afterEvent(n) after the n-th event the
+// invocation read (n from 1).
+type hookedStreams struct {
+	capture.StreamOpener
+	afterEvent func(n int)
+}
+
+func (s hookedStreams) Open(ctx context.Context, scope capture.Scope, start capture.Start) (capture.Stream, error) {
+	st, err := s.StreamOpener.Open(ctx, scope, start)
+	if err != nil {
+		return nil, err
+	}
+	return &hookedStream{Stream: st, afterEvent: s.afterEvent}, nil
+}
+
+type hookedStream struct {
+	capture.Stream
+	afterEvent func(n int)
+	n          int
+}
+
+func (s *hookedStream) TryNext(ctx context.Context) bool {
+	ok := s.Stream.TryNext(ctx)
+	if ok {
+		s.n++
+		s.afterEvent(s.n)
+	}
+	return ok
+}

@@ -253,6 +253,11 @@ func (h *harness) capture(wrap decorate) (capture.Summary, error) {
 
 // captureAs runs one capture invocation as owner, with a Lambda-like deadline of 30 s.
 func (h *harness) captureAs(owner string, wrap decorate) (capture.Summary, error) {
+	return h.invoke(owner, capture.Overrides{}, wrap)
+}
+
+// invoke runs one capture invocation as owner with a manual invoke's overrides.
+func (h *harness) invoke(owner string, overrides capture.Overrides, wrap decorate) (capture.Summary, error) {
 	pub, err := h.publisher()
 	if err != nil {
 		return capture.Summary{StopReason: capture.StopError, Error: err.Error()}, err
@@ -271,7 +276,7 @@ func (h *harness) captureAs(owner string, wrap decorate) (capture.Summary, error
 	if wrap != nil {
 		deps = wrap(deps, &crash{cancel: cancel})
 	}
-	sum, err := capture.New(h.capOpts, deps).Run(ctx, capture.Invocation{Owner: owner, Deadline: deadline})
+	sum, err := capture.New(h.capOpts, deps).Run(ctx, capture.Invocation{Owner: owner, Deadline: deadline, Overrides: overrides})
 	if errors.Is(err, kafka.ErrNotAcknowledged) {
 		h.dropPublisher(pub)
 	}

@@ -1,0 +1,75 @@
+package reliability
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+
+	"github.com/docdb-dr/docdb-dr/pkg/capture"
+	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
+)
+
+// TestStaleLeaseHolderCanRegressDR shows a consistency hole found by these tests: fencing
+// protects the checkpoint, but not the topic. A capture that stalls past its lease still holds
+// events it read earlier, whose fullDocument (updateLookup) is the document as it was then. When
+// it wakes up it publishes them after the new holder published the newer versions; apply, which
+// applies an update with a fullDocument as a replace, puts the older version back in DR. The
+// checkpoint write that follows is fenced, but the damage is done: DR differs from the primary
+// until the document changes again. No event is lost; the DR document regresses.
+//
+// In production this needs LEASE_TTL shorter than the capture function's timeout (the default
+// 15m is the longest Lambda timeout, so a running invocation never outlives its lease) and a
+// stall longer than LEASE_TTL between reading and publishing; the template accepts
+// LeaseTtl < CaptureTimeout.
+func TestStaleLeaseHolderCanRegressDR(t *testing.T) {
+	h := newHarness(t, harnessOptions{LeaseTTL: time.Second})
+	h.write(5) // document 1: inserted, then updated (updated: true, n: 100)
+	stalled, resume, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var staleErr error
+	go func() {
+		defer close(done)
+		// The stale holder reads the 90 events (MAX_EVENTS 90), then stalls before publishing
+		// the 10th.
+		_, staleErr = h.invoke("stale-holder", capture.Overrides{MaxEvents: 90}, func(d capture.Deps, c *crash) capture.Deps {
+			d.Publisher = hookedPublisher{Publisher: d.Publisher, crash: c, before: func(n int, _ capture.Batch) error {
+				if n == 10 {
+					close(stalled)
+					<-resume
+				}
+				return nil
+			}}
+			return d
+		})
+	}()
+	<-stalled
+	// Document 1 changes again while the holder is stalled.
+	foo := h.primary.Database(watchDB).Collection(watchColl)
+	must(t, func() error {
+		_, err := foo.UpdateOne(h.ctx, bson.D{{Key: "_id", Value: int64(1)}}, bson.D{{Key: "$set", Value: bson.D{{Key: "v2", Value: true}}}})
+		return err
+	})
+	h.written++
+	waitForLong(t, "the stale holder's lease to expire", 10*time.Second, func() bool {
+		st := h.checkpoint()
+		return st.Lease != nil && time.Now().After(st.Lease.ExpiresAt.Add(50*time.Millisecond))
+	})
+	if next, err := h.captureAs("new-holder", nil); err != nil || next.Events != 91 {
+		t.Fatalf("new holder: %d events, error %v; want 91", next.Events, err)
+	}
+	close(resume)
+	<-done
+	if !errors.Is(staleErr, checkpoint.ErrFenced) {
+		t.Fatalf("stale holder returned %v, want ErrFenced", staleErr)
+	}
+	h.settle()
+	var dr bson.M
+	if err := h.dr.Database(watchDB).Collection(watchColl).FindOne(h.ctx, bson.D{{Key: "_id", Value: int64(1)}}).Decode(&dr); err != nil {
+		t.Fatal(err)
+	}
+	if dr["v2"] != true {
+		t.Errorf("BUG: DR document 1 regressed to the version the stale lease holder read before it stalled: %v (the primary has v2: true)", dr)
+	}
+	h.account()
+}
