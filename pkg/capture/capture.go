@@ -396,7 +396,7 @@ func (r *run) drain(ctx context.Context) (*checkpoint.Position, error) {
 			return nil, fmt.Errorf("change stream on %s: %w", r.opts.Scope, ctx.Err())
 		}
 		switch {
-		case !ok || (it.err != nil && readCtx.Err() != nil && ctx.Err() == nil):
+		case !ok || (it.err != nil && ctx.Err() == nil && softDeadlinePassed(readCtx, it.err)):
 			// The reader stopped because the soft deadline passed.
 			r.sum.StopReason = StopDeadline
 			return nil, nil
@@ -424,6 +424,21 @@ func (r *run) drain(ctx context.Context) (*checkpoint.Position, error) {
 		}
 	}
 }
+
+// softDeadlinePassed reports whether a read error is the soft deadline ending the read. The
+// driver sets its socket deadline from the context's, so the read can fail with a timeout a
+// moment before readCtx.Err() is set; a read error at (or within deadlineSlack of) the deadline
+// is the deadline too. Stopping cleanly there is safe either way: the checkpoint only ever covers
+// acknowledged events, and the next run resumes from it.
+func softDeadlinePassed(readCtx context.Context, err error) bool {
+	if readCtx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	dl, ok := readCtx.Deadline()
+	return ok && time.Until(dl) < deadlineSlack
+}
+
+const deadlineSlack = 50 * time.Millisecond
 
 // Read-ahead bounds: events fetched from the stream but not yet handled.
 const (
