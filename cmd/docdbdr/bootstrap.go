@@ -65,20 +65,7 @@ flags:`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	env, err := loadToolEnv(stderr)
-	if err != nil {
-		return err
-	}
-	scope, err := env.scope(sf)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return errUsage
-	}
-	nsmap, err := env.namespaceMap()
-	if err != nil {
-		return err
-	}
-	primary, dr, err := env.connectBoth(ctx)
+	env, scope, nsmap, primary, dr, err := openScoped(ctx, sf, stderr)
 	if err != nil {
 		return err
 	}
@@ -140,6 +127,26 @@ func loadToolEnv(stderr io.Writer) (*toolEnv, error) {
 		return nil, err
 	}
 	return &toolEnv{cfg: cfg, log: log}, nil
+}
+
+// openScoped is the start of a tool that works on a scope in both clusters: the environment, the
+// scope (flags over WATCH_*), NAMESPACE_MAP, and clients of the primary and DR, which the caller
+// disconnects.
+func openScoped(ctx context.Context, sf scopeFlags, stderr io.Writer) (env *toolEnv, scope partition.Scope,
+	nsmap func(changeevent.Namespace) changeevent.Namespace, primary, dr *mongo.Client, err error) {
+	if env, err = loadToolEnv(stderr); err != nil {
+		return
+	}
+	if scope, err = env.scope(sf); err != nil {
+		fmt.Fprintln(stderr, err)
+		err = errUsage
+		return
+	}
+	if nsmap, err = env.namespaceMap(); err != nil {
+		return
+	}
+	primary, dr, err = env.connectBoth(ctx)
+	return
 }
 
 // scopeFlags override WATCH_DB / WATCH_COLLECTIONS.

@@ -42,20 +42,7 @@ flags:`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	env, err := loadToolEnv(stderr)
-	if err != nil {
-		return err
-	}
-	scope, err := env.scope(sf)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return errUsage
-	}
-	nsmap, err := env.namespaceMap()
-	if err != nil {
-		return err
-	}
-	primary, dr, err := env.connectBoth(ctx)
+	env, scope, nsmap, primary, dr, err := openScoped(ctx, sf, stderr)
 	if err != nil {
 		return err
 	}
