@@ -39,16 +39,9 @@ func main() {
 // setup reads the configuration and builds the clients and the handler, once per container.
 func setup(ctx context.Context, getenv func(string) string, log *slog.Logger) (*apply.Handler, error) {
 	cfg, err := config.LoadApply(getenv)
-	policy, perr := apply.ParsePolicy(cfg.InterceptPolicy)
-	if perr != nil {
-		perr = fmt.Errorf("INTERCEPT_POLICY: %w", perr)
-	}
-	nsmap, merr := apply.ParseNamespaceMap(cfg.NamespaceMap)
-	if merr != nil {
-		merr = fmt.Errorf("NAMESPACE_MAP: %w", merr)
-	}
-	if err := errors.Join(err, perr, merr); err != nil {
-		return nil, err
+	opts, oerr := apply.OptionsFromConfig(cfg)
+	if err := errors.Join(err, oerr); err != nil {
+		return nil, err // every problem at once, each naming its variable
 	}
 	log = slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
@@ -68,13 +61,7 @@ func setup(ctx context.Context, getenv func(string) string, log *slog.Logger) (*
 	})
 	log.Info("apply configured", slog.String("dr", cfg.DR.String()), slog.String("bucket", cfg.Archive.Bucket),
 		slog.String("prefix", cfg.Archive.Prefix), slog.String("topic", cfg.Topic),
-		slog.String("policy", policy.String()), slog.String("namespaceMap", nsmap.String()), slog.Int("maxBulkOps", cfg.MaxBulkOps))
-	return apply.New(apply.NewMongoWriter(client), archive.NewS3(s3Client, cfg.Archive.Bucket), apply.Options{
-		Policy:           &policy,
-		NamespaceMap:     nsmap,
-		MaxBulkOps:       cfg.MaxBulkOps,
-		ArchivePrefix:    cfg.Archive.Prefix,
-		ClaimCheckBucket: cfg.Archive.Bucket,
-		Logger:           log,
-	})
+		slog.String("policy", opts.Policy.String()), slog.String("namespaceMap", opts.NamespaceMap.String()), slog.Int("maxBulkOps", cfg.MaxBulkOps))
+	opts.Logger = log
+	return apply.New(apply.NewMongoWriter(client), archive.NewS3(s3Client, cfg.Archive.Bucket), opts)
 }

@@ -88,20 +88,7 @@ func setup(ctx context.Context, getenv func(string) string, out io.Writer) (*fun
 		slog.String("state", cfg.StateDB+"."+cfg.StateCollection))
 
 	f := &function{cfg: cfg, log: log, out: out, secrets: secrets}
-	f.opts = capture.Options{
-		Scope:                 scope,
-		MaxEvents:             cfg.MaxEvents,
-		MaxBytes:              cfg.MaxBytes,
-		CheckpointEvery:       cfg.CheckpointEvery,
-		IdleTimeout:           cfg.IdleTimeout,
-		ContinuousDrain:       cfg.ContinuousDrain,
-		DeadlineMargin:        cfg.DeadlineMargin,
-		StartAt:               cfg.StartAt,
-		LeaseTTL:              cfg.LeaseTTL,
-		ChangeStreamRetention: cfg.ChangeStreamRetention,
-		MaxMessageBytes:       cfg.Kafka.MaxMessageBytes,
-		ArchivePrefix:         cfg.Archive.Prefix,
-	}
+	f.opts = capture.OptionsFromConfig(cfg)
 	f.deps = capture.Deps{
 		Streams:     capture.MongoStreams{Client: client, MaxAwait: cfg.MaxAwait},
 		Checkpoints: checkpoint.New(client.Database(cfg.StateDB).Collection(cfg.StateCollection), nil),

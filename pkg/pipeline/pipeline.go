@@ -160,7 +160,7 @@ func New(ctx context.Context, opts Options) (_ *Pipeline, err error) {
 		return nil, errors.New("pipeline: Options.Getenv is required")
 	}
 	opts = opts.withDefaults()
-	capCfg, applyCfg, policy, nsmap, err := loadConfig(opts.Getenv)
+	capCfg, applyCfg, applyOpts, err := loadConfig(opts.Getenv)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +220,7 @@ func New(ctx context.Context, opts Options) (_ *Pipeline, err error) {
 	if opts.Hooks.CaptureDeps != nil {
 		deps = opts.Hooks.CaptureDeps(deps)
 	}
-	p.capturer = capture.New(CaptureOptions(capCfg), deps)
+	p.capturer = capture.New(capture.OptionsFromConfig(capCfg), deps)
 
 	var drWriter apply.DR = apply.NewMongoWriter(p.dr)
 	if opts.Hooks.DR != nil {
@@ -230,15 +230,9 @@ func New(ctx context.Context, opts Options) (_ *Pipeline, err error) {
 	if opts.Hooks.Archive != nil {
 		store = opts.Hooks.Archive(store)
 	}
-	p.handler, err = apply.New(drWriter, store, apply.Options{
-		Policy:           &policy,
-		NamespaceMap:     nsmap,
-		MaxBulkOps:       applyCfg.MaxBulkOps,
-		ArchivePrefix:    applyCfg.Archive.Prefix,
-		ClaimCheckBucket: applyCfg.Archive.Bucket,
-		Logger:           log.With("function", "apply"),
-		Metrics:          opts.Metrics,
-	})
+	applyOpts.Logger = log.With("function", "apply")
+	applyOpts.Metrics = opts.Metrics
+	p.handler, err = apply.New(drWriter, store, applyOpts)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: %w", err)
 	}
@@ -289,29 +283,16 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// loadConfig reads both functions' variables and parses apply's policy and namespace map,
-// reporting every problem at once.
-func loadConfig(getenv func(string) string) (config.Capture, config.Apply, apply.Policy, apply.NamespaceMap, error) {
+// loadConfig reads both functions' variables and apply's options, reporting every problem at
+// once.
+func loadConfig(getenv func(string) string) (config.Capture, config.Apply, apply.Options, error) {
 	capCfg, cerr := config.LoadCapture(getenv)
 	applyCfg, aerr := config.LoadApply(getenv)
-	var (
-		policy apply.Policy
-		nsmap  apply.NamespaceMap
-		perr   error
-		merr   error
-	)
-	if aerr == nil {
-		if policy, perr = apply.ParsePolicy(applyCfg.InterceptPolicy); perr != nil {
-			perr = fmt.Errorf("INTERCEPT_POLICY: %w", perr)
-		}
-		if nsmap, merr = apply.ParseNamespaceMap(applyCfg.NamespaceMap); merr != nil {
-			merr = fmt.Errorf("NAMESPACE_MAP: %w", merr)
-		}
+	applyOpts, oerr := apply.OptionsFromConfig(applyCfg)
+	if err := errors.Join(cerr, aerr, oerr); err != nil {
+		return config.Capture{}, config.Apply{}, apply.Options{}, fmt.Errorf("pipeline configuration: %w", err)
 	}
-	if err := errors.Join(cerr, aerr, perr, merr); err != nil {
-		return config.Capture{}, config.Apply{}, apply.Policy{}, apply.NamespaceMap{}, fmt.Errorf("pipeline configuration: %w", err)
-	}
-	return capCfg, applyCfg, policy, nsmap, nil
+	return capCfg, applyCfg, applyOpts, nil
 }
 
 // loadAWS builds the AWS SDK configuration (S3, Secrets Manager, MSK IAM) from the same getenv:
@@ -331,25 +312,6 @@ func loadAWS(ctx context.Context, getenv func(string) string) (aws.Config, error
 		return aws.Config{}, fmt.Errorf("pipeline: AWS configuration: %w", err)
 	}
 	return cfg, nil
-}
-
-// CaptureOptions turns the capture configuration into the drain's options, as the capture
-// function does.
-func CaptureOptions(c config.Capture) capture.Options {
-	return capture.Options{
-		Scope:                 capture.Scope{DB: c.WatchDB, Collections: c.WatchCollections},
-		MaxEvents:             c.MaxEvents,
-		MaxBytes:              c.MaxBytes,
-		CheckpointEvery:       c.CheckpointEvery,
-		IdleTimeout:           c.IdleTimeout,
-		ContinuousDrain:       c.ContinuousDrain,
-		DeadlineMargin:        c.DeadlineMargin,
-		StartAt:               c.StartAt,
-		LeaseTTL:              c.LeaseTTL,
-		ChangeStreamRetention: c.ChangeStreamRetention,
-		MaxMessageBytes:       c.Kafka.MaxMessageBytes,
-		ArchivePrefix:         c.Archive.Prefix,
-	}
 }
 
 // Scope is what capture replicates.
