@@ -10,32 +10,13 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
-	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
+	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver/mongotest"
 )
 
-// startMongo starts the embedded Mongo-wire server and returns a client to it.
-func startMongo(tb testing.TB) *mongo.Client {
-	tb.Helper()
-	srv := mongoserver.New(mongoserver.Options{})
-	if err := srv.Start("127.0.0.1:0"); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { srv.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	client, err := mongo.Connect(ctx, options.Client().ApplyURI(srv.URI()).SetRetryWrites(false))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { client.Disconnect(context.Background()) })
-	if err := client.Ping(ctx, nil); err != nil {
-		tb.Fatal(err)
-	}
-	return client
-}
+// startMongo starts an embedded server for the test and returns a client of it.
+func startMongo(tb testing.TB) *mongo.Client { return mongotest.Client(tb) }
 
 func findRaw(t testing.TB, c *mongo.Client, ns changeevent.Namespace, id any) bson.Raw {
 	t.Helper()

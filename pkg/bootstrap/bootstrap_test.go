@@ -19,24 +19,11 @@ import (
 
 	"github.com/docdb-dr/docdb-dr/pkg/bootstrap/partition"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
+	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver/mongotest"
 )
 
-// newCluster starts an embedded server and returns a client of it.
-func newCluster(t testing.TB) *mongo.Client {
-	t.Helper()
-	srv := mongoserver.New(mongoserver.Options{})
-	if err := srv.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	c, err := mongo.Connect(context.Background(), options.Client().ApplyURI(srv.URI()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
-	return c
-}
+// newCluster starts an embedded server for the test and returns a client of it.
+func newCluster(t testing.TB) *mongo.Client { return mongotest.Client(t) }
 
 // fakeCheckpoint records what bootstrap hands to capture.
 type fakeCheckpoint struct {

@@ -9,27 +9,14 @@ import (
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
-	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/docdb-dr/docdb-dr/pkg/bootstrap/partition"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
+	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver/mongotest"
 )
 
-func newCluster(t testing.TB) *mongo.Client {
-	t.Helper()
-	srv := mongoserver.New(mongoserver.Options{})
-	if err := srv.Start("127.0.0.1:0"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	c, err := mongo.Connect(context.Background(), options.Client().ApplyURI(srv.URI()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Disconnect(context.Background()) })
-	return c
-}
+// newCluster starts an embedded server for the test and returns a client of it.
+func newCluster(t testing.TB) *mongo.Client { return mongotest.Client(t) }
 
 // fakeArchive is an InterceptedLog holding archived operations per namespace.
 type fakeArchive map[string][]archived
