@@ -2,9 +2,12 @@ package reliability
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
@@ -72,4 +75,38 @@ func TestStaleLeaseHolderCanRegressDR(t *testing.T) {
 		t.Errorf("BUG: DR document 1 regressed to the version the stale lease holder read before it stalled: %v (the primary has v2: true)", dr)
 	}
 	h.account()
+}
+
+// TestZeroLengthBSONValueIsDeadLettered shows a poison record that blocks its partition instead
+// of being dead-lettered: a value whose BSON length header is 0 (the 4 bytes 00 00 00 00) makes
+// changeevent.Unmarshal panic inside the driver's bson.Raw.Validate (mongo-driver v1.17.x,
+// bsoncore.Document.Validate indexes d[length-1]; upstream GODRIVER-3931, not in v1.17.10).
+// apply's Handle panics, the invocation fails, and the event source mapping retries the same
+// batch forever: every later record of that partition waits. Found by FuzzUnmarshal
+// (pkg/changeevent/testdata/fuzz/FuzzUnmarshal/zero-length-document-panics).
+func TestZeroLengthBSONValueIsDeadLettered(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.produce([]*sarama.ProducerMessage{{Topic: topic, Partition: 0, Key: sarama.StringEncoder("x"), Value: sarama.ByteEncoder{0, 0, 0, 0}}})
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		keys, err := h.archive.List(h.ctx, prefix+"deadletter/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) == 1 && h.failedApplies() == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var last error
+	for _, c := range h.applyCalls() {
+		if c.err != nil {
+			last = c.err
+		}
+	}
+	msg := fmt.Sprint(last)
+	if i := strings.Index(msg, "\n"); i > 0 {
+		msg = msg[:i] // the first line of the panic, without the stack
+	}
+	t.Fatalf("BUG: the record was not dead-lettered; %d apply invocations failed (the batch is stuck), last: %s", h.failedApplies(), msg)
 }

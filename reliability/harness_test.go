@@ -184,18 +184,27 @@ func (h *harness) startMapping() {
 }
 
 // invokeApply is the mapping's handler: one apply invocation, recorded for the ledger.
-func (h *harness) invokeApply(ctx context.Context, ev events.KafkaEvent) error {
-	sum, err := h.applyFn(ctx, ev)
-	call := applyCall{sum: sum, err: err}
+func (h *harness) invokeApply(ctx context.Context, ev events.KafkaEvent) (err error) {
+	var call applyCall
 	for _, recs := range ev.Records {
 		for _, r := range recs {
 			call.records = append(call.records, coord{partition: int32(r.Partition), offset: r.Offset})
 		}
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			call.err = fmt.Errorf("apply panicked: %v", r)
+			h.applyMu.Lock()
+			h.applies = append(h.applies, call)
+			h.applyMu.Unlock()
+			panic(r) // the mapping turns it into a failed invocation, as Lambda does
+		}
+	}()
+	call.sum, call.err = h.applyFn(ctx, ev)
 	h.applyMu.Lock()
 	h.applies = append(h.applies, call)
 	h.applyMu.Unlock()
-	return err
+	return call.err
 }
 
 // applyCalls returns a copy of every apply invocation so far.
