@@ -97,17 +97,22 @@ func startStack(t testing.TB, ctx context.Context) *stack {
 	}
 	st.archive = archive.NewS3(st.s3c, bucket)
 
-	// DocumentDB needs change streams enabled on the watched collection (the operator's first
-	// step); the unwatched one is enabled too, so that its changes do reach the server-side
-	// stream machinery and capture has to leave them out.
+	enableStreams(t, ctx, st.primary)
+	return st
+}
+
+// enableStreams runs DocumentDB's modifyChangeStreams on the watched collection (the operator's
+// first step) and on the unwatched one, so that its changes do reach the server-side stream
+// machinery and capture has to leave them out.
+func enableStreams(t testing.TB, ctx context.Context, primary *mongo.Client) {
+	t.Helper()
 	for _, coll := range []string{watchColl, otherColl} {
 		cmd := bson.D{{Key: "modifyChangeStreams", Value: 1}, {Key: "database", Value: watchDB},
 			{Key: "collection", Value: coll}, {Key: "enable", Value: true}}
-		if err := st.primary.Database("admin").RunCommand(ctx, cmd).Err(); err != nil {
+		if err := primary.Database("admin").RunCommand(ctx, cmd).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return st
 }
 
 func startMongo(t testing.TB, opts mongoserver.Options) *mongoserver.Server {
