@@ -210,7 +210,7 @@ func skipKnownDriverPanic(t *testing.T) {
 
 // malformedNested reports whether an accepted event holds a nested document that is not valid
 // BSON — a known, reported bug: bson.Raw.Validate does not check embedded documents fully, so
-// Unmarshal accepts them (testdata/fuzz/FuzzUnmarshal/nested-document-without-null-accepted),
+// Unmarshal accepts them (testdata/fuzz/FuzzUnmarshal/nested-*-accepted),
 // and apply then fails the batch on it instead of dead-lettering the record.
 func malformedNested(e Event) bool {
 	docs := []bson.Raw{e.DocumentKey, e.FullDocument, e.ResumeToken}
@@ -218,9 +218,21 @@ func malformedNested(e Event) bool {
 		docs = append(docs, e.UpdateDescription.UpdatedFields)
 	}
 	for _, d := range docs {
-		if len(d) > 0 && d.Validate() != nil {
+		if len(d) > 0 && !renders(d) {
 			return true
 		}
 	}
 	return false
+}
+
+// renders reports whether a document can be rendered as Extended JSON, which reads every nested
+// element (bson.Raw.Validate does not).
+func renders(d bson.Raw) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	_, err := bson.MarshalExtJSON(d, true, false)
+	return err == nil
 }

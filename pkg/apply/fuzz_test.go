@@ -1,0 +1,297 @@
+package apply
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
+
+	"github.com/docdb-dr/docdb-dr/pkg/archive"
+	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
+)
+
+// Fuzz targets for what the MSK event source mapping hands apply. Whatever a record holds — a
+// key or value that is not base64, a value that is not BSON or not a valid event, odd headers —
+// Handle must not panic, and with healthy dependencies must not fail: every record is either
+// used or dead-lettered, so a poison record can never block its partition. Seed corpora are
+// under testdata/fuzz/.
+
+// fuzzDR is an in-memory DR that never fails.
+type fuzzDR struct{ docs map[string]bson.Raw }
+
+func (d *fuzzDR) BulkWrite(_ context.Context, ns changeevent.Namespace, writes []Write) (BulkResult, error) {
+	var r BulkResult
+	for _, w := range writes {
+		k := ns.String() + "/" + string(KeyOf(w.ID))
+		switch w.Kind {
+		case ReplaceOne:
+			d.docs[k] = bytes.Clone(w.Doc)
+			r.Upserted++
+		case UpdateOne:
+			if _, ok := d.docs[k]; ok {
+				r.Matched++
+			}
+		case DeleteOne:
+			delete(d.docs, k)
+		}
+	}
+	return r, nil
+}
+
+func (d *fuzzDR) FindByIDs(_ context.Context, ns changeevent.Namespace, ids []bson.RawValue) (map[IDKey]bson.Raw, error) {
+	out := map[IDKey]bson.Raw{}
+	for _, id := range ids {
+		if doc, ok := d.docs[ns.String()+"/"+string(KeyOf(id))]; ok {
+			out[KeyOf(id)] = doc
+		}
+	}
+	return out, nil
+}
+
+func (d *fuzzDR) Drop(context.Context, changeevent.Namespace) error { return nil }
+func (d *fuzzDR) Rename(context.Context, changeevent.Namespace, changeevent.Namespace) error {
+	return nil
+}
+
+// fuzzArchive is an in-memory bucket that never fails.
+type fuzzArchive struct{ objects map[string][]byte }
+
+func (a *fuzzArchive) Put(_ context.Context, key string, body []byte) error {
+	a.objects[key] = bytes.Clone(body)
+	return nil
+}
+
+func (a *fuzzArchive) Get(_ context.Context, key string) ([]byte, error) {
+	b, ok := a.objects[key]
+	if !ok {
+		return nil, fmt.Errorf("get %s: %w", key, archive.ErrNotFound)
+	}
+	return b, nil
+}
+
+func fuzzHandler(t *testing.T) (*Handler, *fuzzArchive) {
+	ar := &fuzzArchive{objects: map[string][]byte{}}
+	h, err := New(&fuzzDR{docs: map[string]bson.Raw{}}, ar, Options{
+		ArchivePrefix:    "docdbdr/",
+		ClaimCheckBucket: "docdbdr-archive",
+		Logger:           slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Metrics:          io.Discard,
+		Now:              func() time.Time { return time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, ar
+}
+
+// fuzzMessages are valid message values: an insert, an update without a full document, a
+// delete, a drop and a claim-check stub.
+func fuzzMessages() [][]byte {
+	ns := changeevent.Namespace{DB: "bar", Coll: "foo"}
+	ts := primitive.Timestamp{T: 1714564800, I: 1}
+	marshal := func(v any) bson.Raw {
+		b, err := bson.Marshal(v)
+		if err != nil {
+			panic(err)
+		}
+		return b
+	}
+	tok := marshal(bson.D{{Key: "_data", Value: "8266323A40000000012B"}})
+	key := marshal(bson.D{{Key: "_id", Value: int32(1)}})
+	evs := []changeevent.Event{
+		{Version: 1, Operation: changeevent.Insert, NS: ns, DocumentKey: key, ClusterTime: ts, ResumeToken: tok,
+			FullDocument: marshal(bson.D{{Key: "_id", Value: int32(1)}, {Key: "a", Value: bson.A{"x", int64(2)}}})},
+		{Version: 1, Operation: changeevent.Update, NS: ns, DocumentKey: key, ClusterTime: ts, ResumeToken: tok,
+			UpdateDescription: &changeevent.UpdateDescription{UpdatedFields: marshal(bson.D{{Key: "a.1", Value: "y"}}),
+				RemovedFields: []string{"b"}, TruncatedArrays: []changeevent.TruncatedArray{{Field: "a", NewSize: 1}}}},
+		{Version: 1, Operation: changeevent.Delete, NS: ns, DocumentKey: key, ClusterTime: ts, ResumeToken: tok},
+		{Version: 1, Operation: changeevent.Drop, NS: ns, ClusterTime: ts, ResumeToken: tok},
+		{Version: 1, Operation: changeevent.Insert, NS: ns, DocumentKey: key, ClusterTime: ts, ResumeToken: tok,
+			ClaimCheck: &changeevent.ClaimCheck{Bucket: "docdbdr-archive", Key: "docdbdr/claimcheck/x.bson", Size: 3, SHA256: "00"}},
+	}
+	var out [][]byte
+	for i := range evs {
+		m, err := changeevent.Marshal(&evs[i])
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// FuzzKafkaRecord feeds one record: a key, a value (base64-encoded when encode is true, else
+// passed as received, usually not base64) and one header. The record must be applied when it
+// decodes to a usable event, and dead-lettered otherwise; Handle never fails.
+func FuzzKafkaRecord(f *testing.F) {
+	for _, m := range fuzzMessages() {
+		f.Add("YmFyLmZvb3xuOjE=", m, true, changeevent.HeaderFormat, []byte("1"))
+	}
+	f.Add("not base64!", []byte("x"), true, changeevent.HeaderFormat, []byte("1"))
+	f.Add("", []byte("%%%"), false, "", []byte(nil))
+	f.Add("", []byte{}, true, changeevent.HeaderFormat, []byte("2"))
+	f.Add("a2V5", []byte("not bson"), true, changeevent.HeaderOperation, []byte("insert"))
+	f.Fuzz(func(t *testing.T, key string, value []byte, encode bool, hk string, hv []byte) {
+		defer skipKnownDriverPanic(t)
+		rec := events.KafkaRecord{Topic: "changevents", Partition: 2, Offset: 40,
+			Timestamp: events.MilliSecondsEpochTime{Time: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)},
+			Key:       key, Value: string(value)}
+		if encode {
+			rec.Value = base64.StdEncoding.EncodeToString(value)
+		}
+		if hk != "" {
+			rec.Headers = []map[string]events.JSONNumberBytes{{hk: events.JSONNumberBytes(hv)}}
+		}
+		skipKnownBugs(t, []events.KafkaRecord{rec})
+		h, ar := fuzzHandler(t)
+		sum, err := h.Handle(context.Background(), events.KafkaEvent{Records: map[string][]events.KafkaRecord{"changevents-2": {rec}}})
+		if err != nil {
+			t.Fatalf("a record failed the invocation instead of being applied or dead-lettered: %v", err)
+		}
+		if sum.Records != 1 {
+			t.Fatalf("summary counts %d records, want 1", sum.Records)
+		}
+		wantPoison := !usable(rec)
+		deadLetters := 0
+		for k, body := range ar.objects {
+			if strings.HasPrefix(k, "docdbdr/deadletter/") {
+				deadLetters++
+				var d archive.DeadLetter
+				if err := json.Unmarshal(body, &d); err != nil || d.Reason == "" || d.Value != rec.Value || d.Key != rec.Key {
+					t.Fatalf("dead letter %s does not keep the record and its reason: %s", k, body)
+				}
+			}
+		}
+		if wantPoison && (sum.DeadLettered != 1 || deadLetters != 1) {
+			t.Fatalf("an unusable record was not dead-lettered: summary %d, objects %d", sum.DeadLettered, deadLetters)
+		}
+		if !wantPoison && (sum.DeadLettered != 0 || deadLetters != 0) {
+			t.Fatalf("a usable record was dead-lettered")
+		}
+	})
+}
+
+// usable reports whether a record decodes to an event apply can use without S3 (claim checks
+// point at objects this fuzz archive does not hold, so they are dead-lettered too).
+func usable(r events.KafkaRecord) bool {
+	if _, err := base64.StdEncoding.DecodeString(r.Key); err != nil {
+		return false
+	}
+	v, err := base64.StdEncoding.DecodeString(r.Value)
+	if err != nil || len(v) == 0 {
+		return false
+	}
+	for _, h := range r.Headers {
+		if f, ok := h[changeevent.HeaderFormat]; ok && strings.TrimSpace(string(f)) != strconv.Itoa(changeevent.FormatVersion) {
+			return false
+		}
+	}
+	e, err := changeevent.Unmarshal(v)
+	return err == nil && e.ClaimCheck == nil
+}
+
+// FuzzKafkaEventJSON feeds whole events as the Lambda runtime would decode them from JSON. An
+// event that decodes must be handled without a panic or an error, every record counted.
+func FuzzKafkaEventJSON(f *testing.F) {
+	for i, m := range fuzzMessages() {
+		f.Add([]byte(fmt.Sprintf(`{"eventSource":"aws:kafka","records":{"changevents-0":[{"topic":"changevents","partition":0,"offset":%d,"timestamp":1714564800000,"timestampType":"CREATE_TIME","key":"YmFyLmZvb3xuOjE=","value":%q,"headers":[{"docdbdr-format":[49]}]}]}}`,
+			i, base64.StdEncoding.EncodeToString(m))))
+	}
+	f.Add([]byte(`{"records":{"t-0":[{"topic":"t","partition":0,"offset":1,"key":"!!","value":"%%%","headers":[{"docdbdr-format":[50]}]}]}}`))
+	f.Add([]byte(`{"records":{"t-1":[{"offset":5},{"offset":5,"value":"AA=="}],"t-0":[]}}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		defer skipKnownDriverPanic(t)
+		var ev events.KafkaEvent
+		if err := json.Unmarshal(data, &ev); err != nil {
+			return // the Lambda runtime refuses the payload before apply runs
+		}
+		n := 0
+		for _, recs := range ev.Records {
+			n += len(recs)
+			skipKnownBugs(t, recs)
+		}
+		h, _ := fuzzHandler(t)
+		sum, err := h.Handle(context.Background(), ev)
+		if err != nil {
+			t.Fatalf("event failed the invocation: %v", err)
+		}
+		if sum.Records != n {
+			t.Fatalf("summary counts %d records, the event has %d", sum.Records, n)
+		}
+	})
+}
+
+// skipKnownDriverPanic is deferred by the fuzz functions. With FUZZ_SKIP_DRIVER_PANICS=1 an input
+// that makes the mongo driver's BSON validation panic — a known, reported bug (bson.Raw.Validate
+// on a length header below 5, GODRIVER-3931, still in v1.17.10) — is skipped, so that a long
+// exploration can look past it. It is off by default: the committed crasher
+// (pkg/changeevent/testdata/fuzz/FuzzUnmarshal/zero-length-document-panics) fails until the bug is fixed.
+func skipKnownDriverPanic(t *testing.T) {
+	if os.Getenv("FUZZ_SKIP_DRIVER_PANICS") != "1" {
+		return
+	}
+	if r := recover(); r != nil {
+		if strings.Contains(string(debug.Stack()), "bsoncore.") {
+			t.Skipf("known driver panic: %v", r)
+		}
+		panic(r)
+	}
+}
+
+// skipKnownBugs, with FUZZ_SKIP_DRIVER_PANICS=1, skips records whose value changeevent.Unmarshal
+// accepts although a nested document in it is not valid BSON — a known, reported bug (see
+// pkg/changeevent/testdata/fuzz/FuzzUnmarshal/nested-*-accepted): apply
+// fails the batch on such a record instead of dead-lettering it.
+func skipKnownBugs(t *testing.T, recs []events.KafkaRecord) {
+	if os.Getenv("FUZZ_SKIP_DRIVER_PANICS") != "1" {
+		return
+	}
+	for _, r := range recs {
+		v, err := base64.StdEncoding.DecodeString(r.Value)
+		if err != nil || len(v) < 5 {
+			continue
+		}
+		func() {
+			defer func() { _ = recover() }() // the other known bug panics here; skipKnownDriverPanic handles it
+			e, err := changeevent.Unmarshal(v)
+			if err != nil {
+				return
+			}
+			docs := []bson.Raw{e.DocumentKey, e.FullDocument, e.ResumeToken}
+			if e.UpdateDescription != nil {
+				docs = append(docs, e.UpdateDescription.UpdatedFields)
+			}
+			for _, d := range docs {
+				if len(d) > 0 && !renders(d) {
+					t.Skip("known bug: a nested document that is not valid BSON fails the batch")
+				}
+			}
+		}()
+	}
+}
+
+// renders reports whether a document can be rendered as Extended JSON, which reads every nested
+// element (bson.Raw.Validate does not).
+func renders(d bson.Raw) (ok bool) {
+	defer func() {
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	_, err := bson.MarshalExtJSON(d, true, false)
+	return err == nil
+}
