@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
+	"github.com/docdb-dr/docdb-dr/pkg/docdb"
 )
 
 // TestStaleLeaseHolderCanRegressDR shows a consistency hole found by these tests: fencing
@@ -87,7 +89,7 @@ func TestStaleLeaseHolderCanRegressDR(t *testing.T) {
 func TestZeroLengthBSONValueIsDeadLettered(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.produce([]*sarama.ProducerMessage{{Topic: topic, Partition: 0, Key: sarama.StringEncoder("x"), Value: sarama.ByteEncoder{0, 0, 0, 0}}})
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		keys, err := h.archive.List(h.ctx, prefix+"deadletter/")
 		if err != nil {
@@ -109,4 +111,20 @@ func TestZeroLengthBSONValueIsDeadLettered(t *testing.T) {
 		msg = msg[:i] // the first line of the panic, without the stack
 	}
 	t.Fatalf("BUG: the record was not dead-lettered; %d apply invocations failed (the batch is stuck), last: %s", h.failedApplies(), msg)
+}
+
+// TestSRVURIRefusedBeforeDNS: a mongodb+srv:// URI with TLS disabled is not loopback and must
+// be refused by pkg/docdb's TLS policy, at once and with the policy's message. Instead,
+// connstring.ParseAndValidate resolves the SRV record first, so the caller waits for DNS (6 s
+// here, without a resolver) and gets a DNS error that says nothing about TLS; with a resolver
+// that answers, the policy check comes only after the lookup.
+func TestSRVURIRefusedBeforeDNS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := docdb.Connect(ctx, docdb.Settings{URI: "mongodb+srv://u:pw-secret@cluster.example.invalid/", TLS: docdb.TLSDisabled}, nil)
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "TLS is disabled") || took > time.Second {
+		t.Errorf("BUG: mongodb+srv:// with TLS disabled: after %v, error %v; want the TLS policy error at once, before any DNS lookup", took.Round(time.Millisecond), err)
+	}
 }

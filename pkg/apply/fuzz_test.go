@@ -146,6 +146,11 @@ func FuzzKafkaRecord(f *testing.F) {
 	f.Add("a2V5", []byte("not bson"), true, changeevent.HeaderOperation, []byte("insert"))
 	f.Fuzz(func(t *testing.T, key string, value []byte, encode bool, hk string, hv []byte) {
 		defer skipKnownDriverPanic(t)
+		// A record comes from JSON, which holds only valid UTF-8.
+		key = strings.ToValidUTF8(key, "\uFFFD")
+		if !encode {
+			value = []byte(strings.ToValidUTF8(string(value), "\uFFFD"))
+		}
 		rec := events.KafkaRecord{Topic: "changevents", Partition: 2, Offset: 40,
 			Timestamp: events.MilliSecondsEpochTime{Time: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)},
 			Key:       key, Value: string(value)}

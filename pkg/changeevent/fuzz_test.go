@@ -100,8 +100,10 @@ func FuzzUnmarshal(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if os.Getenv("FUZZ_SKIP_DRIVER_PANICS") == "1" && malformedNested(e) {
-			t.Skip("known bug: a nested document that is not valid BSON is accepted")
+		if os.Getenv("FUZZ_SKIP_DRIVER_PANICS") == "1" {
+			if malformedNested(e) {
+				t.Skip("known bug: a nested document that is not valid BSON is accepted")
+			}
 		}
 		m1, err := Marshal(&e)
 		if err != nil {
@@ -112,6 +114,12 @@ func FuzzUnmarshal(f *testing.F) {
 			t.Fatalf("re-marshalled message is refused: %v\n%x", err, m1)
 		}
 		sameEvent(t, e, e2)
+		if ud := e2.UpdateDescription; os.Getenv("FUZZ_SKIP_DRIVER_PANICS") == "1" && ud != nil && ud.UpdatedFields != nil && len(ud.UpdatedFields) == 0 {
+			// Known bug (testdata/fuzz/FuzzUnmarshal/null-updatedfields-remarshals-invalid):
+			// updatedFields: null decodes to an empty, non-nil bson.Raw, which Marshal writes as
+			// a document element with no bytes — invalid BSON.
+			t.Skip("known bug: empty non-nil updatedFields")
+		}
 		m2, err := Marshal(&e2)
 		if err != nil {
 			t.Fatal(err)
@@ -191,7 +199,8 @@ func sameEvent(t *testing.T, a, b Event) {
 	}
 }
 
-// skipKnownDriverPanic is deferred by the fuzz functions. With FUZZ_SKIP_DRIVER_PANICS=1 an input
+// skipKnownDriverPanic is deferred by the fuzz functions. With FUZZ_SKIP_DRIVER_PANICS=1 (which
+// also skips the other known bugs, each named where it is skipped) an input
 // that makes the mongo driver's BSON validation panic — a known, reported bug (bson.Raw.Validate
 // on a length header below 5, GODRIVER-3931, still in v1.17.10) — is skipped, so that a long
 // exploration can look past it. It is off by default: the committed crasher
