@@ -79,38 +79,52 @@ func TestStaleLeaseHolderCanRegressDR(t *testing.T) {
 	h.account()
 }
 
-// TestZeroLengthBSONValueIsDeadLettered shows a poison record that blocks its partition instead
-// of being dead-lettered: a value whose BSON length header is 0 (the 4 bytes 00 00 00 00) makes
-// changeevent.Unmarshal panic inside the driver's bson.Raw.Validate (mongo-driver v1.17.x,
-// bsoncore.Document.Validate indexes d[length-1]; upstream GODRIVER-3931, not in v1.17.10).
-// apply's Handle panics, the invocation fails, and the event source mapping retries the same
-// batch forever: every later record of that partition waits. Found by FuzzUnmarshal
-// (pkg/changeevent/testdata/fuzz/FuzzUnmarshal/zero-length-document-panics).
-func TestZeroLengthBSONValueIsDeadLettered(t *testing.T) {
-	h := newHarness(t, harnessOptions{})
-	h.produce([]*sarama.ProducerMessage{{Topic: topic, Partition: 0, Key: sarama.StringEncoder("x"), Value: sarama.ByteEncoder{0, 0, 0, 0}}})
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		keys, err := h.archive.List(h.ctx, prefix+"deadletter/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(keys) == 1 && h.failedApplies() == 0 {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+// TestMalformedBSONValuesAreDeadLettered shows poison records that block their partition instead
+// of being dead-lettered (found by FuzzUnmarshal; the seeds are in
+// pkg/changeevent/testdata/fuzz/FuzzUnmarshal):
+//   - zero-length-document: a value whose BSON length header is 0 (00 00 00 00) makes
+//     changeevent.Unmarshal panic inside the driver's bson.Raw.Validate (mongo-driver v1.17.x,
+//     bsoncore.Document.Validate indexes d[length-1]; upstream GODRIVER-3931, not in v1.17.10);
+//   - nested-document-without-null: Validate does not read nested documents fully, so Unmarshal
+//     accepts a delete whose documentKey is not valid BSON, and apply fails rendering its _id.
+//
+// Either way apply's invocation fails and the event source mapping retries the same batch
+// forever: every later record of that partition waits.
+func TestMalformedBSONValuesAreDeadLettered(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		value []byte
+	}{
+		{"zero-length-document", []byte{0, 0, 0, 0}},
+		{"nested-document-without-null", []byte("\xd5\x00\x00\x00\x10v\x00\x01\x00\x00\x00\x02op\x00\a\x00\x00\x00delete\x00\x03ns\x00\x1f\x00\x00\x00\x02dB\x00\x04\x00\x00\x00b!r\x00\x02coll\x00\x04\x00\x00\x00foo\x00\x00\x03documentKey\x00\x1f\x00\x00\x00\x03_id\x00\x15\x00\x00\x00000000000000000000\x1100000000000\x0000000000\t00000000\x0000000000\x03resumeToken\x007\x00\x00\x00000000000000000000000000000000000000000000000000000\x00")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, harnessOptions{})
+			h.produce([]*sarama.ProducerMessage{{Topic: topic, Partition: 0, Key: sarama.StringEncoder("x"), Value: sarama.ByteEncoder(tc.value)}})
+			deadline := time.Now().Add(5 * time.Second)
+			for time.Now().Before(deadline) {
+				keys, err := h.archive.List(h.ctx, prefix+"deadletter/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(keys) == 1 && h.failedApplies() == 0 {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			var last error
+			for _, c := range h.applyCalls() {
+				if c.err != nil {
+					last = c.err
+				}
+			}
+			msg := fmt.Sprint(last)
+			if i := strings.Index(msg, "\n"); i > 0 {
+				msg = msg[:i] // the first line of a panic, without the stack
+			}
+			t.Fatalf("BUG: the record was not dead-lettered; %d apply invocations failed (the batch is stuck), last: %s", h.failedApplies(), msg)
+		})
 	}
-	var last error
-	for _, c := range h.applyCalls() {
-		if c.err != nil {
-			last = c.err
-		}
-	}
-	msg := fmt.Sprint(last)
-	if i := strings.Index(msg, "\n"); i > 0 {
-		msg = msg[:i] // the first line of the panic, without the stack
-	}
-	t.Fatalf("BUG: the record was not dead-lettered; %d apply invocations failed (the batch is stuck), last: %s", h.failedApplies(), msg)
 }
 
 // TestSRVURIRefusedBeforeDNS: a mongodb+srv:// URI with TLS disabled is not loopback and must
