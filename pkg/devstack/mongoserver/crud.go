@@ -325,14 +325,14 @@ func cmdFind(c *cmdCtx, dst []byte) ([]byte, error) {
 	coll := c.e.collection(c.db, name)
 	c.e.mu.RUnlock()
 	var cur cursor
-	if fo.sort != nil && !sortsByIDAscending(fo.sort) {
+	if reverse, byID := sortsByID(fo.sort); byID {
+		cur = &scanCursor{e: c.e, coll: coll, q: fo.q, reverse: reverse, projection: fo.projection, skip: fo.skip, remaining: fo.limit}
+	} else {
 		docs, err := c.e.sortedResult(coll, fo)
 		if err != nil {
 			return nil, err
 		}
 		cur = &listCursor{docs: docs}
-	} else {
-		cur = &scanCursor{e: c.e, coll: coll, q: fo.q, projection: fo.projection, skip: fo.skip, remaining: fo.limit}
 	}
 	if first < 0 {
 		id := c.e.cursors.add(ns, cur).id
@@ -382,12 +382,20 @@ func parseFindOptions(c *cmdCtx, filterKey string) (*findOptions, error) {
 	return fo, nil
 }
 
-func sortsByIDAscending(s *bson.D) bool {
+// sortsByID reports whether a sort (nil: none) is _id order, which the
+// B-tree yields directly, ascending or (reverse) descending.
+func sortsByID(s *bson.D) (reverse, ok bool) {
+	if s == nil {
+		return false, true
+	}
 	if len(*s) != 1 || (*s)[0].Key != "_id" {
-		return false
+		return false, false
 	}
 	cols, err := mongokit.Columns(s)
-	return err == nil && !cols[0].Reverse
+	if err != nil {
+		return false, false
+	}
+	return cols[0].Reverse, true
 }
 
 // sortedResult materialises, sorts, skips, limits and projects a result.
@@ -429,12 +437,14 @@ func (e *engine) sortedResult(coll *collection, fo *findOptions) ([]bsoncore.Doc
 	return out, nil
 }
 
-// scanCursor walks a collection in _id order lazily, so a find over a large
-// collection costs per batch, not per collection.
+// scanCursor walks a collection in _id order (descending when reverse)
+// lazily, so a find over a large collection costs per batch, not per
+// collection.
 type scanCursor struct {
 	e          *engine
 	coll       *collection
 	q          *query
+	reverse    bool
 	projection *projection
 	after      *record // last document returned
 	skip       int64
@@ -451,7 +461,7 @@ func (s *scanCursor) nextBatch(_ *cmdCtx, limit int, _ time.Duration, _ <-chan s
 	more := false
 	var perr error
 	s.e.mu.RLock()
-	err := s.q.each(s.coll, s.after, func(r *record) bool {
+	err := s.q.walk(s.coll, s.after, s.reverse, func(r *record) bool {
 		if s.skip > 0 {
 			s.skip--
 			s.after = r
@@ -656,9 +666,9 @@ func cmdFindAndModify(c *cmdCtx, dst []byte) ([]byte, error) {
 
 // firstMatch returns the first document matching fo in its sort order.
 func (e *engine) firstMatch(coll *collection, fo *findOptions) (*record, error) {
-	if fo.sort == nil || sortsByIDAscending(fo.sort) {
+	if reverse, byID := sortsByID(fo.sort); byID {
 		var hit *record
-		err := fo.q.each(coll, nil, func(r *record) bool { hit = r; return false })
+		err := fo.q.walk(coll, nil, reverse, func(r *record) bool { hit = r; return false })
 		return hit, err
 	}
 	var list bsonkit.List

@@ -8,11 +8,13 @@ import (
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
 
-// A query is a decoded filter plus, when the filter pins _id to one value,
-// that value: such queries are answered with one B-tree lookup, not a scan.
+// A query is a decoded filter plus the plan of which _ids it can match
+// (idplan.go): an _id equality is one B-tree lookup, $in a lookup per value
+// and a range a seek, rather than a scan.
 type query struct {
 	filter bson.D      // nil or empty: match everything
-	id     interface{} // non-nil: the only _id that can match
+	id     interface{} // non-nil: the only _id that can match (upserts take it)
+	plan   idPlan
 }
 
 // newQuery decodes a filter document.
@@ -32,6 +34,7 @@ func newQuery(filter bsoncore.Document) (*query, error) {
 		}
 		q.id = equalityValue(e.Value)
 	}
+	q.plan = planIDs(d)
 	return q, nil
 }
 
@@ -93,40 +96,29 @@ func (q *query) matchesD(d *bson.D) (bool, error) {
 // strictly after `after` when it is non-nil, until fn returns false.
 // Caller holds e.mu (read or write).
 func (q *query) each(c *collection, after *record, fn func(*record) bool) error {
+	return q.walk(c, after, false, fn)
+}
+
+// walk is each in ascending or (reverse) descending _id order. Only the
+// candidates of q.plan are read, and each goes through the full matcher.
+// A panic while comparing values (bsonkit panics on types it cannot order)
+// becomes an error, so that callers release e.mu.
+func (q *query) walk(c *collection, after *record, reverse bool, fn func(*record) bool) (err error) {
 	if c == nil {
 		return nil
 	}
-	if q.id != nil {
-		rec, ok := c.get(q.id)
-		if !ok || (after != nil && !lessRecord(after, rec)) {
-			return nil
+	defer func() {
+		if r := recover(); r != nil {
+			err = errf(codeBadValue, "bad query: %v", r)
 		}
-		m, err := q.matches(rec.raw)
-		if err != nil || !m {
-			return err
-		}
-		fn(rec)
-		return nil
-	}
-	var err error
-	visit := func(rec *record) bool {
-		if after != nil && !lessRecord(after, rec) {
-			return true // Ascend starts at the pivot itself
-		}
+	}()
+	q.plan.candidates(c, after, reverse, func(rec *record) bool {
 		var m bool
 		if m, err = q.matches(rec.raw); err != nil {
 			return false
 		}
-		if !m {
-			return true
-		}
-		return fn(rec)
-	}
-	if after != nil {
-		c.docs.Ascend(after, visit)
-	} else {
-		c.docs.Scan(visit)
-	}
+		return !m || fn(rec)
+	})
 	return err
 }
 

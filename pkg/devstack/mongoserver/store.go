@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/256dpi/lungo/bsonkit"
 	"github.com/tidwall/btree"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/bsontype"
@@ -72,7 +71,9 @@ type record struct {
 	raw bsoncore.Document
 }
 
-func lessRecord(a, b *record) bool { return bsonkit.Compare(a.id, b.id) < 0 }
+// lessRecord orders the B-tree: bsonkit.Compare on _id, extended to the
+// classEdge pivots that range reads seek to (idplan.go).
+func lessRecord(a, b *record) bool { return compareIDs(a.id, b.id) < 0 }
 
 func newEngine(opts Options) *engine {
 	return &engine{
