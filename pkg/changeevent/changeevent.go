@@ -157,6 +157,19 @@ func (e *Event) Validate() error {
 	return nil
 }
 
+// normalize makes an empty BSON field (which the decoder gives for a null value) absent, so that
+// Marshal writes what it read.
+func (e *Event) normalize() {
+	for _, r := range []*bson.Raw{&e.DocumentKey, &e.FullDocument, &e.ResumeToken} {
+		if len(*r) == 0 {
+			*r = nil
+		}
+	}
+	if ud := e.UpdateDescription; ud != nil && len(ud.UpdatedFields) == 0 {
+		ud.UpdatedFields = nil
+	}
+}
+
 // ID returns the document's _id from the document key.
 func (e *Event) ID() (bson.RawValue, error) {
 	if len(e.DocumentKey) == 0 {
@@ -171,13 +184,14 @@ func (e *Event) ID() (bson.RawValue, error) {
 
 // Unmarshal decodes and validates a message value.
 func Unmarshal(b []byte) (Event, error) {
-	if err := bson.Raw(b).Validate(); err != nil {
+	if err := validate(b); err != nil {
 		return Event{}, fmt.Errorf("message is not a BSON document: %w", err)
 	}
 	var e Event
 	if err := bson.Unmarshal(b, &e); err != nil {
 		return Event{}, fmt.Errorf("decode message: %w", err)
 	}
+	e.normalize()
 	if err := e.Validate(); err != nil {
 		return Event{}, err
 	}

@@ -19,7 +19,7 @@ import (
 // copied byte for byte, in one allocation. A null or missing fullDocument (a deleted document
 // under updateLookup) becomes a nil FullDocument.
 func FromChangeStream(raw bson.Raw) (Event, error) {
-	if err := bsoncore.Document(raw).Validate(); err != nil {
+	if err := validate(raw); err != nil {
 		return Event{}, fmt.Errorf("decode change stream event: %w", err)
 	}
 	// One copy of the whole event; every bson.Raw field below points into it.
@@ -206,7 +206,7 @@ func appendNamespace(dst []byte, key string, ns Namespace) []byte {
 
 func appendUpdateDescription(dst []byte, ud *UpdateDescription) []byte {
 	idx, dst := bsoncore.AppendDocumentElementStart(dst, "updateDescription")
-	if ud.UpdatedFields != nil {
+	if len(ud.UpdatedFields) > 0 {
 		dst = bsoncore.AppendDocumentElement(dst, "updatedFields", ud.UpdatedFields)
 	} else {
 		dst = bsoncore.AppendNullElement(dst, "updatedFields")

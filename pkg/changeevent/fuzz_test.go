@@ -146,8 +146,8 @@ func FuzzFromChangeStream(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		defer skipKnownDriverPanic(t)
-		if bson.Raw(b).Validate() != nil {
-			return // the driver hands over only valid documents
+		if validate(b) != nil {
+			return // the driver hands over only valid documents (its own Validate panics on some bytes)
 		}
 		e, err := FromChangeStream(b)
 		if err != nil || e.Validate() != nil {
