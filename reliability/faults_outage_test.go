@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/mongo"
+
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
 )
@@ -140,7 +142,12 @@ func TestS3Unreachable(t *testing.T) {
 }
 
 // TestPrimaryDropsConnections cuts every connection to the primary twice while capture drains
-// 1080 events: the driver resumes the change stream by itself.
+// 1080 events. The driver resumes a change stream after a network error by itself, once: when
+// that resume meets the connection pool the failure cleared (another operation, such as a
+// checkpoint save, hit a dead connection first), the driver gives up and the invocation fails
+// with the network error; the next invocation resumes from the checkpoint. Both happen (the
+// second was seen in a full-suite run under load; 8 of 8 runs of this test alone resumed);
+// neither loses an event or duplicates a DR document.
 func TestPrimaryDropsConnections(t *testing.T) {
 	h := newHarness(t, harnessOptions{CheckpointEvery: 200})
 	h.write(60)
@@ -157,13 +164,29 @@ func TestPrimaryDropsConnections(t *testing.T) {
 	if drops != 2 {
 		t.Fatalf("dropped connections %d times, want 2", drops)
 	}
-	if err != nil || sum.Events != 1080 {
-		t.Fatalf("capture across dropped connections: %d events, error %v; want 1080 and no error (the driver resumes)", sum.Events, err)
+	switch {
+	case err == nil && sum.Events == 1080:
+		t.Log("the driver resumed the change stream across both drops")
+	case err != nil && isNetworkError(err):
+		t.Logf("the invocation failed with a network error after %d events: %v", sum.Events, err)
+	default:
+		t.Fatalf("capture across dropped connections: %d events, error %v; want 1080 without an error, or a network error", sum.Events, err)
 	}
 	h.settle()
 	l := h.account()
 	record(t, "primary drops every connection, twice, in the middle of a 1080-event drain",
-		"the driver resumes the change stream from its last token; the invocation succeeds without a gap or a duplicate", l)
+		"the driver resumes the change stream from its last token, or, when its one resume attempt meets the cleared connection pool, the invocation fails with the network error and the next one resumes from the checkpoint", l)
+}
+
+// isNetworkError reports whether err is a lost connection as the driver reports it.
+func isNetworkError(err error) bool {
+	var le mongo.LabeledError
+	if errors.As(err, &le) && le.HasErrorLabel("NetworkError") {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "connection pool") || strings.Contains(msg, "socket was unexpectedly closed") ||
+		strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF")
 }
 
 // waitForLong is waitFor with a chosen timeout.
