@@ -4,8 +4,10 @@
 //
 // It exists so that the whole docdb-dr pipeline (change streams, Kafka, DR
 // apply) can be exercised in tests and in `docdbdr devstack` without a real
-// MongoDB. It keeps data in memory only: per collection an ordered index keyed
-// by _id, plus an oplog from which change streams are served.
+// MongoDB. It keeps data in memory: per collection an ordered index keyed by
+// _id, plus an oplog from which change streams are served. With
+// Options.DataDir it saves all of it on Close and loads it on Start
+// (persist.go).
 //
 // Reading order: server.go (lifecycle, connections), wire.go (message
 // framing), dispatch.go (command routing, errors), store.go (catalog and
@@ -52,6 +54,11 @@ type Options struct {
 	NoopInterval time.Duration
 	// Logger receives connection-level diagnostics; nil discards them.
 	Logger *slog.Logger
+	// DataDir, when set, makes the deployment survive a restart: Start loads
+	// DataDir/snapshot.bson if it exists (a missing file is a fresh start, an
+	// unreadable one an error), and Close writes everything back, oplog
+	// included, so change-stream resume tokens stay valid. See persist.go.
+	DataDir string
 }
 
 // Server is one deployment. Two Server values are two independent clusters.
@@ -71,6 +78,11 @@ type Server struct {
 	wg          sync.WaitGroup
 
 	scramSrv scramServer
+
+	// persist is set once Start has loaded (or found no) snapshot in
+	// opts.DataDir; only then may Close write one, so a server that failed
+	// to load never overwrites the file it could not read.
+	persist bool
 }
 
 // New returns a Server configured by opts, with defaults filled in. It does
@@ -102,9 +114,28 @@ func New(opts Options) *Server {
 	return s
 }
 
-// Start listens on addr (for example "127.0.0.1:0") and serves connections in
-// background goroutines until Close.
+// Start loads the snapshot in Options.DataDir, if any, then listens on addr
+// (for example "127.0.0.1:0") and serves connections in background
+// goroutines until Close.
 func (s *Server) Start(addr string) error {
+	s.mu.Lock()
+	if s.closed || s.ln != nil {
+		s.mu.Unlock()
+		return errors.New("mongoserver: Start called twice or after Close")
+	}
+	s.mu.Unlock()
+	if s.opts.DataDir != "" {
+		loaded, err := s.db.loadSnapshot(s.opts.DataDir)
+		if err != nil {
+			return fmt.Errorf("mongoserver: %w", err)
+		}
+		s.mu.Lock()
+		s.persist = true
+		s.mu.Unlock()
+		if loaded {
+			s.log.Info("mongoserver loaded snapshot", "path", snapshotPath(s.opts.DataDir))
+		}
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("mongoserver: listen %s: %w", addr, err)
@@ -184,8 +215,24 @@ func (s *Server) SetUnavailable(down bool) {
 	}
 }
 
+// Snapshot writes the deployment to Options.DataDir now (Close does it too),
+// for callers that want a save point without stopping the server.
+func (s *Server) Snapshot() error {
+	if s.opts.DataDir == "" {
+		return errors.New("mongoserver: Snapshot needs Options.DataDir")
+	}
+	if !s.persisting() {
+		return errors.New("mongoserver: Snapshot before a successful Start would overwrite data it did not load")
+	}
+	if err := s.db.writeSnapshot(s.opts.DataDir); err != nil {
+		return fmt.Errorf("mongoserver: %w", err)
+	}
+	return nil
+}
+
 // Close stops listening, closes every connection and waits for the
-// background goroutines to finish. Data is discarded.
+// background goroutines to finish. With Options.DataDir it then writes the
+// snapshot that the next Start loads; without, data is discarded.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -204,9 +251,20 @@ func (s *Server) Close() error {
 	s.db.close()
 	s.wg.Wait()
 	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("mongoserver: close listener: %w", err)
+		err = fmt.Errorf("mongoserver: close listener: %w", err)
+	} else {
+		err = nil
 	}
-	return nil
+	if s.persisting() {
+		err = errors.Join(err, s.Snapshot())
+	}
+	return err
+}
+
+func (s *Server) persisting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.persist
 }
 
 // acceptLoop accepts connections until the listener is closed.
