@@ -43,9 +43,11 @@ const (
 
 // Options configures Start. The zero value is a usable in-memory stack.
 type Options struct {
-	// DataDir keeps Kafka's log and the S3 bucket on disk across restarts
-	// ("" keeps everything in memory). The Mongo servers are in memory
-	// whatever this says: mongoserver has no persistence.
+	// DataDir keeps Kafka's log, the S3 bucket and both Mongo servers
+	// (data, indexes, oplog: resume tokens stay valid) on disk across
+	// restarts ("" keeps everything in memory). The Mongo servers save
+	// when the stack closes, so a killed process loses their changes since
+	// the last start.
 	DataDir string
 
 	// Partitions of the topic when it is created (default 3). A topic

@@ -3,6 +3,7 @@ package devstack
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/url"
 	"os/exec"
@@ -89,7 +90,8 @@ func TestStartServesEveryEndpoint(t *testing.T) {
 }
 
 // TestDataDirSurvivesRestart checks what the data directory promises: the
-// Kafka log and the archive bucket are there after a restart.
+// Kafka log, the archive bucket and both Mongo servers' data are there after
+// a restart.
 func TestDataDirSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -101,6 +103,12 @@ func TestDataDirSurvivesRestart(t *testing.T) {
 	}
 	produceOne(t, st.KafkaBrokers, st.Topic, []byte("kept"))
 	putObject(ctx, t, st, "docdbdr/kept.json", []byte("archived"))
+	for _, uri := range []string{st.PrimaryURI, st.DRURI} {
+		mongoDo(ctx, t, uri, func(c *mongo.Collection) error {
+			_, err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: uri}})
+			return err
+		})
+	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +123,28 @@ func TestDataDirSurvivesRestart(t *testing.T) {
 	}
 	if got := getObject(ctx, t, st, "docdbdr/kept.json"); string(got) != "archived" {
 		t.Errorf("after restart the object holds %q, want %q", got, "archived")
+	}
+	for _, uri := range []string{st.PrimaryURI, st.DRURI} {
+		mongoDo(ctx, t, uri, func(c *mongo.Collection) error {
+			n, err := c.CountDocuments(ctx, bson.D{})
+			if err == nil && n != 1 {
+				err = fmt.Errorf("%d documents after restart, want the 1 written before", n)
+			}
+			return err
+		})
+	}
+}
+
+// mongoDo runs fn on collection d.kept of the server at uri.
+func mongoDo(ctx context.Context, t *testing.T, uri string, fn func(*mongo.Collection) error) {
+	t.Helper()
+	cl, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Disconnect(ctx)
+	if err := fn(cl.Database("d").Collection("kept")); err != nil {
+		t.Fatalf("%s: %v", uri, err)
 	}
 }
 

@@ -2,6 +2,7 @@ package devstack
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"github.com/docdb-dr/docdb-dr/pkg/devstack/certs"
 	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
@@ -9,7 +10,9 @@ import (
 
 // startMongo starts the primary and the DR server on loopback. The primary
 // is DocumentDB-like unless PrimaryIsMongoDB; the DR server is a plain
-// replica set, as apply only writes to it.
+// replica set, as apply only writes to it. With a DataDir each server keeps
+// its snapshot in DataDir/primary or DataDir/dr (written when the stack
+// closes, loaded when it starts).
 func (st *Stack) startMongo(opts Options, bundle *certs.Bundle) error {
 	start := func(name string, documentDB bool, oplogMax int) (string, error) {
 		o := mongoserver.Options{
@@ -19,6 +22,9 @@ func (st *Stack) startMongo(opts Options, bundle *certs.Bundle) error {
 			Username:        opts.Username,
 			Password:        opts.Password,
 			Logger:          opts.Logger.With("component", "mongoserver", "cluster", name),
+		}
+		if opts.DataDir != "" {
+			o.DataDir = filepath.Join(opts.DataDir, name)
 		}
 		if bundle != nil {
 			o.TLSConfig = bundle.ServerTLS
