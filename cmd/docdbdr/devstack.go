@@ -33,7 +33,7 @@ func runDevstack(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := newFlagSet("devstack", stderr)
 	partitions := fs.Int("partitions", 3, "partitions of the change-event topic")
 	wireVersion := fs.Int("wire-version", 7, "maxWireVersion of both Mongo servers (7: DocumentDB 4.0, 13: DocumentDB 5.0)")
-	dataDir := fs.String("data", "", "keep Kafka's log and the S3 bucket in `DIR` across restarts (Mongo data stays in memory)")
+	dataDir := fs.String("data", "", "keep the data in `DIR` across restarts: both Mongo servers (saved on a clean stop), Kafka's log and the S3 bucket")
 	mongoPrimary := fs.Bool("mongodb-primary", false, "the primary behaves as MongoDB instead of DocumentDB")
 	useTLS := fs.Bool("tls", false, "Mongo servers require TLS; the CA file is named by PRIMARY_TLS_CA_FILE/DR_TLS_CA_FILE")
 	auth := fs.Bool("auth", false, "Mongo servers require SCRAM auth (user docdbdr, a random password, carried in the URIs)")
