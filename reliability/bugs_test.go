@@ -16,6 +16,9 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/docdb"
 )
 
+// Open bugs found by these tests: each test fails until the bug is fixed (docs/reliability.md,
+// "Bugs found"), plus regression tests of fixed ones.
+
 // TestStaleLeaseHolderCanRegressDR shows a consistency hole found by these tests: fencing
 // protects the checkpoint, but not the topic. A capture that stalls past its lease still holds
 // events it read earlier, whose fullDocument (updateLookup) is the document as it was then. When
@@ -79,17 +82,17 @@ func TestStaleLeaseHolderCanRegressDR(t *testing.T) {
 	h.account()
 }
 
-// TestMalformedBSONValuesAreDeadLettered shows poison records that block their partition instead
-// of being dead-lettered (found by FuzzUnmarshal; the seeds are in
-// pkg/changeevent/testdata/fuzz/FuzzUnmarshal):
-//   - zero-length-document: a value whose BSON length header is 0 (00 00 00 00) makes
+// TestMalformedBSONValuesAreDeadLettered is the end-to-end regression test of two bugs found by
+// FuzzUnmarshal (seeds in pkg/changeevent/testdata/fuzz/FuzzUnmarshal), fixed in 0992aac by
+// validating every message recursively before the driver decodes it:
+//   - zero-length-document: a value whose BSON length header is 0 (00 00 00 00) made
 //     changeevent.Unmarshal panic inside the driver's bson.Raw.Validate (mongo-driver v1.17.x,
-//     bsoncore.Document.Validate indexes d[length-1]; upstream GODRIVER-3931, not in v1.17.10);
+//     bsoncore.Document.Validate indexes d[length-1]; upstream GODRIVER-3931);
 //   - nested-document-without-null: Validate does not read nested documents fully, so Unmarshal
-//     accepts a delete whose documentKey is not valid BSON, and apply fails rendering its _id.
+//     accepted a delete whose documentKey is not valid BSON, and apply failed on its _id.
 //
-// Either way apply's invocation fails and the event source mapping retries the same batch
-// forever: every later record of that partition waits.
+// Either way apply's invocation failed and the event source mapping retried the same batch
+// forever: every later record of that partition waited. The record must be dead-lettered.
 func TestMalformedBSONValuesAreDeadLettered(t *testing.T) {
 	for _, tc := range []struct {
 		name  string

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -145,7 +143,6 @@ func FuzzKafkaRecord(f *testing.F) {
 	f.Add("", []byte{}, true, changeevent.HeaderFormat, []byte("2"))
 	f.Add("a2V5", []byte("not bson"), true, changeevent.HeaderOperation, []byte("insert"))
 	f.Fuzz(func(t *testing.T, key string, value []byte, encode bool, hk string, hv []byte) {
-		defer skipKnownDriverPanic(t)
 		// A record comes from JSON, which holds only valid UTF-8.
 		key = strings.ToValidUTF8(key, "\uFFFD")
 		if !encode {
@@ -160,7 +157,6 @@ func FuzzKafkaRecord(f *testing.F) {
 		if hk != "" {
 			rec.Headers = []map[string]events.JSONNumberBytes{{hk: events.JSONNumberBytes(hv)}}
 		}
-		skipKnownBugs(t, []events.KafkaRecord{rec})
 		h, ar := fuzzHandler(t)
 		sum, err := h.Handle(context.Background(), events.KafkaEvent{Records: map[string][]events.KafkaRecord{"changevents-2": {rec}}})
 		if err != nil {
@@ -219,7 +215,6 @@ func FuzzKafkaEventJSON(f *testing.F) {
 	f.Add([]byte(`{"records":{"t-1":[{"offset":5},{"offset":5,"value":"AA=="}],"t-0":[]}}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		defer skipKnownDriverPanic(t)
 		var ev events.KafkaEvent
 		if err := json.Unmarshal(data, &ev); err != nil {
 			return // the Lambda runtime refuses the payload before apply runs
@@ -227,7 +222,6 @@ func FuzzKafkaEventJSON(f *testing.F) {
 		n := 0
 		for _, recs := range ev.Records {
 			n += len(recs)
-			skipKnownBugs(t, recs)
 		}
 		h, _ := fuzzHandler(t)
 		sum, err := h.Handle(context.Background(), ev)
@@ -238,66 +232,4 @@ func FuzzKafkaEventJSON(f *testing.F) {
 			t.Fatalf("summary counts %d records, the event has %d", sum.Records, n)
 		}
 	})
-}
-
-// skipKnownDriverPanic is deferred by the fuzz functions. With FUZZ_SKIP_DRIVER_PANICS=1 an input
-// that makes the mongo driver's BSON code panic — a known, reported bug (bson.Raw.Validate on a
-// length header below 5, GODRIVER-3931, still in v1.17.10; bson.Unmarshal on nested lengths that
-// Validate does not check) — is skipped, so that a long
-// exploration can look past it. It is off by default: the committed crasher
-// (pkg/changeevent/testdata/fuzz/FuzzUnmarshal/zero-length-document-panics) fails until the bug is fixed.
-func skipKnownDriverPanic(t *testing.T) {
-	if os.Getenv("FUZZ_SKIP_DRIVER_PANICS") != "1" {
-		return
-	}
-	if r := recover(); r != nil {
-		if strings.Contains(string(debug.Stack()), "go.mongodb.org/mongo-driver/") {
-			t.Skipf("known driver panic: %v", r)
-		}
-		panic(r)
-	}
-}
-
-// skipKnownBugs, with FUZZ_SKIP_DRIVER_PANICS=1, skips records whose value changeevent.Unmarshal
-// accepts although a nested document in it is not valid BSON — a known, reported bug (see
-// pkg/changeevent/testdata/fuzz/FuzzUnmarshal/nested-*-accepted): apply
-// fails the batch on such a record instead of dead-lettering it.
-func skipKnownBugs(t *testing.T, recs []events.KafkaRecord) {
-	if os.Getenv("FUZZ_SKIP_DRIVER_PANICS") != "1" {
-		return
-	}
-	for _, r := range recs {
-		v, err := base64.StdEncoding.DecodeString(r.Value)
-		if err != nil || len(v) < 5 {
-			continue
-		}
-		func() {
-			defer func() { _ = recover() }() // the other known bug panics here; skipKnownDriverPanic handles it
-			e, err := changeevent.Unmarshal(v)
-			if err != nil {
-				return
-			}
-			docs := []bson.Raw{e.DocumentKey, e.FullDocument, e.ResumeToken}
-			if e.UpdateDescription != nil {
-				docs = append(docs, e.UpdateDescription.UpdatedFields)
-			}
-			for _, d := range docs {
-				if len(d) > 0 && !renders(d) {
-					t.Skip("known bug: a nested document that is not valid BSON fails the batch")
-				}
-			}
-		}()
-	}
-}
-
-// renders reports whether a document can be rendered as Extended JSON, which reads every nested
-// element (bson.Raw.Validate does not).
-func renders(d bson.Raw) (ok bool) {
-	defer func() {
-		if recover() != nil {
-			ok = false
-		}
-	}()
-	_, err := bson.MarshalExtJSON(d, true, false)
-	return err == nil
 }

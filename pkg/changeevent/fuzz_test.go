@@ -2,9 +2,6 @@ package changeevent
 
 import (
 	"bytes"
-	"os"
-	"runtime/debug"
-	"strings"
 	"testing"
 	"time"
 
@@ -95,15 +92,9 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{5, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		defer skipKnownDriverPanic(t)
 		e, err := Unmarshal(b)
 		if err != nil {
 			return
-		}
-		if os.Getenv("FUZZ_SKIP_DRIVER_PANICS") == "1" {
-			if malformedNested(e) {
-				t.Skip("known bug: a nested document that is not valid BSON is accepted")
-			}
 		}
 		m1, err := Marshal(&e)
 		if err != nil {
@@ -114,12 +105,6 @@ func FuzzUnmarshal(f *testing.F) {
 			t.Fatalf("re-marshalled message is refused: %v\n%x", err, m1)
 		}
 		sameEvent(t, e, e2)
-		if ud := e2.UpdateDescription; os.Getenv("FUZZ_SKIP_DRIVER_PANICS") == "1" && ud != nil && ud.UpdatedFields != nil && len(ud.UpdatedFields) == 0 {
-			// Known bug (testdata/fuzz/FuzzUnmarshal/null-updatedfields-remarshals-invalid):
-			// updatedFields: null decodes to an empty, non-nil bson.Raw, which Marshal writes as
-			// a document element with no bytes — invalid BSON.
-			t.Skip("known bug: empty non-nil updatedFields")
-		}
 		m2, err := Marshal(&e2)
 		if err != nil {
 			t.Fatal(err)
@@ -145,7 +130,6 @@ func FuzzFromChangeStream(f *testing.F) {
 		f.Add([]byte(raw))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		defer skipKnownDriverPanic(t)
 		if validate(b) != nil {
 			return // the driver hands over only valid documents (its own Validate panics on some bytes)
 		}
@@ -197,52 +181,4 @@ func sameEvent(t *testing.T, a, b Event) {
 			}
 		}
 	}
-}
-
-// skipKnownDriverPanic is deferred by the fuzz functions. With FUZZ_SKIP_DRIVER_PANICS=1 (which
-// also skips the other known bugs, each named where it is skipped) an input
-// that makes the mongo driver's BSON code panic — a known, reported bug (bson.Raw.Validate on a
-// length header below 5, GODRIVER-3931, still in v1.17.10; bson.Unmarshal on nested lengths that
-// Validate does not check) — is skipped, so that a long
-// exploration can look past it. It is off by default: the committed crasher
-// (testdata/fuzz/FuzzUnmarshal/zero-length-document-panics) fails until the bug is fixed.
-func skipKnownDriverPanic(t *testing.T) {
-	if os.Getenv("FUZZ_SKIP_DRIVER_PANICS") != "1" {
-		return
-	}
-	if r := recover(); r != nil {
-		if strings.Contains(string(debug.Stack()), "go.mongodb.org/mongo-driver/") {
-			t.Skipf("known driver panic: %v", r)
-		}
-		panic(r)
-	}
-}
-
-// malformedNested reports whether an accepted event holds a nested document that is not valid
-// BSON — a known, reported bug: bson.Raw.Validate does not check embedded documents fully, so
-// Unmarshal accepts them (testdata/fuzz/FuzzUnmarshal/nested-*-accepted),
-// and apply then fails the batch on it instead of dead-lettering the record.
-func malformedNested(e Event) bool {
-	docs := []bson.Raw{e.DocumentKey, e.FullDocument, e.ResumeToken}
-	if e.UpdateDescription != nil {
-		docs = append(docs, e.UpdateDescription.UpdatedFields)
-	}
-	for _, d := range docs {
-		if len(d) > 0 && !renders(d) {
-			return true
-		}
-	}
-	return false
-}
-
-// renders reports whether a document can be rendered as Extended JSON, which reads every nested
-// element (bson.Raw.Validate does not).
-func renders(d bson.Raw) (ok bool) {
-	defer func() {
-		if recover() != nil {
-			ok = false
-		}
-	}()
-	_, err := bson.MarshalExtJSON(d, true, false)
-	return err == nil
 }
