@@ -122,6 +122,13 @@ func clientOptions(ctx context.Context, s Settings, secrets SecretGetter) (*opti
 		return nil, nil, nil, errors.New("both a URI and a secret ARN are set: use one")
 	case s.URI != "":
 		hide = uriSecrets(s.URI)
+		if strings.HasPrefix(strings.ToLower(s.URI), connstring.SchemeMongoDBSRV+"://") {
+			// Parsing resolves the SRV record; an SRV name is never loopback, so the TLS policy
+			// decides first, without waiting for DNS.
+			if err := checkTLSPolicy(s, []string{"srv record of " + Redact(s.URI)}); err != nil {
+				return nil, nil, nil, err
+			}
+		}
 		cs, err := connstring.ParseAndValidate(s.URI)
 		if err != nil {
 			return nil, nil, nil, scrub(fmt.Errorf("parse URI %s: %w", Redact(s.URI), err), hide...)
