@@ -160,9 +160,12 @@ type Summary struct {
 	CheckpointSaved  bool           `json:"checkpointSaved"`
 	Checkpoints      int            `json:"checkpoints"` // saves during and at the end of the drain
 	LeaseHeldBy      string         `json:"leaseHeldBy,omitempty"`
-	DrainMillis      int64          `json:"drainMillis"`
-	PublishMillis    int64          `json:"publishMillis"`
-	Error            string         `json:"error,omitempty"`
+	// DeadlineCappedByLease: LEASE_TTL was shorter than the time left, so the run ended early
+	// enough never to outlive its lease.
+	DeadlineCappedByLease bool   `json:"deadlineCappedByLease,omitempty"`
+	DrainMillis           int64  `json:"drainMillis"`
+	PublishMillis         int64  `json:"publishMillis"`
+	Error                 string `json:"error,omitempty"`
 }
 
 // pending is an event read from the stream whose position the checkpoint may take once the
@@ -233,6 +236,14 @@ func (r *run) execute(ctx context.Context) error {
 		return err
 	}
 	r.lease = lease
+	// The run ends before its lease can expire, whatever the function's timeout: a capture still
+	// publishing after another one took the expired lease would put the older versions it read
+	// behind the newer ones in Kafka (fencing protects only the checkpoint). Checkpoints renew
+	// the lease, but the deadline is not pushed back: the run stays within its first lease.
+	if !lease.ExpiresAt.IsZero() && lease.ExpiresAt.Before(r.inv.Deadline) {
+		r.inv.Deadline = lease.ExpiresAt
+		r.sum.DeadlineCappedByLease = true
+	}
 	fenced := false
 	defer func() {
 		if fenced {

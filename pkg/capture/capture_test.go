@@ -104,6 +104,11 @@ func TestStopReasons(t *testing.T) {
 			h.opts.ContinuousDrain = time.Hour
 			h.inv.Deadline = h.clock.Now().Add(h.opts.DeadlineMargin + 10*time.Second)
 		}, StopDeadline, 3},
+		{"lease expiring before the deadline ends the run", inserts(1, 3), func(h *harness) {
+			h.opts.ContinuousDrain = time.Hour
+			h.inv.Deadline = h.clock.Now().Add(time.Hour)
+			h.cps.expires = h.clock.Now().Add(h.opts.DeadlineMargin + 10*time.Second)
+		}, StopDeadline, 3},
 		{"continuous drain ignores idle", inserts(1, 3), func(h *harness) { h.opts.ContinuousDrain = 50 * time.Second }, StopContinuousDrain, 3},
 		{"invalidate", append(inserts(1, 2), event(3, "drop", "bar", "foo"), event(4, "invalidate", "", ""), event(5, "insert", "bar", "foo")), nil, StopInvalidate, 3},
 	}
@@ -123,6 +128,12 @@ func TestStopReasons(t *testing.T) {
 			}
 			if !sum.CheckpointSaved || !h.cps.released {
 				t.Errorf("checkpoint saved %v, lease released %v", sum.CheckpointSaved, h.cps.released)
+			}
+			if capped := !h.cps.expires.IsZero(); sum.DeadlineCappedByLease != capped {
+				t.Errorf("DeadlineCappedByLease = %v, want %v", sum.DeadlineCappedByLease, capped)
+			}
+			if !h.cps.expires.IsZero() && h.clock.Now().After(h.cps.expires) {
+				t.Errorf("the run went on until %v, after its lease expired at %v", h.clock.Now(), h.cps.expires)
 			}
 			if tt.wantReason == StopContinuousDrain && h.clock.Now().Sub(start) < 50*time.Second {
 				t.Errorf("continuous drain stopped after %v", h.clock.Now().Sub(start))

@@ -219,6 +219,7 @@ type fakeCheckpoints struct {
 	acked    func() uint64 // the publisher's acknowledged count, recorded with each save
 	ackedAt  []uint64
 	released bool
+	expires  time.Time // ExpiresAt of the leases Acquire hands out; zero: none
 }
 
 func (f *fakeCheckpoints) Load(ctx context.Context, scope string) (checkpoint.State, error) {
@@ -234,7 +235,7 @@ func (f *fakeCheckpoints) Acquire(ctx context.Context, scope, owner string, ttl 
 		return checkpoint.Lease{}, fmt.Errorf("%w on %s: owner %q until 2024-05-01T12:10:00Z", checkpoint.ErrLeaseHeld, scope, f.heldBy)
 	}
 	f.state.Fence++
-	return checkpoint.Lease{Scope: scope, Owner: owner, Fence: f.state.Fence, TTL: ttl}, nil
+	return checkpoint.Lease{Scope: scope, Owner: owner, Fence: f.state.Fence, TTL: ttl, ExpiresAt: f.expires}, nil
 }
 
 func (f *fakeCheckpoints) Save(ctx context.Context, l checkpoint.Lease, pos checkpoint.Position) error {

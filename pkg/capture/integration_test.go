@@ -472,6 +472,7 @@ func TestIntegrationStaleLeaseHolderCannotOverwrite(t *testing.T) {
 		s.insert("bar", "foo", bson.D{{Key: "_id", Value: i}})
 	}
 	s.opts.LeaseTTL = 200 * time.Millisecond
+	s.opts.DeadlineMargin = 20 * time.Millisecond // a run ends before its lease: keep time to read
 	s.opts.CheckpointEvery = 5
 	var second Summary
 	hook := &fencingHook{Checkpoints: s.store, takeOver: func() {
