@@ -131,12 +131,14 @@ func buildHarness(t *testing.T, ctx context.Context, st *stack, opts harnessOpti
 	h.witness = h.streamPosition()
 
 	h.capOpts = capture.Options{
-		Scope:                 capture.Scope{DB: watchDB, Collections: []string{watchColl}},
-		MaxEvents:             1_000_000,
-		MaxBytes:              1 << 30,
-		CheckpointEvery:       opts.CheckpointEvery,
-		IdleTimeout:           300 * time.Millisecond,
-		DeadlineMargin:        2 * time.Second,
+		Scope:           capture.Scope{DB: watchDB, Collections: []string{watchColl}},
+		MaxEvents:       1_000_000,
+		MaxBytes:        1 << 30,
+		CheckpointEvery: opts.CheckpointEvery,
+		IdleTimeout:     300 * time.Millisecond,
+		// A run ends DEADLINE_MARGIN before its lease expires (capture never outlives its lease;
+		// pkg/config wants LEASE_TTL > 2 x DEADLINE_MARGIN).
+		DeadlineMargin:        opts.LeaseTTL / 4,
 		LeaseTTL:              opts.LeaseTTL,
 		ChangeStreamRetention: 3 * time.Hour,
 		MaxMessageBytes:       1_000_000,

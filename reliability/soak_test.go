@@ -31,7 +31,8 @@ func TestSoak(t *testing.T) {
 		}
 		duration, every = d, max(time.Second, d/120)
 	}
-	opts := harnessOptions{Lean: true, Timeout: duration + 3*time.Minute, CheckpointEvery: 500}
+	// LEASE_TTL 20 s: a run may last until 5 s before its lease expires, longer than its 5 s drain.
+	opts := harnessOptions{Lean: true, Timeout: duration + 3*time.Minute, CheckpointEvery: 500, LeaseTTL: 20 * time.Second}
 	ctx := testContext(t, opts)
 	h := buildHarness(t, ctx, startStackProcess(t, ctx), opts)
 
