@@ -14,6 +14,7 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
 	"github.com/docdb-dr/docdb-dr/pkg/docdb"
+	"github.com/docdb-dr/docdb-dr/pkg/kafka"
 )
 
 // Bugs found by these tests (docs/reliability.md, "Bugs found"). Each test failed until its bug
@@ -141,5 +142,32 @@ func TestSRVURIRefusedBeforeDNS(t *testing.T) {
 	took := time.Since(start)
 	if err == nil || !strings.Contains(err.Error(), "TLS is disabled") || took > time.Second {
 		t.Errorf("BUG: mongodb+srv:// with TLS disabled: after %v, error %v; want the TLS policy error at once, before any DNS lookup", took.Round(time.Millisecond), err)
+	}
+}
+
+// TestPublishAfterDeadlineIsRefused: kafka.Batch.Publish with a context that is already done
+// must not send the message. It selects between the producer's input and ctx.Done() without
+// checking ctx first, so when both are ready Go picks one at random and about half such messages
+// are sent. Since 63ff1e7 a capture run's deadline is its lease's expiry, so this lets a stale
+// holder publish one more (possibly older) message after another capture took over; seen as a
+// 10th copy in TestLeaseExpiresWhileHolderRuns.
+func TestPublishAfterDeadlineIsRefused(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	pub, err := h.publisher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, cancel := context.WithCancel(h.ctx)
+	cancel()
+	sent := 0
+	for i := range 200 { // a batch fails for good once Publish reports the context: one try each
+		batch := pub.Begin(100)
+		if _, err := batch.Publish(done, kafka.Message{Key: []byte(fmt.Sprint(i)), Value: []byte("late")}); err == nil {
+			sent++
+		}
+		batch.End()
+	}
+	if sent > 0 {
+		t.Errorf("BUG: %d of 200 messages were accepted by Publish with a context already done", sent)
 	}
 }
