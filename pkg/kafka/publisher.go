@@ -212,6 +212,11 @@ type Batch struct {
 // Publish hands msg to the producer and returns its sequence number. It blocks only while the
 // window is full (or the producer's input is), until ctx is done.
 func (b *Batch) Publish(ctx context.Context, msg Message) (uint64, error) {
+	// A done context refuses the message outright: a select below could otherwise still pick
+	// the send, and a capture stopping at its lease expiry must not publish after it.
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("kafka: not publishing: %w", err)
+	}
 	b.mu.Lock()
 	for {
 		if err := b.err; err != nil {
