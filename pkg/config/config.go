@@ -97,10 +97,10 @@ func LoadCapture(getenv func(string) string) (Capture, error) {
 	c.Kafka.Compression = r.oneOf("KAFKA_COMPRESSION", kafka.Compressions...)
 	c.Kafka.MaxMessageBytes = int(r.integer("KAFKA_MAX_MESSAGE_BYTES", 1024, 100<<20))
 	r.scope(c.WatchDB, c.WatchCollections, c.StateDB, c.StateCollection)
-	if c.LeaseTTL > 0 && c.LeaseTTL <= 2*c.DeadlineMargin {
+	if c.LeaseTTL > 0 && c.LeaseTTL <= c.DeadlineMargin {
 		// A run ends before its lease expires (pkg/capture), and reading stops DEADLINE_MARGIN
 		// before that: the lease must leave time to read.
-		r.fail("LEASE_TTL", "%s leaves no time to drain: it must be more than twice DEADLINE_MARGIN (%s)", c.LeaseTTL, c.DeadlineMargin)
+		r.fail("LEASE_TTL", "%s leaves no time to drain: it must be more than DEADLINE_MARGIN (%s)", c.LeaseTTL, c.DeadlineMargin)
 	}
 	return c, r.err()
 }

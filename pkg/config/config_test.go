@@ -226,13 +226,13 @@ func FuzzLoadCapture(f *testing.F) {
 
 func TestLeaseMustOutlastTheDeadlineMargin(t *testing.T) {
 	env := map[string]string{"PRIMARY_URI": "mongodb://127.0.0.1:27017/", "PRIMARY_TLS": "disabled", "KAFKA_BROKERS": "127.0.0.1:9092",
-		"ARCHIVE_BUCKET": "b", "WATCH_DB": "bar", "LEASE_TTL": "20s", "DEADLINE_MARGIN": "10s"}
+		"ARCHIVE_BUCKET": "b", "WATCH_DB": "bar", "LEASE_TTL": "10s", "DEADLINE_MARGIN": "10s"}
 	_, err := LoadCapture(func(k string) string { return env[k] })
 	if err == nil || !strings.Contains(err.Error(), "LEASE_TTL") || !strings.Contains(err.Error(), "DEADLINE_MARGIN") {
 		t.Fatalf("err = %v, want LEASE_TTL refused for DEADLINE_MARGIN", err)
 	}
-	env["LEASE_TTL"] = "21s"
+	env["LEASE_TTL"] = "11s"
 	if _, err := LoadCapture(func(k string) string { return env[k] }); err != nil {
-		t.Fatalf("LEASE_TTL 21s with DEADLINE_MARGIN 10s refused: %v", err)
+		t.Fatalf("LEASE_TTL 11s with DEADLINE_MARGIN 10s refused: %v", err)
 	}
 }
