@@ -45,15 +45,10 @@ func appendWriteErrors(dst []byte, errs []writeError) []byte {
 // cmdInsert stores documents; a duplicate _id fails that item with 11000.
 // ordered (the default) stops at the first failure.
 func cmdInsert(c *cmdCtx, dst []byte) ([]byte, error) {
-	name, err := c.collName()
+	name, docs, ordered, err := c.writeCommand("documents")
 	if err != nil {
 		return nil, err
 	}
-	docs, err := c.docs("documents")
-	if err != nil {
-		return nil, err
-	}
-	ordered := c.boolean("ordered", true)
 
 	// Prepare outside the lock: validation and _id extraction.
 	type prepared struct {
@@ -108,15 +103,10 @@ func cmdInsert(c *cmdCtx, dst []byte) ([]byte, error) {
 
 // cmdUpdate runs update statements {q, u, upsert, multi, arrayFilters}.
 func cmdUpdate(c *cmdCtx, dst []byte) ([]byte, error) {
-	name, err := c.collName()
+	name, stmts, ordered, err := c.writeCommand("updates")
 	if err != nil {
 		return nil, err
 	}
-	stmts, err := c.docs("updates")
-	if err != nil {
-		return nil, err
-	}
-	ordered := c.boolean("ordered", true)
 
 	type upserted struct {
 		index int
@@ -232,15 +222,10 @@ func (e *engine) updateOne(db, name string, stmt bsoncore.Document) (matched, mo
 
 // cmdDelete runs delete statements {q, limit} (limit 0: all, 1: one).
 func cmdDelete(c *cmdCtx, dst []byte) ([]byte, error) {
-	name, err := c.collName()
+	name, stmts, ordered, err := c.writeCommand("deletes")
 	if err != nil {
 		return nil, err
 	}
-	stmts, err := c.docs("deletes")
-	if err != nil {
-		return nil, err
-	}
-	ordered := c.boolean("ordered", true)
 	var errs []writeError
 	n := 0
 	c.e.lock()

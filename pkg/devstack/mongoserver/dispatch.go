@@ -226,6 +226,18 @@ func intValue(cmd, key string, v bsoncore.Value, def int64) (int64, error) {
 	return 0, errf(codeTypeMismatch, "%s: field %s must be a number, not %s", cmd, key, v.Type)
 }
 
+// writeCommand reads what insert, update and delete share: the collection,
+// the statements in the list named key (see docs), and ordered (default true).
+func (c *cmdCtx) writeCommand(key string) (coll string, stmts []bsoncore.Document, ordered bool, err error) {
+	if coll, err = c.collName(); err != nil {
+		return "", nil, false, err
+	}
+	if stmts, err = c.docs(key); err != nil {
+		return "", nil, false, err
+	}
+	return coll, stmts, c.boolean("ordered", true), nil
+}
+
 // docs returns the documents of a write command's list: from the OP_MSG
 // document sequence named key, or else from the body's array field key.
 func (c *cmdCtx) docs(key string) ([]bsoncore.Document, error) {
