@@ -90,16 +90,7 @@ func (e *engine) appendEntry(en oplogEntry) *oplogEntry {
 	o.lastSeq++
 	en.seq, en.ts, en.wall = o.lastSeq, o.lastTS, now.UnixMilli()
 	o.lastWrite = now
-	if o.count == 0 && len(o.chunks) == 0 {
-		o.baseSeq, o.firstSeq = en.seq, en.seq
-	}
-	if n := len(o.chunks); n == 0 || len(o.chunks[n-1]) == oplogChunk {
-		o.chunks = append(o.chunks, make([]oplogEntry, 0, oplogChunk))
-	}
-	last := len(o.chunks) - 1
-	o.chunks[last] = append(o.chunks[last], en)
-	o.count++
-	o.bytes += en.size()
+	o.restore(en)
 	e.dirty = true
 
 	for o.count > 1 && (o.count > o.maxEntries || (o.maxBytes > 0 && o.bytes > o.maxBytes)) {

@@ -461,7 +461,8 @@ func decodeOplog(sr *snapshotReader, hdr bsoncore.Document, dbs map[string]*data
 	return o, nil
 }
 
-// restore appends an entry that already has its position and time.
+// restore appends an entry that already has its position and time: a loaded
+// snapshot's entries, and every new one once appendEntry has stamped it.
 func (o *oplog) restore(en oplogEntry) {
 	if o.count == 0 && len(o.chunks) == 0 {
 		o.baseSeq, o.firstSeq = en.seq, en.seq
