@@ -13,10 +13,10 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
+	"github.com/docdb-dr/docdb-dr/internal/localrun"
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack"
-	"github.com/docdb-dr/docdb-dr/pkg/pipeline"
 )
 
 // maxDiffs bounds the differences printed per check.
@@ -25,7 +25,7 @@ const maxDiffs = 10
 // checkDR compares DR with the model, byte for byte: every watched document the primary has,
 // at its current version, and every deleted one at the version its last delete removed; nothing
 // else, and nothing of the ignored namespaces. It first checks the model against the primary.
-func checkDR(ctx context.Context, t *testing.T, p *pipeline.Pipeline, w *workload) {
+func checkDR(ctx context.Context, t *testing.T, p *localrun.Pipeline, w *workload) {
 	t.Helper()
 	for _, n := range slices.Concat(w.watched, w.others) {
 		got := readAll(ctx, t, p.Primary(), n)
@@ -171,7 +171,7 @@ type kafkaDelete struct {
 // workload's delete events on watched collections (by resume token), and nothing else is
 // archived. When capture replayed deletes after a crash, Kafka holds them twice and so does the
 // archive, at different coordinates: at-least-once, deduplicated by readers.
-func checkArchive(ctx context.Context, t *testing.T, p *pipeline.Pipeline, w *workload, st *devstack.Stack) {
+func checkArchive(ctx context.Context, t *testing.T, p *localrun.Pipeline, w *workload, st *devstack.Stack) {
 	t.Helper()
 	deletes, records := readTopic(t, st, w)
 

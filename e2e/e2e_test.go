@@ -23,10 +23,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docdb-dr/docdb-dr/internal/faults"
+
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
+	"github.com/docdb-dr/docdb-dr/internal/localrun"
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack"
-	"github.com/docdb-dr/docdb-dr/pkg/pipeline"
+	"github.com/docdb-dr/docdb-dr/pkg/docdb"
 )
 
 var (
@@ -114,19 +117,19 @@ func newScenario(rng *rand.Rand) scenario {
 	return sc
 }
 
-// faults are the injected failures, armed by the chaos loop.
-type faults struct {
-	save, write, put pipeline.Fault
+// injected are the failures, armed by the chaos loop.
+type injected struct {
+	save, write, put faults.Fault
 }
 
-func (f *faults) hooks() pipeline.Hooks {
-	return pipeline.Hooks{
+func (f *injected) hooks() localrun.Hooks {
+	return localrun.Hooks{
 		CaptureDeps: func(d capture.Deps) capture.Deps {
-			d.Checkpoints = pipeline.FailingCheckpoints{Checkpoints: d.Checkpoints, SaveFault: &f.save}
+			d.Checkpoints = faults.FailingCheckpoints{Checkpoints: d.Checkpoints, SaveFault: &f.save}
 			return d
 		},
-		DR:      func(d apply.DR) apply.DR { return pipeline.FailingDR{DR: d, WriteFault: &f.write} },
-		Archive: func(a apply.Archive) apply.Archive { return pipeline.FailingArchive{Archive: a, PutFault: &f.put} },
+		DR:      func(d apply.DR) apply.DR { return faults.FailingDR{DR: d, WriteFault: &f.write} },
+		Archive: func(a apply.Archive) apply.Archive { return faults.FailingArchive{Archive: a, PutFault: &f.put} },
 	}
 }
 
@@ -154,10 +157,10 @@ func runSeed(t *testing.T, seed uint64) {
 	}
 	defer st.Close()
 
-	var f faults
+	var f injected
 	var s stats
-	p, err := pipeline.New(ctx, pipeline.Options{
-		Getenv:          pipeline.Getenv(sc.env, st.Env(), nil),
+	p, err := localrun.New(ctx, localrun.Options{
+		Getenv:          localrun.Getenv(sc.env, st.Env(), nil),
 		ManualCapture:   true, // the chaos loop invokes capture, deciding which invocations crash
 		BatchSize:       sc.batchSize,
 		BatchingWindow:  sc.batchingWindow,
@@ -165,7 +168,7 @@ func runSeed(t *testing.T, seed uint64) {
 		MaxRetryBackoff: 50 * time.Millisecond,
 		Logger:          slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Hooks:           f.hooks(),
-		OnCapture: func(r pipeline.CaptureResult) {
+		OnCapture: func(r localrun.CaptureResult) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			s.captures++
@@ -177,7 +180,7 @@ func runSeed(t *testing.T, seed uint64) {
 				}
 			}
 		},
-		OnApply: func(r pipeline.ApplyResult) {
+		OnApply: func(r localrun.ApplyResult) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			s.applies++
@@ -190,7 +193,7 @@ func runSeed(t *testing.T, seed uint64) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	if err := pipeline.EnableChangeStreams(ctx, p.Primary(), p.Scope()); err != nil {
+	if err := docdb.EnableChangeStreams(ctx, p.Primary(), p.Scope()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.CaptureOnce(ctx, capture.Overrides{}); err != nil { // pins the start
@@ -236,7 +239,7 @@ func runSeed(t *testing.T, seed uint64) {
 // checkpoint (a failing Save, or a context cancelled at a random moment), and arms apply faults
 // (a bulk write failing after k writes, an archive PUT failing) that the event source mapping
 // retries through.
-func chaos(ctx context.Context, p *pipeline.Pipeline, f *faults, s *stats, rng *rand.Rand, done <-chan struct{}) {
+func chaos(ctx context.Context, p *localrun.Pipeline, f *injected, s *stats, rng *rand.Rand, done <-chan struct{}) {
 	for {
 		select {
 		case <-done:

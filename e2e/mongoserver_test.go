@@ -10,7 +10,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver"
 )
 
 // TestUpdateDescriptionReproducesPostImage guards a property apply relies on when a document was

@@ -15,6 +15,7 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
 // The decorators below wrap the interfaces capture and apply talk through (capture.Deps,
@@ -74,8 +75,12 @@ type hookedPublisher struct {
 	before func(n int, b capture.Batch) error
 }
 
-func (p hookedPublisher) Begin(window int) capture.Batch {
-	return &hookedBatch{Batch: p.Publisher.Begin(window), crash: p.crash, before: p.before}
+func (p hookedPublisher) Begin(ctx context.Context, window int) (capture.Batch, error) {
+	b, err := p.Publisher.Begin(ctx, window)
+	if err != nil {
+		return nil, err
+	}
+	return &hookedBatch{Batch: b, crash: p.crash, before: p.before}, nil
 }
 
 type hookedBatch struct {
@@ -117,11 +122,11 @@ type hookedCheckpoints struct {
 	saves      *int
 }
 
-func (c hookedCheckpoints) Acquire(ctx context.Context, scope, owner string, ttl time.Duration) (checkpoint.Lease, error) {
+func (c hookedCheckpoints) Acquire(ctx context.Context, sc, owner string, ttl time.Duration) (checkpoint.Lease, error) {
 	if c.crash.dead() {
 		return checkpoint.Lease{}, errCrashed
 	}
-	l, err := c.Checkpoints.Acquire(ctx, scope, owner, ttl)
+	l, err := c.Checkpoints.Acquire(ctx, sc, owner, ttl)
 	if err == nil && c.acquired != nil {
 		c.acquired(l)
 	}
@@ -269,8 +274,8 @@ type hookedStreams struct {
 	afterEvent func(n int)
 }
 
-func (s hookedStreams) Open(ctx context.Context, scope capture.Scope, start capture.Start) (capture.Stream, error) {
-	st, err := s.StreamOpener.Open(ctx, scope, start)
+func (s hookedStreams) Open(ctx context.Context, sc scope.Scope, start capture.Start) (capture.Stream, error) {
+	st, err := s.StreamOpener.Open(ctx, sc, start)
 	if err != nil {
 		return nil, err
 	}

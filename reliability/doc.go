@@ -4,7 +4,7 @@
 // What is here, file by file:
 //
 //   - stack_test.go: the embedded stack these tests run on — the primary and DR Mongo-wire
-//     servers (pkg/devstack/mongoserver, with their fault hooks DropConnections and
+//     servers (internal/devstack/mongoserver, with their fault hooks DropConnections and
 //     SetUnavailable), kfake behind a TCP proxy that can be slowed down or cut off
 //     (proxy_test.go), and gofakes3 behind an endpoint that can be made unreachable.
 //   - harness_test.go: capture and apply wired as the Lambda functions wire them (real driver,

@@ -16,14 +16,15 @@ import (
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
+	"github.com/docdb-dr/docdb-dr/internal/esm"
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
-	"github.com/docdb-dr/docdb-dr/pkg/eventsource"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
-// harnessOptions change how a test's functions are built. The zero value is the plain pipeline.
+// harnessOptions change how a test's functions are built. The zero value is the plain localrun.
 type harnessOptions struct {
 	CheckpointEvery int           // capture's CHECKPOINT_EVERY; default 1000 (one save per run)
 	LeaseTTL        time.Duration // capture's LEASE_TTL; default 2s, so a crashed holder's lease frees soon
@@ -83,7 +84,7 @@ type harness struct {
 
 	handler *apply.Handler
 	applyFn applyFunc
-	esm     *eventsource.EventSource
+	esm     *esm.EventSource
 	applyMu sync.Mutex
 	applies []applyCall
 
@@ -131,7 +132,7 @@ func buildHarness(t *testing.T, ctx context.Context, st *stack, opts harnessOpti
 	h.witness = h.streamPosition()
 
 	h.capOpts = capture.Options{
-		Scope:           capture.Scope{DB: watchDB, Collections: []string{watchColl}},
+		Scope:           scope.Scope{DB: watchDB, Collections: []string{watchColl}},
 		MaxEvents:       1_000_000,
 		MaxBytes:        1 << 30,
 		CheckpointEvery: opts.CheckpointEvery,
@@ -191,7 +192,7 @@ func (h *harness) startMapping() {
 		h.t.Fatal(err)
 	}
 	sc.Consumer.MaxWaitTime = 100 * time.Millisecond
-	h.esm, err = eventsource.New(eventsource.Config{
+	h.esm, err = esm.New(esm.Config{
 		Brokers:         h.brokers,
 		Topic:           topic,
 		GroupID:         h.opts.GroupID,

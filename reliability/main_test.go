@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack"
 )
 
 // stackChildEnv, when "1", makes the test binary serve a local stack instead of running tests:

@@ -15,13 +15,13 @@ import (
 
 	"go.mongodb.org/mongo-driver/bson"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver"
+	"github.com/docdb-dr/docdb-dr/internal/localrun"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/config"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
 	"github.com/docdb-dr/docdb-dr/pkg/docdb"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
-	"github.com/docdb-dr/docdb-dr/pkg/pipeline"
 )
 
 // secretScan collects everything the functions said — log lines, EMF lines, error strings,
@@ -191,12 +191,12 @@ func TestCredentialsNeverLeak(t *testing.T) {
 		t.Fatal("connected to a closed port")
 	}
 	scan.note(err)
-	_, err = config.LoadCapture(pipeline.Getenv(map[string]string{"PRIMARY_URI": "http://" + url.UserPassword(user, password).String() + "@db.example.com", "WATCH_DB": watchDB}, st.Env(), nil))
+	_, err = config.LoadCapture(localrun.Getenv(map[string]string{"PRIMARY_URI": "http://" + url.UserPassword(user, password).String() + "@db.example.com", "WATCH_DB": watchDB}, st.Env(), nil))
 	if err == nil {
 		t.Fatal("a http:// URI was accepted")
 	}
 	scan.note(err)
-	_, err = pipeline.New(ctx, pipeline.Options{Getenv: pipeline.Getenv(map[string]string{"PRIMARY_URI": badURI, "WATCH_DB": watchDB}, st.Env(), nil), Logger: jsonLogger(scan.logs), Metrics: scan.emf})
+	_, err = localrun.New(ctx, localrun.Options{Getenv: localrun.Getenv(map[string]string{"PRIMARY_URI": badURI, "WATCH_DB": watchDB}, st.Env(), nil), Logger: jsonLogger(scan.logs), Metrics: scan.emf})
 	if err == nil {
 		t.Fatal("a pipeline with a wrong password started")
 	}
@@ -221,7 +221,7 @@ func TestCredentialsNeverLeak(t *testing.T) {
 
 // startSecurePipeline starts the local runner of both functions on env (with overrides), logging
 // and emitting metrics into the scan, and pins the checkpoint.
-func startSecurePipeline(t *testing.T, ctx context.Context, scan *secretScan, env []string, overrides map[string]string) *pipeline.Pipeline {
+func startSecurePipeline(t *testing.T, ctx context.Context, scan *secretScan, env []string, overrides map[string]string) *localrun.Pipeline {
 	t.Helper()
 	o := map[string]string{
 		"WATCH_DB": watchDB, "WATCH_COLLECTIONS": watchColl,
@@ -237,8 +237,8 @@ func startSecurePipeline(t *testing.T, ctx context.Context, scan *secretScan, en
 		}
 		o[k] = v
 	}
-	p, err := pipeline.New(ctx, pipeline.Options{
-		Getenv:          pipeline.Getenv(o, env, nil),
+	p, err := localrun.New(ctx, localrun.Options{
+		Getenv:          localrun.Getenv(o, env, nil),
 		ManualCapture:   true,
 		Logger:          jsonLogger(scan.logs),
 		Metrics:         scan.emf,
@@ -247,14 +247,14 @@ func startSecurePipeline(t *testing.T, ctx context.Context, scan *secretScan, en
 		MaxRetryBackoff: 200 * time.Millisecond,
 		GroupID:         group,
 		ApplyTimeout:    applyTimeout,
-		OnApply:         func(r pipeline.ApplyResult) { scan.noteAsync(r.Err) },
-		OnCapture:       func(r pipeline.CaptureResult) { scan.noteAsync(r.Err) },
+		OnApply:         func(r localrun.ApplyResult) { scan.noteAsync(r.Err) },
+		OnCapture:       func(r localrun.CaptureResult) { scan.noteAsync(r.Err) },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close() })
-	if err := pipeline.EnableChangeStreams(ctx, p.Primary(), p.Scope()); err != nil {
+	if err := docdb.EnableChangeStreams(ctx, p.Primary(), p.Scope()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.CaptureOnce(ctx, capture.Overrides{}); err != nil {

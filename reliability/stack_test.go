@@ -20,9 +20,9 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver"
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
 	"github.com/docdb-dr/docdb-dr/pkg/docdb"
 )
 
@@ -41,7 +41,7 @@ const (
 )
 
 // stack is the embedded local stack of one test. It is assembled here from the same parts as
-// pkg/devstack (which does not hand out its servers) so that the tests can reach the fault
+// internal/devstack (which does not hand out its servers) so that the tests can reach the fault
 // hooks: the Mongo servers' DropConnections and SetUnavailable, a proxy in front of Kafka, and
 // an S3 endpoint that can be cut off.
 type stack struct {

@@ -20,11 +20,12 @@ import (
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
+	"github.com/docdb-dr/docdb-dr/internal/localrun"
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack"
-	"github.com/docdb-dr/docdb-dr/pkg/pipeline"
+	"github.com/docdb-dr/docdb-dr/pkg/docdb"
 )
 
 func init() {
@@ -157,7 +158,7 @@ func formatFigure(v float64) string {
 
 // benchStack starts an embedded stack and a pipeline over it watching bench.<coll>, with change
 // streams enabled and the checkpoint pinned at "now".
-func (b *bench) benchStack(ctx context.Context, coll string, env map[string]string, opts pipeline.Options) (*devstack.Stack, *pipeline.Pipeline, error) {
+func (b *bench) benchStack(ctx context.Context, coll string, env map[string]string, opts localrun.Options) (*devstack.Stack, *localrun.Pipeline, error) {
 	st, err := devstack.Start(ctx, devstack.Options{Logger: b.log.With("component", "devstack")})
 	if err != nil {
 		return nil, nil, fmt.Errorf("start the embedded stack: %w", err)
@@ -166,16 +167,16 @@ func (b *bench) benchStack(ctx context.Context, coll string, env map[string]stri
 	for k, v := range env {
 		overrides[k] = v
 	}
-	opts.Getenv = pipeline.Getenv(overrides, st.Env(), nil)
+	opts.Getenv = localrun.Getenv(overrides, st.Env(), nil)
 	opts.Logger = b.log
 	opts.BatchSize = b.cfg.batchSize
 	opts.BatchingWindow = b.cfg.batchingWindow
-	p, err := pipeline.New(ctx, opts)
+	p, err := localrun.New(ctx, opts)
 	if err != nil {
 		_ = st.Close()
 		return nil, nil, err
 	}
-	err = pipeline.EnableChangeStreams(ctx, p.Primary(), p.Scope())
+	err = docdb.EnableChangeStreams(ctx, p.Primary(), p.Scope())
 	if err == nil {
 		_, err = p.CaptureOnce(ctx, capture.Overrides{IdleTimeout: capture.Duration(10 * time.Millisecond), ContinuousDrain: capture.Duration(10 * time.Millisecond)})
 	}
@@ -215,10 +216,10 @@ func (b *bench) throughput(ctx context.Context) error {
 	)
 	st, p, err := b.benchStack(ctx, "events", map[string]string{
 		"MAX_AWAIT": "100ms", "IDLE_TIMEOUT": "2s", "CONTINUOUS_DRAIN": "0",
-	}, pipeline.Options{
+	}, localrun.Options{
 		ManualCapture:  true,
 		CaptureTimeout: 10 * time.Minute,
-		OnApply: func(r pipeline.ApplyResult) {
+		OnApply: func(r localrun.ApplyResult) {
 			mu.Lock()
 			defer mu.Unlock()
 			if r.Err != nil {
@@ -513,10 +514,10 @@ func (b *bench) lag(ctx context.Context, mode lagMode) error {
 		"IDLE_TIMEOUT":     c.idleTimeout.String(),
 		"CONTINUOUS_DRAIN": mode.drain.String(),
 		"DEADLINE_MARGIN":  c.deadlineMargin.String(),
-	}, pipeline.Options{
+	}, localrun.Options{
 		CaptureInterval: c.schedule,
 		CaptureTimeout:  c.captureTimeout,
-		Hooks:           pipeline.Hooks{DR: func(d apply.DR) apply.DR { rec.DR = d; return rec }},
+		Hooks:           localrun.Hooks{DR: func(d apply.DR) apply.DR { rec.DR = d; return rec }},
 	})
 	if err != nil {
 		return err

@@ -22,12 +22,12 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
 	"github.com/docdb-dr/docdb-dr/pkg/bootstrap"
-	"github.com/docdb-dr/docdb-dr/pkg/bootstrap/partition"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
 	"github.com/docdb-dr/docdb-dr/pkg/config"
 	"github.com/docdb-dr/docdb-dr/pkg/docdb"
 	"github.com/docdb-dr/docdb-dr/pkg/restore"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
 func init() {
@@ -52,11 +52,11 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: docdbdr bootstrap [flags]
 
-Copies every document of the scope (WATCH_DB / WATCH_COLLECTIONS, or --db / --collections) from
+Copies every document of the sc (WATCH_DB / WATCH_COLLECTIONS, or --db / --collections) from
 PRIMARY_* to DR_* with bulk upserts of the raw BSON in parallel _id ranges. The change-stream
 position is taken before the copy starts; when the copy is complete the capture checkpoint
 (STATE_DB.STATE_COLLECTION on the primary) is reset to it, so capture replays every change made
-during the copy. Stop capture for the scope while bootstrap runs. Progress is recorded in
+during the copy. Stop capture for the sc while bootstrap runs. Progress is recorded in
 docdbdr.bootstrap on DR: run the same command again to resume an interrupted copy.
 
 flags:`)
@@ -65,14 +65,14 @@ flags:`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	env, scope, nsmap, primary, dr, err := openScoped(ctx, sf, stderr)
+	env, sc, nsmap, primary, dr, err := openScoped(ctx, sf, stderr)
 	if err != nil {
 		return err
 	}
 	defer disconnect(primary, dr)
 
 	opts := bootstrap.Options{
-		Primary: primary, DR: dr, Scope: scope, MapNamespace: nsmap,
+		Primary: primary, DR: dr, Scope: sc, MapNamespace: nsmap,
 		Workers: *workers, Ranges: *ranges, BatchDocs: *batch, Restart: *restart,
 		Who: *who, Retention: *retention, Progress: stderr, Logger: env.log,
 	}
@@ -90,9 +90,9 @@ flags:`)
 	}
 	switch {
 	case res.AlreadyDone:
-		fmt.Fprintf(stdout, "scope %s was already bootstrapped (start position %s); use --restart to copy again\n", scope.Key(), res.Start)
+		fmt.Fprintf(stdout, "sc %s was already bootstrapped (start position %s); use --restart to copy again\n", sc.ID(), res.Start)
 	default:
-		fmt.Fprintf(stdout, "bootstrap of %s complete: %d documents, %d bytes copied in %s\n", scope.Key(), res.Docs, res.Bytes, res.Elapsed.Round(time.Millisecond))
+		fmt.Fprintf(stdout, "bootstrap of %s complete: %d documents, %d bytes copied in %s\n", sc.ID(), res.Docs, res.Bytes, res.Elapsed.Round(time.Millisecond))
 		for _, c := range res.Collections {
 			fmt.Fprintf(stdout, "  %s: %d documents in %d range(s)\n", c.Name, c.Docs, c.Ranges)
 		}
@@ -132,12 +132,12 @@ func loadToolEnv(stderr io.Writer) (*toolEnv, error) {
 // openScoped is the start of a tool that works on a scope in both clusters: the environment, the
 // scope (flags over WATCH_*), NAMESPACE_MAP, and clients of the primary and DR, which the caller
 // disconnects.
-func openScoped(ctx context.Context, sf scopeFlags, stderr io.Writer) (env *toolEnv, scope partition.Scope,
+func openScoped(ctx context.Context, sf scopeFlags, stderr io.Writer) (env *toolEnv, sc scope.Scope,
 	nsmap func(changeevent.Namespace) changeevent.Namespace, primary, dr *mongo.Client, err error) {
 	if env, err = loadToolEnv(stderr); err != nil {
 		return
 	}
-	if scope, err = env.scope(sf); err != nil {
+	if sc, err = env.scope(sf); err != nil {
 		fmt.Fprintln(stderr, err)
 		err = errUsage
 		return
@@ -161,10 +161,10 @@ func addScopeFlags(fs *flag.FlagSet) scopeFlags {
 	}
 }
 
-func (e *toolEnv) scope(f scopeFlags) (partition.Scope, error) {
-	s := partition.Scope{DB: e.cfg.WatchDB, Collections: e.cfg.WatchCollections}
+func (e *toolEnv) scope(f scopeFlags) (scope.Scope, error) {
+	s := scope.Scope{DB: e.cfg.WatchDB, Collections: e.cfg.WatchCollections}
 	if *f.db != "" {
-		s = partition.Scope{DB: *f.db}
+		s = scope.Scope{DB: *f.db}
 	}
 	if *f.collections != "" {
 		s.Collections = nil

@@ -17,10 +17,11 @@ import (
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
+	"github.com/docdb-dr/docdb-dr/internal/localrun"
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack"
-	"github.com/docdb-dr/docdb-dr/pkg/pipeline"
+	"github.com/docdb-dr/docdb-dr/pkg/docdb"
 )
 
 func init() {
@@ -87,7 +88,7 @@ flags:`)
 	defer env.close()
 	fmt.Fprintf(stdout, "docdb-dr demo on %s\n", env.description)
 
-	p, err := pipeline.New(ctx, pipeline.Options{
+	p, err := localrun.New(ctx, localrun.Options{
 		Getenv:          env.getenv,
 		CaptureInterval: *interval,
 		BatchingWindow:  100 * time.Millisecond,
@@ -122,7 +123,7 @@ type environment struct {
 func openEnvironment(ctx context.Context, overrides map[string]string, log *slog.Logger) (environment, error) {
 	if os.Getenv("PRIMARY_URI") != "" || os.Getenv("PRIMARY_SECRET_ARN") != "" {
 		return environment{
-			getenv:      pipeline.Getenv(overrides, nil, os.Getenv),
+			getenv:      localrun.Getenv(overrides, nil, os.Getenv),
 			description: "the services named by the environment (PRIMARY_*, DR_*, KAFKA_*, ARCHIVE_*)",
 			close:       func() {},
 		}, nil
@@ -134,7 +135,7 @@ func openEnvironment(ctx context.Context, overrides map[string]string, log *slog
 	return environment{
 		// The stack's endpoints win over the process environment, which may still tune the rest
 		// (LOG_LEVEL, INTERCEPT_POLICY, ...).
-		getenv:      pipeline.Getenv(overrides, st.Env(), os.Getenv),
+		getenv:      localrun.Getenv(overrides, st.Env(), os.Getenv),
 		embedded:    true,
 		description: fmt.Sprintf("the embedded local stack (DocumentDB-like primary, DR, Kafka %s, S3 %s)", strings.Join(st.KafkaBrokers, ","), st.S3Endpoint),
 		close:       func() { _ = st.Close() },
@@ -143,7 +144,7 @@ func openEnvironment(ctx context.Context, overrides map[string]string, log *slog
 
 // demo holds the run's state and the results of its checks.
 type demo struct {
-	p       *pipeline.Pipeline
+	p       *localrun.Pipeline
 	out     io.Writer
 	timeout time.Duration
 	results []stepResult
@@ -175,7 +176,7 @@ func (d *demo) setup(ctx context.Context, embedded bool) error {
 			return fmt.Errorf("%s.%s on the primary holds %d documents: the demo needs it empty (step 4 checks that it is)", demoDB, demoWatched, n)
 		}
 	}
-	if err := pipeline.EnableChangeStreams(ctx, d.p.Primary(), d.p.Scope()); err != nil {
+	if err := docdb.EnableChangeStreams(ctx, d.p.Primary(), d.p.Scope()); err != nil {
 		if embedded {
 			return err
 		}
@@ -384,7 +385,7 @@ func (d *demo) waitSameInDR(ctx context.Context, want bson.Raw) (string, error) 
 // waitCaptured waits for a capture invocation that started after since (so its checkpoint is
 // past every write before since) and for apply to handle everything capture published: a check
 // made afterwards can fail.
-func (d *demo) waitCaptured(ctx context.Context, since time.Time) (pipeline.CaptureResult, error) {
+func (d *demo) waitCaptured(ctx context.Context, since time.Time) (localrun.CaptureResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	inv, err := d.p.WaitCapture(ctx, since)

@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/docdb-dr/docdb-dr/pkg/devstack"
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
 )
 
 func init() {

@@ -20,7 +20,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
-	"github.com/docdb-dr/docdb-dr/pkg/devstack"
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
 )
 
 func TestRunExitStatus(t *testing.T) {

@@ -80,7 +80,7 @@ flags:`)
 	defer disconnect(primary)
 
 	store := env.checkpoints(primary)
-	id := scope.Key()
+	id := scope.ID()
 	prev, err := store.Load(ctx, id)
 	if err != nil {
 		return err

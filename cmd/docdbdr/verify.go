@@ -30,7 +30,7 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: docdbdr verify [flags]
 
-Compares every document of the scope in PRIMARY_* and DR_* by its raw BSON (a change of type
+Compares every document of the sc in PRIMARY_* and DR_* by its raw BSON (a change of type
 alone is a difference) and reports documents missing in DR, different, and extra in DR. Extra
 documents whose delete (or collection drop) is in the archive (ARCHIVE_BUCKET) are intercepted
 deletes, kept in DR on purpose, and are not differences. Exit status 1 when there are real
@@ -42,13 +42,13 @@ flags:`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	env, scope, nsmap, primary, dr, err := openScoped(ctx, sf, stderr)
+	env, sc, nsmap, primary, dr, err := openScoped(ctx, sf, stderr)
 	if err != nil {
 		return err
 	}
 	defer disconnect(primary, dr)
 
-	opts := verify.Options{Primary: primary, DR: dr, Scope: scope, MapNamespace: nsmap,
+	opts := verify.Options{Primary: primary, DR: dr, Scope: sc, MapNamespace: nsmap,
 		Workers: *workers, Ranges: *ranges, MaxListed: *list, Logger: env.log}
 	reader, ok, err := env.archiveReader(ctx)
 	if err != nil {

@@ -11,8 +11,8 @@ import (
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver/mongotest"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver/mongotest"
 )
 
 // startMongo starts an embedded server for the test and returns a client of it.

@@ -109,3 +109,15 @@ func contentType(key string) string {
 		return "application/octet-stream"
 	}
 }
+
+// NewS3Client returns an S3 client from the AWS configuration. A non-empty endpoint (S3_ENDPOINT:
+// the local stack, MinIO) replaces AWS's, with path-style addressing. Every component that talks
+// to the archive bucket builds its client here.
+func NewS3Client(awsCfg aws.Config, endpoint string) *s3.Client {
+	return s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if endpoint != "" {
+			o.BaseEndpoint = aws.String(endpoint)
+			o.UsePathStyle = true
+		}
+	})
+}

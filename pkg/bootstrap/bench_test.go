@@ -13,12 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
+
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
-	"github.com/docdb-dr/docdb-dr/pkg/bootstrap/partition"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver"
 )
 
 // TestThroughputRatio compares bootstrap with a raw bulk copy of the same data (one cursor,
@@ -77,7 +78,7 @@ func TestThroughputRatio(t *testing.T) {
 		dr, stop := startCluster(t)
 		defer stop()
 		began := time.Now()
-		res, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: partition.Scope{DB: "bar", Collections: []string{"foo"}},
+		res, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: scope.Scope{DB: "bar", Collections: []string{"foo"}},
 			Workers: workers, Ranges: ranges, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)

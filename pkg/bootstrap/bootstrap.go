@@ -31,6 +31,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
+
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -42,14 +44,14 @@ import (
 // Checkpointer sets the capture checkpoint of a scope to a start position (implemented over
 // pkg/checkpoint by the CLI). who says which operator or tool did it, for the audit fields.
 type Checkpointer interface {
-	SetStart(ctx context.Context, scope partition.Scope, start StartPosition, who string) error
+	SetStart(ctx context.Context, scope scope.Scope, start StartPosition, who string) error
 }
 
 // Options configures a bootstrap run. Primary, DR and Scope are required.
 type Options struct {
 	Primary *mongo.Client
 	DR      *mongo.Client
-	Scope   partition.Scope
+	Scope   scope.Scope
 
 	// MapNamespace gives the DR namespace of a primary namespace (NAMESPACE_MAP); nil keeps it.
 	MapNamespace func(changeevent.Namespace) changeevent.Namespace
@@ -103,7 +105,7 @@ func (o *Options) defaults() error {
 
 // Result describes a finished run.
 type Result struct {
-	Scope         partition.Scope    `json:"scope"`
+	Scope         scope.Scope        `json:"scope"`
 	Start         StartPosition      `json:"start"`
 	Resumed       bool               `json:"resumed"`     // continued an interrupted run
 	AlreadyDone   bool               `json:"alreadyDone"` // the scope was already bootstrapped; nothing done
@@ -129,8 +131,8 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	began := time.Now()
-	log := opts.Logger.With("scope", opts.Scope.Key())
-	st := stateStore{coll: opts.DR.Database(opts.StateDB).Collection(opts.StateCollection), key: opts.Scope.Key()}
+	log := opts.Logger.With("scope", opts.Scope.ID())
+	st := stateStore{coll: opts.DR.Database(opts.StateDB).Collection(opts.StateCollection), key: opts.Scope.ID()}
 
 	run, err := st.loadRun(ctx)
 	if err != nil {
@@ -257,7 +259,7 @@ func copyRanges(ctx context.Context, opts Options, st stateStore, run *runDoc, r
 			todo = append(todo, r)
 		}
 	}
-	prog := newProgress(opts.Progress, opts.Scope.Key(), run.Estimated, prior, opts.ProgressEvery)
+	prog := newProgress(opts.Progress, opts.Scope.ID(), run.Estimated, prior, opts.ProgressEvery)
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

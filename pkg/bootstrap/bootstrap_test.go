@@ -12,14 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
+
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
-	"github.com/docdb-dr/docdb-dr/pkg/bootstrap/partition"
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver/mongotest"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver/mongotest"
 )
 
 // newCluster starts an embedded server for the test and returns a client of it.
@@ -30,14 +31,14 @@ type fakeCheckpoint struct {
 	mu    sync.Mutex
 	calls []StartPosition
 	who   string
-	scope partition.Scope
+	sc    scope.Scope
 }
 
-func (f *fakeCheckpoint) SetStart(_ context.Context, scope partition.Scope, start StartPosition, who string) error {
+func (f *fakeCheckpoint) SetStart(_ context.Context, sc scope.Scope, start StartPosition, who string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, start)
-	f.scope, f.who = scope, who
+	f.sc, f.who = sc, who
 	return nil
 }
 
@@ -124,27 +125,27 @@ func TestBootstrapCopiesScopeWithTypesIntact(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		scope   partition.Scope
+		sc      scope.Scope
 		colls   map[string]func(i int) any // collections created in db "bar", with their _id kind
 		n       int
 		workers int
 		ranges  int
 		copied  []string // collections expected on DR
 	}{
-		{name: "ObjectId ids, 4 workers, 8 ranges", scope: partition.Scope{DB: "bar", Collections: []string{"foo"}},
+		{name: "ObjectId ids, 4 workers, 8 ranges", sc: scope.Scope{DB: "bar", Collections: []string{"foo"}},
 			colls: map[string]func(int) any{"foo": oid, "exa": oid}, n: 3000, workers: 4, ranges: 8, copied: []string{"foo"}},
-		{name: "int64 ids, one worker", scope: partition.Scope{DB: "bar", Collections: []string{"foo"}},
+		{name: "int64 ids, one worker", sc: scope.Scope{DB: "bar", Collections: []string{"foo"}},
 			colls: map[string]func(int) any{"foo": func(i int) any { return int64(i * 7) }}, n: 2000, workers: 1, ranges: 4, copied: []string{"foo"}},
-		{name: "string ids", scope: partition.Scope{DB: "bar", Collections: []string{"foo"}},
+		{name: "string ids", sc: scope.Scope{DB: "bar", Collections: []string{"foo"}},
 			colls: map[string]func(int) any{"foo": func(i int) any { return fmt.Sprintf("k-%06d", i) }}, n: 2000, workers: 3, ranges: 6, copied: []string{"foo"}},
-		{name: "mixed id types fall back to one range", scope: partition.Scope{DB: "bar", Collections: []string{"foo"}},
+		{name: "mixed id types fall back to one range", sc: scope.Scope{DB: "bar", Collections: []string{"foo"}},
 			colls: map[string]func(int) any{"foo": func(i int) any {
 				if i%2 == 0 {
 					return int32(i)
 				}
 				return fmt.Sprint(i)
 			}}, n: 2000, workers: 4, ranges: 8, copied: []string{"foo"}},
-		{name: "whole database", scope: partition.Scope{DB: "bar"},
+		{name: "whole database", sc: scope.Scope{DB: "bar"},
 			colls: map[string]func(int) any{"foo": oid, "exa": func(i int) any { return int32(i) }}, n: 1000, workers: 2, ranges: 3, copied: []string{"exa", "foo"}},
 	}
 	for _, tt := range tests {
@@ -156,7 +157,7 @@ func TestBootstrapCopiesScopeWithTypesIntact(t *testing.T) {
 			}
 			cp := &fakeCheckpoint{}
 			var out bytes.Buffer
-			res, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: tt.scope, Workers: tt.workers, Ranges: tt.ranges,
+			res, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: tt.sc, Workers: tt.workers, Ranges: tt.ranges,
 				BatchDocs: 250, Checkpoint: cp, Who: "tester", Progress: &out, ProgressEvery: time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
@@ -171,18 +172,18 @@ func TestBootstrapCopiesScopeWithTypesIntact(t *testing.T) {
 			if want := int64(tt.n * len(tt.copied)); res.Docs != want {
 				t.Errorf("Result.Docs = %d, want %d", res.Docs, want)
 			}
-			if len(cp.calls) != 1 || cp.calls[0].IsZero() || cp.who != "tester" || cp.scope.Key() != tt.scope.Key() {
-				t.Errorf("checkpoint calls = %+v who=%q scope=%v", cp.calls, cp.who, cp.scope)
+			if len(cp.calls) != 1 || cp.calls[0].IsZero() || cp.who != "tester" || cp.sc.ID() != tt.sc.ID() {
+				t.Errorf("checkpoint calls = %+v who=%q sc=%v", cp.calls, cp.who, cp.sc)
 			}
 			if !res.CheckpointSet || res.Start.IsZero() {
 				t.Errorf("result = %+v", res)
 			}
-			if !strings.Contains(out.String(), fmt.Sprintf("bootstrap %s: %s", tt.scope.Key(), groupDigits(res.Docs))) {
+			if !strings.Contains(out.String(), fmt.Sprintf("bootstrap %s: %s", tt.sc.ID(), groupDigits(res.Docs))) {
 				t.Errorf("final progress line missing: %q", out.String())
 			}
 
 			// A second run leaves the finished scope alone.
-			again, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: tt.scope, Checkpoint: cp})
+			again, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: tt.sc, Checkpoint: cp})
 			if err != nil || !again.AlreadyDone || again.Docs != 0 || len(cp.calls) != 1 {
 				t.Errorf("second run: %+v, %v, checkpoint calls %d", again, err, len(cp.calls))
 			}
@@ -199,8 +200,8 @@ func TestBootstrapInterruptedResumes(t *testing.T) {
 	src, dst := primary.Database("bar").Collection("foo"), dr.Database("bar").Collection("foo")
 	const n = 20000
 	seed(t, src, n, func(i int) any { return int64(i) })
-	scope := partition.Scope{DB: "bar", Collections: []string{"foo"}}
-	opts := Options{Primary: primary, DR: dr, Scope: scope, Workers: 2, Ranges: 6, BatchDocs: 200, Checkpoint: &fakeCheckpoint{}}
+	sc := scope.Scope{DB: "bar", Collections: []string{"foo"}}
+	opts := Options{Primary: primary, DR: dr, Scope: sc, Workers: 2, Ranges: 6, BatchDocs: 200, Checkpoint: &fakeCheckpoint{}}
 
 	cctx, cancel := context.WithCancel(ctx)
 	go func() { // interrupt once a quarter is copied
@@ -306,7 +307,7 @@ func TestBootstrapWhileWritesContinue(t *testing.T) {
 	time.Sleep(20 * time.Millisecond) // some writes before the start position too
 	cp := &fakeCheckpoint{}
 	before := writes.Load()
-	res, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: partition.Scope{DB: "bar", Collections: []string{"foo"}},
+	res, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: scope.Scope{DB: "bar", Collections: []string{"foo"}},
 		Workers: 2, Ranges: 4, BatchDocs: 100, Checkpoint: cp})
 	during := writes.Load() - before
 	close(stop)

@@ -4,7 +4,8 @@ import (
 	"context"
 	"time"
 
-	"github.com/docdb-dr/docdb-dr/pkg/bootstrap/partition"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
+
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
 )
 
@@ -17,12 +18,12 @@ type CheckpointStore struct {
 }
 
 // SetStart implements Checkpointer.
-func (c CheckpointStore) SetStart(ctx context.Context, scope partition.Scope, start StartPosition, who string) error {
+func (c CheckpointStore) SetStart(ctx context.Context, sc scope.Scope, start StartPosition, who string) error {
 	var to checkpoint.ResetTo
 	if !start.ClusterTime.IsZero() {
 		to.StartAt = time.Unix(int64(start.ClusterTime.T), 0).UTC()
 	} else {
 		to.ResumeToken = start.ResumeToken
 	}
-	return c.Store.Reset(ctx, scope.Key(), to, who)
+	return c.Store.Reset(ctx, sc.ID(), to, who)
 }

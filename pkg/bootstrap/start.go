@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
+
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
-
-	"github.com/docdb-dr/docdb-dr/pkg/bootstrap/partition"
 )
 
 // StartPosition is where capture must resume after a bootstrap: a point of the primary's change
@@ -48,7 +48,7 @@ func (p StartPosition) String() string {
 	return s
 }
 
-// TakeStartPosition reads the current position of the primary's change history for scope. It
+// TakeStartPosition reads the current position of the primary's change history for sc. It
 // asks for both forms capture can start from:
 //   - the operationTime the server returns for a command run in a session (MongoDB, and
 //     DocumentDB clusters that report it);
@@ -57,7 +57,7 @@ func (p StartPosition) String() string {
 //     taking the token of an event would start *after* that event and lose it.
 //
 // It fails when the server reports neither.
-func TakeStartPosition(ctx context.Context, primary *mongo.Client, scope partition.Scope) (StartPosition, error) {
+func TakeStartPosition(ctx context.Context, primary *mongo.Client, sc scope.Scope) (StartPosition, error) {
 	pos := StartPosition{TakenAt: time.Now().UTC()}
 	var errs []error
 
@@ -79,10 +79,10 @@ func TakeStartPosition(ctx context.Context, primary *mongo.Client, scope partiti
 	// (modifyChangeStreams): watch the scope's first collection when it lists some. A post-batch
 	// token carries no collection, so it resumes a database-wide stream as well.
 	var cs *mongo.ChangeStream
-	if len(scope.Collections) > 0 {
-		cs, err = primary.Database(scope.DB).Collection(scope.Collections[0]).Watch(ctx, mongo.Pipeline{})
+	if len(sc.Collections) > 0 {
+		cs, err = primary.Database(sc.DB).Collection(sc.Collections[0]).Watch(ctx, mongo.Pipeline{})
 	} else {
-		cs, err = primary.Database(scope.DB).Watch(ctx, mongo.Pipeline{})
+		cs, err = primary.Database(sc.DB).Watch(ctx, mongo.Pipeline{})
 	}
 	if err == nil {
 		if tok := cs.ResumeToken(); len(tok) > 0 {
@@ -90,7 +90,7 @@ func TakeStartPosition(ctx context.Context, primary *mongo.Client, scope partiti
 		}
 		_ = cs.Close(ctx)
 	} else {
-		errs = append(errs, fmt.Errorf("open a change stream on %s: %w", scope.DB, err))
+		errs = append(errs, fmt.Errorf("open a change stream on %s: %w", sc.DB, err))
 	}
 
 	if pos.IsZero() {

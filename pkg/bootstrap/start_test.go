@@ -4,13 +4,14 @@ import (
 	"context"
 	"testing"
 
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
+
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
-	"github.com/docdb-dr/docdb-dr/pkg/bootstrap/partition"
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
 )
 
 // TestTakeStartPosition checks the position on a MongoDB-like server and on a DocumentDB-like
@@ -49,7 +50,7 @@ func TestTakeStartPosition(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			pos, err := TakeStartPosition(ctx, c, partition.Scope{DB: "bar", Collections: []string{"foo"}})
+			pos, err := TakeStartPosition(ctx, c, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -70,8 +71,8 @@ func TestCheckpointStoreSetsCaptureStart(t *testing.T) {
 	primary, dr := newCluster(t), newCluster(t)
 	seed(t, primary.Database("bar").Collection("foo"), 10, func(i int) any { return int32(i) })
 	store := checkpoint.New(primary.Database("docdbdr").Collection("checkpoints"), nil)
-	scope := partition.Scope{DB: "bar", Collections: []string{"foo"}}
-	res, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: scope, Checkpoint: CheckpointStore{Store: store}, Who: "ops@example"})
+	sc := scope.Scope{DB: "bar", Collections: []string{"foo"}}
+	res, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: sc, Checkpoint: CheckpointStore{Store: store}, Who: "ops@example"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
+
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -34,17 +36,17 @@ const (
 )
 
 type runDoc struct {
-	ID              string          `bson:"_id"`
-	Kind            string          `bson:"kind"`
-	Scope           partition.Scope `bson:"scope"`
-	Status          string          `bson:"status"`
-	Start           StartPosition   `bson:"start"`
-	Collections     []string        `bson:"collections"`
-	Estimated       int64           `bson:"estimated"`
-	Who             string          `bson:"who"`
-	StartedAt       time.Time       `bson:"startedAt"`
-	UpdatedAt       time.Time       `bson:"updatedAt"`
-	CheckpointSetAt *time.Time      `bson:"checkpointSetAt,omitempty"`
+	ID              string        `bson:"_id"`
+	Kind            string        `bson:"kind"`
+	Scope           scope.Scope   `bson:"scope"`
+	Status          string        `bson:"status"`
+	Start           StartPosition `bson:"start"`
+	Collections     []string      `bson:"collections"`
+	Estimated       int64         `bson:"estimated"`
+	Who             string        `bson:"who"`
+	StartedAt       time.Time     `bson:"startedAt"`
+	UpdatedAt       time.Time     `bson:"updatedAt"`
+	CheckpointSetAt *time.Time    `bson:"checkpointSetAt,omitempty"`
 }
 
 // rangeState is one range's progress, in memory and in its state document.
@@ -66,7 +68,7 @@ type rangeState struct {
 // stateStore reads and writes the state documents of one scope.
 type stateStore struct {
 	coll *mongo.Collection
-	key  string // partition.Scope.Key()
+	key  string // scope.Scope.ID()
 }
 
 func (s stateStore) runID() string { return "run/" + s.key }

@@ -13,10 +13,11 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
 // BenchmarkDrain100k drains 100,000 inserts in one invocation and compares it with a raw drain
@@ -28,7 +29,7 @@ import (
 // The embedded server, kfake and capture share the process, so heap figures include all three.
 func BenchmarkDrain100k(b *testing.B) {
 	const n = 100_000
-	s := newStack(b, mongoserver.Options{NoopInterval: -1}, Scope{DB: "bar", Collections: []string{"foo"}})
+	s := newStack(b, mongoserver.Options{NoopInterval: -1}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
 	s.opts.MaxEvents = n
 	s.opts.CheckpointEvery = 1000

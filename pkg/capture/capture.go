@@ -42,6 +42,7 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
 	"github.com/docdb-dr/docdb-dr/pkg/metrics"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
 // Stop reasons reported in Summary.StopReason.
@@ -59,7 +60,7 @@ const (
 // Options are the drain's bounds and settings (from pkg/config, possibly overridden per
 // invocation).
 type Options struct {
-	Scope                 Scope
+	Scope                 scope.Scope
 	MaxEvents             int
 	MaxBytes              int64
 	CheckpointEvery       int
@@ -278,7 +279,9 @@ func (r *run) execute(ctx context.Context) error {
 		_ = stream.Close(cctx)
 	}()
 
-	r.batch = c.deps.Publisher.Begin(r.opts.InFlightMessages)
+	if r.batch, err = c.deps.Publisher.Begin(hardCtx, r.opts.InFlightMessages); err != nil {
+		return err
+	}
 	defer r.batch.End()
 
 	invalidate, drainErr := r.drain(hardCtx)

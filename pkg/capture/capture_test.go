@@ -13,6 +13,7 @@ import (
 
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 	"go.mongodb.org/mongo-driver/mongo"
 )
 
@@ -31,7 +32,7 @@ type harness struct {
 
 func defaultOptions() Options {
 	return Options{
-		Scope:                 Scope{DB: "bar", Collections: []string{"foo"}},
+		Scope:                 scope.Scope{DB: "bar", Collections: []string{"foo"}},
 		MaxEvents:             100,
 		MaxBytes:              1 << 30,
 		CheckpointEvery:       1000,
@@ -350,12 +351,12 @@ func TestHistoryLost(t *testing.T) {
 func TestStreamsNotEnabledQuotesTheCommand(t *testing.T) {
 	tests := []struct {
 		name  string
-		scope Scope
+		scope scope.Scope
 		want  string
 	}{
-		{"collection", Scope{DB: "bar", Collections: []string{"foo"}}, `db.adminCommand({modifyChangeStreams: 1, database: "bar", collection: "foo", enable: true})`},
-		{"database", Scope{DB: "bar"}, `db.adminCommand({modifyChangeStreams: 1, database: "bar", collection: "", enable: true})`},
-		{"list", Scope{DB: "bar", Collections: []string{"foo", "x"}}, `db.adminCommand({modifyChangeStreams: 1, database: "bar", collection: "", enable: true})`},
+		{"collection", scope.Scope{DB: "bar", Collections: []string{"foo"}}, `db.adminCommand({modifyChangeStreams: 1, database: "bar", collection: "foo", enable: true})`},
+		{"database", scope.Scope{DB: "bar"}, `db.adminCommand({modifyChangeStreams: 1, database: "bar", collection: "", enable: true})`},
+		{"list", scope.Scope{DB: "bar", Collections: []string{"foo", "x"}}, `db.adminCommand({modifyChangeStreams: 1, database: "bar", collection: "", enable: true})`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -385,7 +386,7 @@ func TestScopeFilter(t *testing.T) {
 		event(8, "delete", "bar", "exa"),
 	}
 	h := newHarness(events...)
-	h.opts.Scope = Scope{DB: "bar", Collections: []string{"foo", "x"}}
+	h.opts.Scope = scope.Scope{DB: "bar", Collections: []string{"foo", "x"}}
 	h.opts.CheckpointEvery = 1
 	sum, err := h.run()
 	if err != nil {
@@ -413,10 +414,10 @@ func TestScopeFilter(t *testing.T) {
 }
 
 func TestScopePipeline(t *testing.T) {
-	if p := (Scope{DB: "bar", Collections: []string{"foo"}}).Pipeline(); len(p) != 0 {
+	if p := (scope.Scope{DB: "bar", Collections: []string{"foo"}}).Pipeline(); len(p) != 0 {
 		t.Errorf("a collection stream needs no filter: %v", p)
 	}
-	p := Scope{DB: "bar", Collections: []string{"foo", "x"}}.Pipeline()
+	p := scope.Scope{DB: "bar", Collections: []string{"foo", "x"}}.Pipeline()
 	js, _ := bson.MarshalExtJSON(bson.D{{Key: "p", Value: p}}, false, false)
 	for _, want := range []string{`"ns.coll":{"$in":["foo","x"]}`, `"to.coll":{"$in":["foo","x"]}`, `"dropDatabase"`} {
 		if !strings.Contains(string(js), want) {
@@ -435,7 +436,7 @@ func TestClaimCheck(t *testing.T) {
 	t.Run("oversized events go to S3", func(t *testing.T) {
 		bigDrop := event(4, "dropDatabase", "bar", "")
 		h := newHarness(event(1, "insert", "bar", "foo"), bigUpdate, event(3, "replace", "bar", "foo", bson.E{Key: "fullDocument", Value: bigDoc(3)}), bigDrop)
-		h.opts.Scope = Scope{DB: "bar"}
+		h.opts.Scope = scope.Scope{DB: "bar"}
 		h.opts.MaxMessageBytes = 2048
 		sum, err := h.run()
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
 // The capture logic talks to the outside world only through these small interfaces, so that the
@@ -25,7 +26,7 @@ type Start struct {
 
 // StreamOpener opens a change stream on a scope with fullDocument: updateLookup.
 type StreamOpener interface {
-	Open(ctx context.Context, scope Scope, start Start) (Stream, error)
+	Open(ctx context.Context, sc scope.Scope, start Start) (Stream, error)
 }
 
 // Stream is an open change stream (the driver's *mongo.ChangeStream, see MongoStreams).
@@ -42,10 +43,11 @@ type Stream interface {
 	Close(ctx context.Context) error
 }
 
-// Publisher starts per-invocation batches of Kafka messages (KafkaPublisher adapts
-// *kafka.Publisher).
+// Publisher starts per-invocation batches of Kafka messages (the capture Function's publisher
+// slot, or KafkaPublisher over one *kafka.Publisher). Begin may connect to the brokers first, so
+// a broker outage is an invocation's error. It is called from one goroutine at a time.
 type Publisher interface {
-	Begin(window int) Batch
+	Begin(ctx context.Context, window int) (Batch, error)
 }
 
 // Batch publishes messages and reports, in publish order, which Kafka acknowledged
@@ -77,4 +79,6 @@ type Blob interface {
 type KafkaPublisher struct{ P *kafka.Publisher }
 
 // Begin starts a kafka.Batch.
-func (k KafkaPublisher) Begin(window int) Batch { return k.P.Begin(window) }
+func (k KafkaPublisher) Begin(_ context.Context, window int) (Batch, error) {
+	return k.P.Begin(window), nil
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 	"go.mongodb.org/mongo-driver/mongo"
 )
 
@@ -23,7 +24,7 @@ var ErrStreamsNotEnabled = errors.New("change streams are not enabled")
 
 // classify turns a change stream error into an actionable one when it is history loss or
 // streams not being enabled, and returns other errors wrapped as they are.
-func classify(err error, scope Scope, from string) error {
+func classify(err error, sc scope.Scope, from string) error {
 	if err == nil {
 		return nil
 	}
@@ -32,16 +33,16 @@ func classify(err error, scope Scope, from string) error {
 	switch {
 	case strings.Contains(msg, "modifychangestreams") || strings.Contains(msg, "not enabled"):
 		return fmt.Errorf("%w for %s: run %s on the primary, then invoke capture again (server said: %v)",
-			ErrStreamsNotEnabled, scope, strings.Join(scope.EnableCommands(), " and "), err)
+			ErrStreamsNotEnabled, sc, strings.Join(sc.EnableCommands(), " and "), err)
 	case code == codeChangeStreamHistoryLost || code == codeCappedPositionLost ||
 		strings.Contains(msg, "resume point may no longer be in the oplog") || strings.Contains(msg, "history lost") ||
 		strings.Contains(msg, "capped position"):
 		return fmt.Errorf("%w for %s: the checkpoint (%s) is older than the cluster's change stream retention, so changes "+
 			"between it and now are gone from the stream. The checkpoint was left unchanged. Re-seed DR with `docdbdr bootstrap` "+
 			"(copies the scope, then resets the checkpoint), or accept the gap with `docdbdr reset-checkpoint` "+
-			"(server said: %v)", ErrHistoryLost, scope, from, err)
+			"(server said: %v)", ErrHistoryLost, sc, from, err)
 	}
-	return fmt.Errorf("change stream on %s: %w", scope, err)
+	return fmt.Errorf("change stream on %s: %w", sc, err)
 }
 
 // serverCode extracts the server error code, 0 when there is none.

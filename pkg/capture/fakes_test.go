@@ -12,6 +12,7 @@ import (
 
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
 // fakeClock is the capture's clock; the fake stream advances it as a real getMore would.
@@ -138,7 +139,7 @@ type fakeOpener struct {
 	got    []Start
 }
 
-func (o *fakeOpener) Open(ctx context.Context, scope Scope, start Start) (Stream, error) {
+func (o *fakeOpener) Open(ctx context.Context, sc scope.Scope, start Start) (Stream, error) {
 	o.got = append(o.got, start)
 	if o.err != nil {
 		return nil, o.err
@@ -207,7 +208,7 @@ func (b *fakeBatch) End() {}
 
 type fakePublisher struct{ batch *fakeBatch }
 
-func (p *fakePublisher) Begin(window int) Batch { return p.batch }
+func (p *fakePublisher) Begin(_ context.Context, window int) (Batch, error) { return p.batch, nil }
 
 // fakeCheckpoints is an in-memory state collection with the real lease and fence rules.
 type fakeCheckpoints struct {

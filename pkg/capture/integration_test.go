@@ -18,11 +18,12 @@ import (
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
 	"github.com/docdb-dr/docdb-dr/pkg/docdb"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
 // stack is a primary (the embedded Mongo-wire server in DocumentDB mode), a Kafka cluster (kfake)
@@ -40,7 +41,7 @@ type stack struct {
 	seen    map[string]int // Kafka records read so far, by resume token
 }
 
-func newStack(t testing.TB, mopts mongoserver.Options, scope Scope) *stack {
+func newStack(t testing.TB, mopts mongoserver.Options, sc scope.Scope) *stack {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test")
@@ -70,7 +71,7 @@ func newStack(t testing.TB, mopts mongoserver.Options, scope Scope) *stack {
 	t.Cleanup(func() { _ = pub.Close(5 * time.Second) })
 
 	opts := defaultOptions()
-	opts.Scope = scope
+	opts.Scope = sc
 	opts.IdleTimeout = 500 * time.Millisecond
 	opts.MaxEvents = 1_000_000
 	opts.CheckpointEvery = 10
@@ -189,7 +190,7 @@ func (s *stack) checkpointState() checkpoint.State {
 // capture: insert, update ($set and $unset), replace, delete, an unwatched collection, and a drop
 // (which invalidates the stream; the next run continues with startAfter).
 func TestIntegrationEveryOperationWithBSONTypes(t *testing.T) {
-	s := newStack(t, mongoserver.Options{}, Scope{DB: "bar", Collections: []string{"foo"}})
+	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
 	first := s.mustRun("r1") // pins the start position
 	if first.Events != 0 || !first.CheckpointSaved {
@@ -289,7 +290,7 @@ func TestIntegrationEveryOperationWithBSONTypes(t *testing.T) {
 // TestIntegrationConsecutiveRunsExactlyOnce: bounded runs one after another publish every event
 // exactly once, in order per document.
 func TestIntegrationConsecutiveRunsExactlyOnce(t *testing.T) {
-	s := newStack(t, mongoserver.Options{}, Scope{DB: "bar", Collections: []string{"foo"}})
+	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
 	s.mustRun("r0")
 	s.opts.MaxEvents = 20
@@ -348,7 +349,7 @@ func (crashAfterPublish) Save(context.Context, checkpoint.Lease, checkpoint.Posi
 func (crashAfterPublish) Release(context.Context, checkpoint.Lease) error { return nil }
 
 func TestIntegrationCrashBetweenPublishAndCheckpoint(t *testing.T) {
-	s := newStack(t, mongoserver.Options{}, Scope{DB: "bar", Collections: []string{"foo"}})
+	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
 	s.mustRun("r0")
 	s.opts.CheckpointEvery = 1000
@@ -388,7 +389,7 @@ func TestIntegrationCrashBetweenPublishAndCheckpoint(t *testing.T) {
 }
 
 func TestIntegrationKafkaUnreachable(t *testing.T) {
-	s := newStack(t, mongoserver.Options{}, Scope{DB: "bar", Collections: []string{"foo"}})
+	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
 	s.mustRun("r0")
 	s.insert("bar", "foo", bson.D{{Key: "_id", Value: 1}}, bson.D{{Key: "_id", Value: 2}})
@@ -414,7 +415,7 @@ func TestIntegrationKafkaUnreachable(t *testing.T) {
 }
 
 func TestIntegrationQuietScopeCheckpointAdvances(t *testing.T) {
-	s := newStack(t, mongoserver.Options{NoopInterval: -1}, Scope{DB: "bar", Collections: []string{"foo"}})
+	s := newStack(t, mongoserver.Options{NoopInterval: -1}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
 	s.mustRun("r0")
 	t1 := s.checkpointState().ResumeToken
@@ -435,7 +436,7 @@ func TestIntegrationQuietScopeCheckpointAdvances(t *testing.T) {
 }
 
 func TestIntegrationConcurrentInvocationRefused(t *testing.T) {
-	s := newStack(t, mongoserver.Options{}, Scope{DB: "bar", Collections: []string{"foo"}})
+	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
 	s.mustRun("r0")
 	if _, err := s.store.Acquire(testCtx(t), s.opts.Scope.ID(), "req-running", time.Minute); err != nil {
@@ -465,7 +466,7 @@ func (f *fencingHook) Save(ctx context.Context, l checkpoint.Lease, pos checkpoi
 }
 
 func TestIntegrationStaleLeaseHolderCannotOverwrite(t *testing.T) {
-	s := newStack(t, mongoserver.Options{}, Scope{DB: "bar", Collections: []string{"foo"}})
+	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
 	s.mustRun("r0")
 	for i := range 30 {
@@ -500,7 +501,7 @@ func TestIntegrationStaleLeaseHolderCannotOverwrite(t *testing.T) {
 }
 
 func TestIntegrationHistoryLost(t *testing.T) {
-	s := newStack(t, mongoserver.Options{OplogMaxEntries: 20, NoopInterval: -1}, Scope{DB: "bar", Collections: []string{"foo"}})
+	s := newStack(t, mongoserver.Options{OplogMaxEntries: 20, NoopInterval: -1}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
 	s.mustRun("r0")
 	before := s.checkpointState()
@@ -523,7 +524,7 @@ func TestIntegrationHistoryLost(t *testing.T) {
 }
 
 func TestIntegrationStreamsNotEnabled(t *testing.T) {
-	s := newStack(t, mongoserver.Options{}, Scope{DB: "bar", Collections: []string{"foo"}})
+	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	_, err := s.run("r0")
 	want := `db.adminCommand({modifyChangeStreams: 1, database: "bar", collection: "foo", enable: true})`
 	if !errors.Is(err, ErrStreamsNotEnabled) || !strings.Contains(err.Error(), want) {
@@ -532,7 +533,7 @@ func TestIntegrationStreamsNotEnabled(t *testing.T) {
 }
 
 func TestIntegrationListScope(t *testing.T) {
-	s := newStack(t, mongoserver.Options{}, Scope{DB: "bar", Collections: []string{"foo", "x"}})
+	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo", "x"}})
 	s.enable("bar", "")
 	s.mustRun("r0")
 	s.insert("bar", "foo", bson.D{{Key: "_id", Value: 1}})
@@ -551,7 +552,7 @@ func TestIntegrationListScope(t *testing.T) {
 }
 
 func TestIntegrationClaimCheck(t *testing.T) {
-	s := newStack(t, mongoserver.Options{}, Scope{DB: "bar", Collections: []string{"foo"}})
+	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
 	s.mustRun("r0")
 	s.opts.MaxMessageBytes = 4096

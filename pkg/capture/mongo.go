@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -17,7 +18,7 @@ type MongoStreams struct {
 
 // Open watches the one collection of a one-collection scope, else the database with the scope's
 // $match. It asks for fullDocument: updateLookup so that updates carry the document as it is now.
-func (m MongoStreams) Open(ctx context.Context, scope Scope, start Start) (Stream, error) {
+func (m MongoStreams) Open(ctx context.Context, sc scope.Scope, start Start) (Stream, error) {
 	opts := options.ChangeStream().SetFullDocument(options.UpdateLookup)
 	if m.MaxAwait > 0 {
 		opts.SetMaxAwaitTime(m.MaxAwait)
@@ -30,15 +31,15 @@ func (m MongoStreams) Open(ctx context.Context, scope Scope, start Start) (Strea
 	case start.StartAt != nil:
 		opts.SetStartAtOperationTime(start.StartAt)
 	}
-	db := m.Client.Database(scope.DB)
+	db := m.Client.Database(sc.DB)
 	var (
 		cs  *mongo.ChangeStream
 		err error
 	)
-	if scope.single() {
-		cs, err = db.Collection(scope.Collections[0]).Watch(ctx, scope.Pipeline(), opts)
+	if sc.Single() {
+		cs, err = db.Collection(sc.Collections[0]).Watch(ctx, sc.Pipeline(), opts)
 	} else {
-		cs, err = db.Watch(ctx, scope.Pipeline(), opts)
+		cs, err = db.Watch(ctx, sc.Pipeline(), opts)
 	}
 	if err != nil {
 		return nil, err

@@ -17,8 +17,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -37,20 +35,6 @@ var (
 
 // historyLimit bounds the reset history kept in the state document.
 const historyLimit = 20
-
-// ScopeID names a scope: the database alone for a whole-database watch, else the sorted
-// "db.coll" names joined by commas.
-func ScopeID(db string, collections []string) string {
-	if len(collections) == 0 {
-		return db
-	}
-	names := make([]string, len(collections))
-	for i, c := range collections {
-		names[i] = db + "." + c
-	}
-	slices.Sort(names)
-	return strings.Join(names, ",")
-}
 
 // Position is where capture resumes.
 type Position struct {

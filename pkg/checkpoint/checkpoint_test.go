@@ -11,7 +11,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver"
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver"
 	"github.com/docdb-dr/docdb-dr/pkg/docdb"
 )
 
@@ -45,23 +45,6 @@ func newStore(t *testing.T) (*Store, *clock) {
 func token(n int) bson.Raw {
 	b, _ := bson.Marshal(bson.D{{Key: "_data", Value: strings.Repeat("0", 8) + string(rune('A'+n))}})
 	return b
-}
-
-func TestScopeID(t *testing.T) {
-	tests := []struct {
-		db    string
-		colls []string
-		want  string
-	}{
-		{"bar", nil, "bar"},
-		{"bar", []string{"foo"}, "bar.foo"},
-		{"bar", []string{"x", "foo"}, "bar.foo,bar.x"},
-	}
-	for _, tt := range tests {
-		if got := ScopeID(tt.db, tt.colls); got != tt.want {
-			t.Errorf("ScopeID(%s, %v) = %s, want %s", tt.db, tt.colls, got, tt.want)
-		}
-	}
 }
 
 func TestLeaseLifecycle(t *testing.T) {

@@ -5,13 +5,43 @@
 package config
 
 import (
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/docdb-dr/docdb-dr/pkg/docdb"
-	"github.com/docdb-dr/docdb-dr/pkg/kafka"
 )
+
+// Kafka is how the brokers are reached and how capture produces (KAFKA_*). pkg/kafka builds its
+// producer settings from it; config does not import pkg/kafka, so that apply, which reads no Kafka
+// variable but the topic, does not link a Kafka client.
+type Kafka struct {
+	Brokers         []string
+	Topic           string
+	TLS             bool
+	SASL            string // SASLNone, SASLScram or SASLIAM
+	Username        string // SCRAM, local runs
+	Password        string // SCRAM, local runs; never logged
+	SecretARN       string // SCRAM credentials {username, password} in Secrets Manager
+	Compression     string // one of Compressions
+	MaxMessageBytes int    // larger messages are claim-checked by capture
+}
+
+// SASL mechanisms (KAFKA_SASL).
+const (
+	SASLNone  = "none"
+	SASLScram = "scram-sha-512"
+	SASLIAM   = "iam"
+)
+
+// Compressions are the codecs KAFKA_COMPRESSION accepts.
+var Compressions = []string{"none", "gzip", "snappy", "lz4", "zstd"}
+
+// String describes the settings without secrets, for logs.
+func (k Kafka) String() string {
+	return fmt.Sprintf("brokers %v topic %s tls=%t sasl=%s", k.Brokers, k.Topic, k.TLS, k.SASL)
+}
 
 // Archive locates the S3 archive.
 type Archive struct {
@@ -23,7 +53,7 @@ type Archive struct {
 // Capture is the capture function's configuration.
 type Capture struct {
 	Primary docdb.Settings
-	Kafka   kafka.Settings // Region is left for the caller (from the AWS SDK configuration)
+	Kafka   Kafka
 	Archive Archive
 
 	WatchDB          string
@@ -61,7 +91,7 @@ type Apply struct {
 type CLI struct {
 	Primary          docdb.Settings // zero when neither PRIMARY_URI nor PRIMARY_SECRET_ARN is set
 	DR               docdb.Settings // zero when neither DR_URI nor DR_SECRET_ARN is set
-	Kafka            kafka.Settings // Brokers empty when KAFKA_BROKERS is unset
+	Kafka            Kafka          // Brokers empty when KAFKA_BROKERS is unset
 	Archive          Archive
 	WatchDB          string
 	WatchCollections []string
@@ -94,7 +124,7 @@ func LoadCapture(getenv func(string) string) (Capture, error) {
 		ChangeStreamRetention: r.duration("CHANGE_STREAM_RETENTION", time.Minute, 7*24*time.Hour),
 		LogLevel:              r.logLevel(),
 	}
-	c.Kafka.Compression = r.oneOf("KAFKA_COMPRESSION", kafka.Compressions...)
+	c.Kafka.Compression = r.oneOf("KAFKA_COMPRESSION", Compressions...)
 	c.Kafka.MaxMessageBytes = int(r.integer("KAFKA_MAX_MESSAGE_BYTES", 1024, 100<<20))
 	r.scope(c.WatchDB, c.WatchCollections, c.StateDB, c.StateCollection)
 	if c.LeaseTTL > 0 && c.LeaseTTL <= c.DeadlineMargin {
@@ -167,35 +197,35 @@ func (r *reader) cluster(prefix string, required bool) docdb.Settings {
 }
 
 // kafka reads the broker connection variables (not the producer tuning ones).
-func (r *reader) kafka(required bool) kafka.Settings {
+func (r *reader) kafka(required bool) Kafka {
 	brokers := r.list("KAFKA_BROKERS")
 	if required && len(brokers) == 0 && r.get("KAFKA_BROKERS") == "" {
 		r.fail("KAFKA_BROKERS", "required")
 	}
 	r.hostPorts("KAFKA_BROKERS", brokers)
-	s := kafka.Settings{
+	s := Kafka{
 		Brokers:   brokers,
 		Topic:     r.required("KAFKA_TOPIC"),
 		TLS:       r.boolean("KAFKA_TLS"),
-		SASL:      r.oneOf("KAFKA_SASL", kafka.SASLNone, kafka.SASLScram, kafka.SASLIAM),
+		SASL:      r.oneOf("KAFKA_SASL", SASLNone, SASLScram, SASLIAM),
 		SecretARN: r.str("KAFKA_SECRET_ARN"),
 		Username:  r.str("KAFKA_USERNAME"),
 		Password:  r.str("KAFKA_PASSWORD"),
 	}
 	inline := s.Username != "" || s.Password != ""
 	switch s.SASL {
-	case kafka.SASLScram:
+	case SASLScram:
 		switch {
 		case s.SecretARN != "" && inline:
 			r.fail("KAFKA_SECRET_ARN", "set either KAFKA_SECRET_ARN or KAFKA_USERNAME/KAFKA_PASSWORD, not both")
 		case s.SecretARN == "" && (s.Username == "" || s.Password == ""):
 			r.fail("KAFKA_SECRET_ARN", "KAFKA_SASL=scram-sha-512 needs KAFKA_SECRET_ARN, or both KAFKA_USERNAME and KAFKA_PASSWORD")
 		}
-	case kafka.SASLIAM, kafka.SASLNone:
+	case SASLIAM, SASLNone:
 		if s.SecretARN != "" || inline {
 			r.fail("KAFKA_SASL", "credentials are set (KAFKA_SECRET_ARN or KAFKA_USERNAME/KAFKA_PASSWORD) but KAFKA_SASL=%s does not use them: set KAFKA_SASL=scram-sha-512 or remove them", s.SASL)
 		}
-		if s.SASL == kafka.SASLIAM && !s.TLS {
+		if s.SASL == SASLIAM && !s.TLS {
 			r.fail("KAFKA_TLS", "MSK IAM authentication requires KAFKA_TLS=true")
 		}
 	}

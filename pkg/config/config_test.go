@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/docdb-dr/docdb-dr/pkg/docdb"
-	"github.com/docdb-dr/docdb-dr/pkg/kafka"
 )
 
 // env builds a getenv from a base map and overrides ("" deletes).
@@ -43,7 +42,7 @@ func TestLoadCaptureDefaults(t *testing.T) {
 	}
 	want := Capture{
 		Primary: docdb.Settings{URI: "mongodb://127.0.0.1:27017/", TLS: "required"},
-		Kafka: kafka.Settings{Brokers: []string{"b-1.msk:9094", "b-2.msk:9094"}, Topic: "changevents", TLS: true,
+		Kafka: Kafka{Brokers: []string{"b-1.msk:9094", "b-2.msk:9094"}, Topic: "changevents", TLS: true,
 			SASL: "none", Compression: "lz4", MaxMessageBytes: 1000000},
 		Archive:               Archive{Bucket: "dr-archive", Prefix: "docdbdr/"},
 		WatchDB:               "bar",

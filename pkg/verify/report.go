@@ -13,7 +13,7 @@ import (
 // category, then the verdict.
 func (r Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "verify %s: %d collection(s) in %s\n\n", r.Scope.Key(), len(r.Collections), r.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(&b, "verify %s: %d collection(s) in %s\n\n", r.Scope.ID(), len(r.Collections), r.Elapsed.Round(time.Millisecond))
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "collection\tprimary\tDR\tequal\tmissing in DR\tdifferent\textra in DR\tintercepted deletes\t")
 	for _, c := range r.Collections {

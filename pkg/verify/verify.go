@@ -27,6 +27,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
+
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/mongo"
@@ -48,7 +50,7 @@ type InterceptedLog interface {
 type Options struct {
 	Primary *mongo.Client
 	DR      *mongo.Client
-	Scope   partition.Scope
+	Scope   scope.Scope
 	// MapNamespace gives the DR namespace of a primary namespace (NAMESPACE_MAP); nil keeps it.
 	MapNamespace func(changeevent.Namespace) changeevent.Namespace
 
@@ -64,7 +66,7 @@ type Options struct {
 
 // Report is the outcome of a comparison.
 type Report struct {
-	Scope       partition.Scope    `json:"scope"`
+	Scope       scope.Scope        `json:"scope"`
 	Collections []CollectionReport `json:"collections"`
 	Totals      Counts             `json:"totals"`
 	Elapsed     time.Duration      `json:"elapsedNs"`
@@ -195,7 +197,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		rep.Totals.add(a.rep.Counts)
 	}
 	rep.Elapsed = time.Since(began)
-	opts.Logger.Info("verify complete", "scope", opts.Scope.Key(), "equal", rep.Totals.Equal,
+	opts.Logger.Info("verify complete", "scope", opts.Scope.ID(), "equal", rep.Totals.Equal,
 		"missing", rep.Totals.Missing, "different", rep.Totals.Different, "extra", rep.Totals.Extra,
 		"intercepted", rep.Totals.Intercepted, "elapsed", rep.Elapsed)
 	return rep, nil

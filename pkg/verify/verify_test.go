@@ -7,12 +7,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
+
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 
-	"github.com/docdb-dr/docdb-dr/pkg/bootstrap/partition"
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver/mongotest"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
-	"github.com/docdb-dr/docdb-dr/pkg/devstack/mongoserver/mongotest"
 )
 
 // newCluster starts an embedded server for the test and returns a client of it.
@@ -149,7 +150,7 @@ func TestVerifyFindsEachPlantedDifference(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			primary, dr := pair(t)
 			tt.plant(t, primary, dr)
-			opts := Options{Primary: primary, DR: dr, Scope: partition.Scope{DB: "bar", Collections: []string{"foo"}},
+			opts := Options{Primary: primary, DR: dr, Scope: scope.Scope{DB: "bar", Collections: []string{"foo"}},
 				Workers: 3, Ranges: 8}
 			if tt.archive != nil {
 				opts.Archive = tt.archive
@@ -205,7 +206,7 @@ func TestVerifyWholeDatabaseIncludesDRCollections(t *testing.T) {
 	if _, err := dr.Database("bar").Collection("old").InsertOne(ctx, bson.D{{Key: "_id", Value: "x"}}); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: partition.Scope{DB: "bar"}})
+	rep, err := Run(ctx, Options{Primary: primary, DR: dr, Scope: scope.Scope{DB: "bar"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,55 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
-
-	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
 )
-
-// Scope is what one capture replicates: a database and, optionally, some of its collections
-// (all of them when Collections is empty), the WATCH_DB / WATCH_COLLECTIONS pair.
-type Scope struct {
-	DB          string   `bson:"db" json:"db"`
-	Collections []string `bson:"collections,omitempty" json:"collections,omitempty"`
-}
-
-// Key is the scope's stable name, the one capture's checkpoint uses (checkpoint.ScopeID): "bar"
-// for a whole database, "bar.foo,bar.qux" for collections (sorted). It keys state documents.
-func (s Scope) Key() string {
-	return checkpoint.ScopeID(s.DB, s.Collections)
-}
-
-// Validate reports a scope without a database.
-func (s Scope) Validate() error {
-	if s.DB == "" {
-		return errors.New("scope has no database")
-	}
-	return nil
-}
-
-// Resolve returns the scope's collections, sorted: the listed ones, or every collection of the
-// database on client except system collections.
-func (s Scope) Resolve(ctx context.Context, client *mongo.Client) ([]string, error) {
-	if err := s.Validate(); err != nil {
-		return nil, err
-	}
-	if len(s.Collections) > 0 {
-		c := slices.Clone(s.Collections)
-		slices.Sort(c)
-		return slices.Compact(c), nil
-	}
-	names, err := client.Database(s.DB).ListCollectionNames(ctx, bson.D{})
-	if err != nil {
-		return nil, fmt.Errorf("list collections of %s: %w", s.DB, err)
-	}
-	names = slices.DeleteFunc(names, func(n string) bool { return strings.HasPrefix(n, "system.") })
-	slices.Sort(names)
-	return names, nil
-}
 
 // Range is the half-open _id interval [Lo, Hi). A zero Lo or Hi (Type 0) is unbounded.
 type Range struct {
