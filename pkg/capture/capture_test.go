@@ -485,7 +485,7 @@ func TestEventsArePublishedWithKeyAndHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := h.batch.msgs[1]
-	if want, _ := changeevent.Key(mustEvent(t, m.Value)); string(m.Key) != string(want) || !strings.HasPrefix(string(m.Key), "bar.foo|") || m.Headers[1] != [2]string{"docdbdr-op", "delete"} {
+	if want, _ := changeevent.Key(mustEvent(t, m.Value)); string(m.Key) != string(want) || !strings.HasPrefix(string(m.Key), "bar|") || m.Headers[1] != [2]string{"docdbdr-op", "delete"} {
 		t.Errorf("key %s headers %v", m.Key, m.Headers)
 	}
 	if sum.ByOperation["insert"] != 1 || sum.ByOperation["delete"] != 1 || sum.FirstClusterTime.T != 1714564801 || sum.LastClusterTime.T != 1714564802 {

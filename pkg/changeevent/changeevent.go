@@ -8,6 +8,7 @@ package changeevent
 
 import (
 	"errors"
+	"hash/fnv"
 	"fmt"
 	"math"
 	"math/big"
@@ -22,10 +23,15 @@ import (
 // (dead-letters) a message whose version it does not know instead of guessing at its meaning.
 const FormatVersion = 1
 
-// Kafka header names carried by every message.
+// Kafka header names. Every message carries HeaderFormat and HeaderOperation.
 const (
 	HeaderFormat    = "docdbdr-format" // decimal FormatVersion, e.g. "1"
 	HeaderOperation = "docdbdr-op"     // the OperationType, e.g. "delete"
+	// HeaderBarrier marks a copy of a drop, rename or dropDatabase event: capture publishes one
+	// copy to every partition of the topic, in stream order, so that each partition sees the
+	// collection event at the same point relative to its own document changes. The value is
+	// the decimal number of partitions the event was published to.
+	HeaderBarrier = "docdbdr-barrier"
 )
 
 // OperationType is a change stream event's operationType.
@@ -198,19 +204,22 @@ func Unmarshal(b []byte) (Event, error) {
 	return e, nil
 }
 
-// Key returns the Kafka message key: the namespace and, for document changes, the document's
-// _id (numbers by value, as "n:<value>"; anything else as canonical Extended JSON). Every change
-// to one document hashes to one partition and so stays in commit order.
+// Key returns the Kafka message key. For a document change it is the database and the
+// document's _id, "<db>|<_id>" (numbers by value, as "n:<value>"; anything else as canonical
+// Extended JSON): every change to one document hashes to one partition and so stays in commit
+// order, and the collection is deliberately not part of it, so that a document keeps its
+// partition when its collection is renamed within the database. For a collection event it is
+// the namespace ("<db>.<coll>", or "<db>" for dropDatabase); those are published to every
+// partition (HeaderBarrier).
 func Key(e *Event) ([]byte, error) {
-	key := []byte(e.NS.String())
 	if !e.Operation.IsDocumentChange() {
-		return key, nil
+		return []byte(e.NS.String()), nil
 	}
 	id, err := e.ID()
 	if err != nil {
 		return nil, err
 	}
-	key = append(key, '|')
+	key := append([]byte(e.NS.DB), '|')
 	if n, ok := numericKey(id); ok {
 		return append(key, n...), nil
 	}
@@ -267,6 +276,20 @@ func IDJSON(id bson.RawValue) ([]byte, error) {
 	}
 	// js is {"_id":<value>}: keep only <value>.
 	return js[len(`{"_id":`) : len(js)-1], nil
+}
+
+// Partition is the partition of n that a message with key lands on: the 32-bit FNV-1a hash of
+// the key, as a signed int32, modulo n, negated when negative. It is sarama's hash partitioner,
+// which capture produces with (pkg/kafka checks the two agree), written here so that apply,
+// which links no Kafka client, knows which partition owns a document.
+func Partition(key []byte, n int32) int32 {
+	h := fnv.New32a()
+	h.Write(key)
+	p := int32(h.Sum32()) % n
+	if p < 0 {
+		p = -p
+	}
+	return p
 }
 
 // Headers returns the Kafka headers for the event, as name/value pairs.

@@ -173,14 +173,14 @@ func TestKey(t *testing.T) {
 		e    Event
 		want string
 	}{
-		{"objectid", Event{Operation: Insert, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: oid}})}, `bar.foo|{"$oid":"62d70f2e9416e4a253875177"}`},
-		{"int32", Event{Operation: Delete, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: int32(1)}})}, `bar.foo|n:1`},
-		{"int64 equal to the int32", Event{Operation: Delete, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: int64(1)}})}, `bar.foo|n:1`},
-		{"double equal to the int32", Event{Operation: Delete, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: 1.0}})}, `bar.foo|n:1`},
-		{"decimal equal to the int32", Event{Operation: Delete, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: mustDec(t, "1.000")}})}, `bar.foo|n:1`},
-		{"fractional double", Event{Operation: Delete, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: 2.5}})}, `bar.foo|n:2.5`},
-		{"string is not a number", Event{Operation: Delete, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: "1"}})}, `bar.foo|"1"`},
-		{"composite", Event{Operation: Update, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: bson.D{{Key: "a", Value: "x"}}}})}, `bar.foo|{"a":"x"}`},
+		{"objectid", Event{Operation: Insert, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: oid}})}, `bar|{"$oid":"62d70f2e9416e4a253875177"}`},
+		{"int32", Event{Operation: Delete, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: int32(1)}})}, `bar|n:1`},
+		{"int64 equal to the int32", Event{Operation: Delete, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: int64(1)}})}, `bar|n:1`},
+		{"double equal to the int32", Event{Operation: Delete, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: 1.0}})}, `bar|n:1`},
+		{"decimal equal to the int32", Event{Operation: Delete, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: mustDec(t, "1.000")}})}, `bar|n:1`},
+		{"fractional double", Event{Operation: Delete, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: 2.5}})}, `bar|n:2.5`},
+		{"string is not a number", Event{Operation: Delete, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: "1"}})}, `bar|"1"`},
+		{"composite", Event{Operation: Update, NS: Namespace{"bar", "foo"}, DocumentKey: mustRaw(t, bson.D{{Key: "_id", Value: bson.D{{Key: "a", Value: "x"}}}})}, `bar|{"a":"x"}`},
 		{"drop", Event{Operation: Drop, NS: Namespace{"bar", "foo"}}, `bar.foo`},
 		{"dropDatabase", Event{Operation: DropDatabase, NS: Namespace{DB: "bar"}}, `bar`},
 	}
