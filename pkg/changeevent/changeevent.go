@@ -8,8 +8,8 @@ package changeevent
 
 import (
 	"errors"
-	"hash/fnv"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"math/big"
 	"strconv"
