@@ -12,7 +12,6 @@ import (
 	"github.com/256dpi/lungo/bsonkit"
 	"github.com/256dpi/lungo/mongokit"
 	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
 
@@ -88,7 +87,7 @@ type update struct {
 
 // parseUpdate classifies u as replacement or operator update.
 func parseUpdate(u bsoncore.Value, arrayFilters bsoncore.Value) (*update, error) {
-	if u.Type == bsontype.Array {
+	if u.Type == bson.TypeArray {
 		return nil, errf(codeIllegalOperation, "pipeline-style updates are not supported by this server")
 	}
 	doc, ok := u.DocumentOK()
