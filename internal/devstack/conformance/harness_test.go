@@ -212,14 +212,6 @@ func maxWireVersion(t *testing.T, ctx context.Context, client *mongo.Client) int
 	return v
 }
 
-// requireWireVersion skips the test when the server is older than the feature it exercises.
-func requireWireVersion(t *testing.T, ctx context.Context, client *mongo.Client, min int32, feature string) {
-	t.Helper()
-	if v := maxWireVersion(t, ctx, client); v < min {
-		t.Skipf("%s needs maxWireVersion >= %d; server reports %d", feature, min, v)
-	}
-}
-
 // ---- errors ----
 
 // errorCodes lists every server error code err carries: the command error's code, each
