@@ -18,7 +18,7 @@ STATICCHECK         := $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHEC
 FUZZTIME ?= 10s
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build test test-short test-e2e lint vet staticcheck tidy-check vulncheck race check \
+.PHONY: all build test lint vet staticcheck tidy-check vulncheck race check \
         demo bench deploy clean fuzz build-CaptureFunction build-ApplyFunction
 
 all: build
