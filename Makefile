@@ -18,7 +18,7 @@ STATICCHECK         := $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHEC
 FUZZTIME ?= 10s
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build test lint vet staticcheck tidy-check vulncheck race check \
+.PHONY: all build test lint fmt-check vet staticcheck tidy-check vulncheck race check \
         demo bench deploy clean fuzz build-CaptureFunction build-ApplyFunction
 
 all: build
@@ -44,8 +44,8 @@ build-ApplyFunction:
 	@test -f global-bundle.pem || { echo "global-bundle.pem is missing: download the RDS CA bundle first (docs/deployment.md)" >&2; exit 1; }
 	cp global-bundle.pem $(ARTIFACTS_DIR)/
 
-## check: every gate CI runs: vet, staticcheck, tidy, govulncheck, race, short fuzz, all tests
-check: vet staticcheck tidy-check vulncheck race fuzz test
+## check: every gate CI runs: gofmt, vet, staticcheck, tidy, govulncheck, race, short fuzz, all tests
+check: fmt-check vet staticcheck tidy-check vulncheck race fuzz test
 	@echo "make check: all gates passed"
 
 ## test: vet and every test, including the end-to-end suite on the embedded stack
@@ -56,8 +56,13 @@ test: vet
 vet:
 	$(GO) vet $(PKGS)
 
-## lint: go vet and staticcheck
-lint: vet staticcheck
+## lint: gofmt, go vet and staticcheck
+lint: fmt-check vet staticcheck
+
+## fmt-check: fails, listing the files, when a tracked Go file is not gofmt-formatted
+fmt-check:
+	@files=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$files" ]; then echo "not gofmt-formatted (run gofmt -w):" >&2; echo "$$files" >&2; exit 1; fi
 
 ## staticcheck: staticcheck at the pinned version, every check it enables by default
 staticcheck:
