@@ -8,8 +8,18 @@ LAMBDA_ENV   := GOOS=linux GOARCH=arm64 CGO_ENABLED=0
 LAMBDA_FLAGS := -trimpath -ldflags='-s -w' -tags lambda.norpc
 BUILD_DIR    := build
 
-.PHONY: all build test test-short test-e2e lint vet demo bench deploy clean fuzz \
-        build-CaptureFunction build-ApplyFunction
+# Pinned tool versions, run with `go run pkg@version` so that they never enter the product's
+# module graph (a tool dependency in go.mod would raise golang.org/x/sync and x/sys for the
+# Lambda binaries too). staticcheck v0.8.2 (2026.2.2) is the newest the module proxy serves and
+# needs Go >= 1.26; govulncheck's version is pinned in reliability/govulncheck.sh.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK         := $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+# How long `make fuzz` runs each fuzz target (go test -fuzztime syntax: 10s, 1m, 500x).
+FUZZTIME ?= 10s
+TEST_TIMEOUT ?= 40m
+
+.PHONY: all build test lint fmt-check vet staticcheck tidy-check vulncheck race check \
+        demo bench deploy clean fuzz build-CaptureFunction build-ApplyFunction
 
 all: build
 
@@ -34,17 +44,42 @@ build-ApplyFunction:
 	@test -f global-bundle.pem || { echo "global-bundle.pem is missing: download the RDS CA bundle first (docs/deployment.md)" >&2; exit 1; }
 	cp global-bundle.pem $(ARTIFACTS_DIR)/
 
+## check: every gate CI runs: gofmt, vet, staticcheck, tidy, govulncheck, race, short fuzz, all tests
+check: fmt-check vet staticcheck tidy-check vulncheck race fuzz test
+	@echo "make check: all gates passed"
+
 ## test: vet and every test, including the end-to-end suite on the embedded stack
 test: vet
-	$(GO) test $(GOFLAGS) -count=1 -timeout 40m $(PKGS)
+	$(GO) test $(GOFLAGS) -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 ## vet: go vet on the whole tree
 vet:
 	$(GO) vet $(PKGS)
 
-## lint: go vet and staticcheck (installed with go install at a pinned version)
-lint: vet
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0 $(PKGS)
+## lint: gofmt, go vet and staticcheck
+lint: fmt-check vet staticcheck
+
+## fmt-check: fails, listing the files, when a tracked Go file is not gofmt-formatted
+fmt-check:
+	@files=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$files" ]; then echo "not gofmt-formatted (run gofmt -w):" >&2; echo "$$files" >&2; exit 1; fi
+
+## staticcheck: staticcheck at the pinned version, every check it enables by default
+staticcheck:
+	$(STATICCHECK) $(PKGS)
+
+## tidy-check: fails when go.mod or go.sum is not what `go mod tidy` would write (prints the diff)
+tidy-check:
+	$(GO) mod tidy -diff
+
+## vulncheck: govulncheck at a pinned version; prints SKIPPED only when its database is unreachable
+vulncheck:
+	sh reliability/govulncheck.sh
+
+## race: every test under the race detector (all packages: a package without goroutines of its
+## own still runs the concurrent code it calls, like the archive's parallel writers)
+race:
+	$(GO) test $(GOFLAGS) -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 ## demo: the whole pipeline on the embedded local stack, replaying the original write-up's checks
 demo:
@@ -54,11 +89,14 @@ demo:
 bench:
 	$(GO) run ./cmd/docdbdr bench
 
-## fuzz: a short run of every fuzz target (the seed corpora run in `make test` anyway)
+## fuzz: every fuzz target for FUZZTIME each (default 10s; the seed corpora also run in `make test`)
 fuzz:
-	@for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	@n=0; for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
 	  for f in $$(grep -h '^func Fuzz' $$t/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
-	    echo "== $$t $$f"; $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime 20s $$t || exit 1; done; done
+	    echo "== fuzz $$t $$f for $(FUZZTIME)"; \
+	    $(GO) test $(GOFLAGS) -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$t || exit 1; n=$$((n+1)); done; done; \
+	  test $$n -gt 0 || { echo "make fuzz: no fuzz target found" >&2; exit 1; }; \
+	  echo "make fuzz: $$n fuzz targets passed"
 
 ## deploy: sam build and sam deploy (needs the SAM CLI and AWS credentials)
 deploy:

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
@@ -60,11 +61,11 @@ func validateDoc(b []byte, depth int) error {
 		rest = r
 		v := el.Value()
 		switch t {
-		case bsontype.EmbeddedDocument, bsontype.Array:
+		case bson.TypeEmbeddedDocument, bson.TypeArray:
 			if err := validateDoc(v.Data, depth+1); err != nil {
 				return fmt.Errorf("field %q: %w", key, err)
 			}
-		case bsontype.CodeWithScope:
+		case bson.TypeCodeWithScope:
 			_, scope, ok := v.CodeWithScopeOK()
 			if !ok {
 				return fmt.Errorf("field %q: malformed code with scope", key)
@@ -86,13 +87,13 @@ func validateDoc(b []byte, depth int) error {
 func checkLengthPrefix(t bsontype.Type, val []byte) error {
 	var min int64
 	switch t {
-	case bsontype.EmbeddedDocument, bsontype.Array:
+	case bson.TypeEmbeddedDocument, bson.TypeArray:
 		min = 5
-	case bsontype.CodeWithScope:
+	case bson.TypeCodeWithScope:
 		min = 14
-	case bsontype.String, bsontype.JavaScript, bsontype.Symbol, bsontype.DBPointer:
+	case bson.TypeString, bson.TypeJavaScript, bson.TypeSymbol, bson.TypeDBPointer:
 		min = 1
-	case bsontype.Binary:
+	case bson.TypeBinary:
 		min = 0
 	default:
 		return nil
@@ -105,14 +106,14 @@ func checkLengthPrefix(t bsontype.Type, val []byte) error {
 		return fmt.Errorf("length %d is out of range", n)
 	}
 	switch t {
-	case bsontype.String, bsontype.JavaScript, bsontype.Symbol, bsontype.DBPointer:
+	case bson.TypeString, bson.TypeJavaScript, bson.TypeSymbol, bson.TypeDBPointer:
 		// n counts the string's bytes and its terminating null, after the 4-byte length.
 		if 4+n > int64(len(val)) || val[4+n-1] != 0 {
 			return errors.New("string is not null-terminated")
 		}
-	case bsontype.CodeWithScope:
+	case bson.TypeCodeWithScope:
 		// total length, then a string (length, bytes, null), then the scope document.
-		return checkLengthPrefix(bsontype.String, val[4:n])
+		return checkLengthPrefix(bson.TypeString, val[4:n])
 	}
 	return nil
 }

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 	"go.mongodb.org/mongo-driver/mongo/readpref"
@@ -77,14 +76,14 @@ func TestHandshake(t *testing.T) {
 					t.Errorf("%s = %s, want %d", field, reply.Lookup(field), want)
 				}
 			}
-			minWire, okMin := reply.Lookup("minWireVersion").AsInt32OK()
-			maxWire, okMax := reply.Lookup("maxWireVersion").AsInt32OK()
+			minWire, okMin := reply.Lookup("minWireVersion").Int32OK()
+			maxWire, okMax := reply.Lookup("maxWireVersion").Int32OK()
 			// The driver (1.17) supports servers with maxWireVersion >= 6 (MongoDB 3.6).
 			if !okMin || !okMax || minWire > maxWire || maxWire < 6 {
 				t.Errorf("wire versions min=%s max=%s, want 0 <= min <= max and max >= 6",
 					reply.Lookup("minWireVersion"), reply.Lookup("maxWireVersion"))
 			}
-			if reply.Lookup("localTime").Type != bsontype.DateTime {
+			if reply.Lookup("localTime").Type != bson.TypeDateTime {
 				t.Errorf("localTime = %s, want a date", reply.Lookup("localTime"))
 			}
 			// Present whenever the deployment supports sessions (3.6+); drivers only use sessions then.

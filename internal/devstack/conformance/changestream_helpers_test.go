@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -226,4 +225,4 @@ func serverFor(t *testing.T, min int32, feature string) string {
 }
 
 // isNull reports whether a looked-up value is present and BSON null.
-func isNull(v bson.RawValue) bool { return v.Type == bsontype.Null }
+func isNull(v bson.RawValue) bool { return v.Type == bson.TypeNull }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
@@ -277,7 +276,7 @@ func TestChangeStreamUpdateLookup(t *testing.T) {
 	evs := nextEvents(t, cs, 3)
 	requireStrings(t, summaries(evs), []string{"insert c " + intKey(1), "update c " + intKey(1), "update c " + intKey(1)}, "events")
 	for i, ev := range evs[1:] {
-		if ev.FullDocument.Type != bsontype.EmbeddedDocument {
+		if ev.FullDocument.Type != bson.TypeEmbeddedDocument {
 			t.Fatalf("update %d: fullDocument = %s, want the looked-up document", i+1, ev.FullDocument)
 		}
 		requireDoc(t, ev.FullDocument.Document(), doc("_id", 1, "x", 2), true, "looked-up document")

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/event"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
@@ -206,19 +205,11 @@ func helloReply(t *testing.T, ctx context.Context, client *mongo.Client) bson.Ra
 // manual gates them on server versions (7 = 4.0, 8 = 4.2, 9 = 4.4, 13 = 5.0, 17 = 6.0).
 func maxWireVersion(t *testing.T, ctx context.Context, client *mongo.Client) int32 {
 	t.Helper()
-	v, ok := helloReply(t, ctx, client).Lookup("maxWireVersion").AsInt32OK()
+	v, ok := helloReply(t, ctx, client).Lookup("maxWireVersion").Int32OK()
 	if !ok {
 		t.Fatalf("isMaster reply has no int32 maxWireVersion")
 	}
 	return v
-}
-
-// requireWireVersion skips the test when the server is older than the feature it exercises.
-func requireWireVersion(t *testing.T, ctx context.Context, client *mongo.Client, min int32, feature string) {
-	t.Helper()
-	if v := maxWireVersion(t, ctx, client); v < min {
-		t.Skipf("%s needs maxWireVersion >= %d; server reports %d", feature, min, v)
-	}
 }
 
 // ---- errors ----
@@ -338,9 +329,9 @@ func diffValue(path string, got, want bson.RawValue, ordered bool) string {
 		return fmt.Sprintf("%s: BSON type %s (%s), want %s (%s)", path, got.Type, got, want.Type, want)
 	}
 	switch want.Type {
-	case bsontype.EmbeddedDocument:
+	case bson.TypeEmbeddedDocument:
 		return diffDocAt(path, got.Document(), want.Document(), ordered)
-	case bsontype.Array:
+	case bson.TypeArray:
 		gotVals, _ := got.Array().Values()
 		wantVals, _ := want.Array().Values()
 		if len(gotVals) != len(wantVals) {
@@ -417,7 +408,7 @@ func ids(docs []bson.Raw) []string {
 func intIDs(values ...int32) []string {
 	out := make([]string, len(values))
 	for i, v := range values {
-		out[i] = bson.RawValue{Type: bsontype.Int32, Value: bsoncore.AppendInt32(nil, v)}.String()
+		out[i] = bson.RawValue{Type: bson.TypeInt32, Value: bsoncore.AppendInt32(nil, v)}.String()
 	}
 	return out
 }

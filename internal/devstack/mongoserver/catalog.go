@@ -4,7 +4,7 @@ import (
 	"sort"
 	"strings"
 
-	"go.mongodb.org/mongo-driver/bson/bsontype"
+	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
 
@@ -265,7 +265,7 @@ func cmdCreateIndexes(c *cmdCtx, dst []byte) ([]byte, error) {
 		return nil, errf(codeBadValue, "Must specify at least one index to create")
 	}
 	for _, s := range specs {
-		if s.Lookup("key").Type != bsontype.EmbeddedDocument {
+		if s.Lookup("key").Type != bson.TypeEmbeddedDocument {
 			return nil, errf(codeFailedToParse, "index specification must have a key document")
 		}
 		if _, ok := s.Lookup("name").StringValueOK(); !ok {

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
@@ -47,13 +46,13 @@ func mustD(raw bsoncore.Document) bson.D {
 // toValue decodes one BSON value into its bson.D-tree Go form.
 func toValue(v bsoncore.Value) (interface{}, error) {
 	switch v.Type {
-	case bsontype.Double:
+	case bson.TypeDouble:
 		return v.Double(), nil
-	case bsontype.String:
+	case bson.TypeString:
 		return v.StringValue(), nil
-	case bsontype.EmbeddedDocument:
+	case bson.TypeEmbeddedDocument:
 		return toD(v.Document())
-	case bsontype.Array:
+	case bson.TypeArray:
 		vals, err := v.Array().Values()
 		if err != nil {
 			return nil, err
@@ -67,48 +66,48 @@ func toValue(v bsoncore.Value) (interface{}, error) {
 			a = append(a, x)
 		}
 		return a, nil
-	case bsontype.Binary:
+	case bson.TypeBinary:
 		st, data := v.Binary()
 		return primitive.Binary{Subtype: st, Data: data}, nil
-	case bsontype.Undefined:
+	case bson.TypeUndefined:
 		return primitive.Undefined{}, nil
-	case bsontype.ObjectID:
+	case bson.TypeObjectID:
 		return v.ObjectID(), nil
-	case bsontype.Boolean:
+	case bson.TypeBoolean:
 		return v.Boolean(), nil
-	case bsontype.DateTime:
+	case bson.TypeDateTime:
 		return primitive.DateTime(v.DateTime()), nil
-	case bsontype.Null:
+	case bson.TypeNull:
 		return nil, nil
-	case bsontype.Regex:
+	case bson.TypeRegex:
 		p, o := v.Regex()
 		return primitive.Regex{Pattern: p, Options: o}, nil
-	case bsontype.DBPointer:
+	case bson.TypeDBPointer:
 		ns, oid := v.DBPointer()
 		return primitive.DBPointer{DB: ns, Pointer: oid}, nil
-	case bsontype.JavaScript:
+	case bson.TypeJavaScript:
 		return primitive.JavaScript(v.JavaScript()), nil
-	case bsontype.Symbol:
+	case bson.TypeSymbol:
 		return primitive.Symbol(v.Symbol()), nil
-	case bsontype.CodeWithScope:
+	case bson.TypeCodeWithScope:
 		code, scope := v.CodeWithScope()
 		sd, err := toD(scope)
 		if err != nil {
 			return nil, err
 		}
 		return primitive.CodeWithScope{Code: primitive.JavaScript(code), Scope: sd}, nil
-	case bsontype.Int32:
+	case bson.TypeInt32:
 		return v.Int32(), nil
-	case bsontype.Timestamp:
+	case bson.TypeTimestamp:
 		t, i := v.Timestamp()
 		return primitive.Timestamp{T: t, I: i}, nil
-	case bsontype.Int64:
+	case bson.TypeInt64:
 		return v.Int64(), nil
-	case bsontype.Decimal128:
+	case bson.TypeDecimal128:
 		return v.Decimal128(), nil
-	case bsontype.MinKey:
+	case bson.TypeMinKey:
 		return primitive.MinKey{}, nil
-	case bsontype.MaxKey:
+	case bson.TypeMaxKey:
 		return primitive.MaxKey{}, nil
 	default:
 		return nil, fmt.Errorf("unknown BSON type %#x", byte(v.Type))
@@ -144,13 +143,13 @@ func appendValueElement(dst []byte, key string, v interface{}) ([]byte, error) {
 	case string:
 		return bsoncore.AppendStringElement(dst, key, x), nil
 	case bson.D:
-		dst = bsoncore.AppendHeader(dst, bsontype.EmbeddedDocument, key)
+		dst = bsoncore.AppendHeader(dst, bson.TypeEmbeddedDocument, key)
 		return appendD(dst, x)
 	case *bson.D:
-		dst = bsoncore.AppendHeader(dst, bsontype.EmbeddedDocument, key)
+		dst = bsoncore.AppendHeader(dst, bson.TypeEmbeddedDocument, key)
 		return appendD(dst, *x)
 	case bson.A:
-		dst = bsoncore.AppendHeader(dst, bsontype.Array, key)
+		dst = bsoncore.AppendHeader(dst, bson.TypeArray, key)
 		idx, out := bsoncore.AppendArrayStart(dst)
 		var err error
 		for i, item := range x {

@@ -63,6 +63,10 @@ func cmdInsert(c *cmdCtx, dst []byte) ([]byte, error) {
 			items[i].err = tooLarge(len(d))
 			continue
 		}
+		if err := c.e.opts.checkStorable(d, storeInsert, nil); err != nil {
+			items[i].err = asCmdError(err, codeBadValue)
+			continue
+		}
 		raw, err := withIDFirst(d)
 		if err != nil {
 			items[i].err = asCmdError(err, codeBadValue)
@@ -177,15 +181,12 @@ func (e *engine) updateOne(db, name string, stmt bsoncore.Document) (matched, mo
 	}
 	for _, old := range targets {
 		matched++
-		raw, desc, changed, err := up.apply(old, q)
+		raw, desc, changed, err := e.applyUpdate(up, old, q)
 		if err != nil {
 			return matched, modified, bsoncore.Value{}, err
 		}
 		if !changed {
 			continue
-		}
-		if len(raw) > maxBSONObjectSize {
-			return matched, modified, bsoncore.Value{}, tooLarge(len(raw))
 		}
 		if desc == nil {
 			err = e.replaceDoc(coll, old, raw)
@@ -200,12 +201,9 @@ func (e *engine) updateOne(db, name string, stmt bsoncore.Document) (matched, mo
 	if matched > 0 || !truthy(stmt.Lookup("upsert"), false) {
 		return matched, modified, bsoncore.Value{}, nil
 	}
-	raw, err := up.upsertDoc(q)
+	raw, err := e.upsertDoc(up, q)
 	if err != nil {
 		return 0, 0, bsoncore.Value{}, err
-	}
-	if len(raw) > maxBSONObjectSize {
-		return 0, 0, bsoncore.Value{}, tooLarge(len(raw))
 	}
 	id, idVal, err := idOf(raw)
 	if err != nil {
@@ -585,12 +583,9 @@ func cmdFindAndModify(c *cmdCtx, dst []byte) ([]byte, error) {
 		c.e.deleteDoc(coll, target)
 		value, n = target.raw, 1
 	case target != nil:
-		raw, desc, changed, err := up.apply(target, fo.q)
+		raw, desc, changed, err := c.e.applyUpdate(up, target, fo.q)
 		if err != nil {
 			return nil, err
-		}
-		if len(raw) > maxBSONObjectSize {
-			return nil, tooLarge(len(raw))
 		}
 		if changed {
 			if desc == nil {
@@ -607,7 +602,7 @@ func cmdFindAndModify(c *cmdCtx, dst []byte) ([]byte, error) {
 			value = raw
 		}
 	case upsert:
-		raw, err := up.upsertDoc(fo.q)
+		raw, err := c.e.upsertDoc(up, fo.q)
 		if err != nil {
 			return nil, err
 		}

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"go.mongodb.org/mongo-driver/bson/bsontype"
+	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
 
@@ -133,7 +133,7 @@ func init() {
 // cmdGetMore returns the next batch of an open cursor.
 func cmdGetMore(c *cmdCtx, dst []byte) ([]byte, error) {
 	v := c.value("getMore")
-	if v.Type != bsontype.Int64 {
+	if v.Type != bson.TypeInt64 {
 		return nil, errf(codeTypeMismatch, "getMore: cursor id must be a long, not %s", v.Type)
 	}
 	id := v.Int64()

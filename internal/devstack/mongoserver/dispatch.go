@@ -4,7 +4,7 @@ import (
 	"runtime/debug"
 	"strings"
 
-	"go.mongodb.org/mongo-driver/bson/bsontype"
+	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
@@ -169,9 +169,9 @@ func (c *cmdCtx) doc(key string) (bsoncore.Document, error) {
 
 func docValue(cmd, key string, v bsoncore.Value) (bsoncore.Document, error) {
 	switch v.Type {
-	case 0, bsontype.Null:
+	case 0, bson.TypeNull:
 		return nil, nil
-	case bsontype.EmbeddedDocument:
+	case bson.TypeEmbeddedDocument:
 		return v.Document(), nil
 	default:
 		return nil, errf(codeTypeMismatch, "%s: field %s must be a document, not %s", cmd, key, v.Type)
@@ -185,15 +185,15 @@ func (c *cmdCtx) boolean(key string, def bool) bool {
 
 func truthy(v bsoncore.Value, def bool) bool {
 	switch v.Type {
-	case bsontype.Boolean:
+	case bson.TypeBoolean:
 		return v.Boolean()
-	case bsontype.Int32, bsontype.Int64, bsontype.Double:
+	case bson.TypeInt32, bson.TypeInt64, bson.TypeDouble:
 		n, _ := v.AsInt64OK()
-		if v.Type == bsontype.Double {
+		if v.Type == bson.TypeDouble {
 			return v.Double() != 0
 		}
 		return n != 0
-	case bsontype.Null, bsontype.Undefined:
+	case bson.TypeNull, bson.TypeUndefined:
 		return false
 	case 0:
 		return def
@@ -209,15 +209,15 @@ func (c *cmdCtx) integer(key string, def int64) (int64, error) {
 
 func intValue(cmd, key string, v bsoncore.Value, def int64) (int64, error) {
 	switch v.Type {
-	case 0, bsontype.Null:
+	case 0, bson.TypeNull:
 		return def, nil
-	case bsontype.Int32:
+	case bson.TypeInt32:
 		return int64(v.Int32()), nil
-	case bsontype.Int64:
+	case bson.TypeInt64:
 		return v.Int64(), nil
-	case bsontype.Double:
+	case bson.TypeDouble:
 		return int64(v.Double()), nil
-	case bsontype.Decimal128:
+	case bson.TypeDecimal128:
 		n, ok := v.AsInt64OK()
 		if ok {
 			return n, nil

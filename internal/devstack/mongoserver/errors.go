@@ -13,12 +13,16 @@ const (
 	codeFailedToParse           = 9
 	codeUnauthorized            = 13
 	codeTypeMismatch            = 14
+	codeOverflow                = 15
 	codeAuthenticationFailed    = 18
 	codeIllegalOperation        = 20
 	codeNamespaceNotFound       = 26
 	codeCursorNotFound          = 43
 	codeNamespaceExists         = 48
 	codeMaxTimeMSExpired        = 50
+	codeDollarPrefixedFieldName = 52
+	codeInvalidDBRef            = 55
+	codeDottedFieldName         = 57
 	codeCommandNotFound         = 59
 	codeImmutableField          = 66
 	codeInvalidOptions          = 72
@@ -38,12 +42,16 @@ var codeNames = map[int32]string{
 	codeFailedToParse:           "FailedToParse",
 	codeUnauthorized:            "Unauthorized",
 	codeTypeMismatch:            "TypeMismatch",
+	codeOverflow:                "Overflow",
 	codeAuthenticationFailed:    "AuthenticationFailed",
 	codeIllegalOperation:        "IllegalOperation",
 	codeNamespaceNotFound:       "NamespaceNotFound",
 	codeCursorNotFound:          "CursorNotFound",
 	codeNamespaceExists:         "NamespaceExists",
 	codeMaxTimeMSExpired:        "MaxTimeMSExpired",
+	codeDollarPrefixedFieldName: "DollarPrefixedFieldName",
+	codeInvalidDBRef:            "InvalidDBRef",
+	codeDottedFieldName:         "DottedFieldName",
 	codeCommandNotFound:         "CommandNotFound",
 	codeImmutableField:          "ImmutableField",
 	codeInvalidOptions:          "InvalidOptions",

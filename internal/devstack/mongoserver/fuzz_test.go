@@ -21,7 +21,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(opMsg(0, ping, ""))
 	f.Add(opMsg(0, insert, "documents", doc, doc))
 	f.Add(opMsg(wiremessage.MoreToCome, insert, "documents", doc))
-	idx, q := wiremessage.AppendHeaderStart(nil, 1, 0, wiremessage.OpQuery)
+	idx, q := wiremessage.AppendHeaderStart(nil, 1, 0, opQuery)
 	q = wiremessage.AppendQueryFlags(q, 0)
 	q = wiremessage.AppendQueryFullCollectionName(q, "admin.$cmd")
 	q = wiremessage.AppendQueryNumberToSkip(q, 0)

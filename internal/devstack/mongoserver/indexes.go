@@ -5,7 +5,6 @@ import (
 
 	"github.com/tidwall/btree"
 	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
 
@@ -58,7 +57,7 @@ func (ix *uniqueIndex) keyOf(raw bsoncore.Document) (bson.A, bool) {
 	present := false
 	for i, f := range ix.fields {
 		v, err := raw.LookupErr(strings.Split(f, ".")...)
-		if err != nil || v.Type == bsontype.Undefined {
+		if err != nil || v.Type == bson.TypeUndefined {
 			continue
 		}
 		if x, err := toValue(v); err == nil {

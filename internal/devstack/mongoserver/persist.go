@@ -13,7 +13,7 @@ import (
 	"sort"
 	"time"
 
-	"go.mongodb.org/mongo-driver/bson/bsontype"
+	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
@@ -511,7 +511,7 @@ func decodeEntry(doc bsoncore.Document, intern func(db, coll string) *namespace)
 		dst *bsoncore.Document
 	}{{"key", &en.key}, {"doc", &en.doc}, {"desc", &en.desc}} {
 		if v, err := doc.LookupErr(f.key); err == nil {
-			if v.Type != bsontype.EmbeddedDocument {
+			if v.Type != bson.TypeEmbeddedDocument {
 				return en, fmt.Errorf("%s is not a document", f.key)
 			}
 			*f.dst = v.Document()

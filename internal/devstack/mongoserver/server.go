@@ -31,7 +31,8 @@ import (
 // replica set "rs0" with no authentication and no TLS.
 type Options struct {
 	// WireVersion is the maxWireVersion reported by hello: 7 is DocumentDB 4.0
-	// (the default), 13 is DocumentDB 5.0.
+	// (the default), 13 is DocumentDB 5.0. The field names the server refuses to
+	// store follow it (storage.go).
 	WireVersion int
 	// DocumentDB switches on DocumentDB behaviour: change streams are refused
 	// until enabled with the modifyChangeStreams admin command, and a resume

@@ -8,7 +8,6 @@ import (
 
 	"github.com/tidwall/btree"
 	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
@@ -198,14 +197,14 @@ func idOf(raw bsoncore.Document) (interface{}, bsoncore.Value, error) {
 // used by the B-tree) cannot use as a key.
 func checkID(v bsoncore.Value) (interface{}, error) {
 	switch v.Type {
-	case bsontype.Array:
+	case bson.TypeArray:
 		return nil, errf(codeBadValue, "can't use an array for _id")
-	case bsontype.Regex:
+	case bson.TypeRegex:
 		return nil, errf(codeBadValue, "can't use a regex for _id")
-	case bsontype.Undefined:
+	case bson.TypeUndefined:
 		return nil, errf(codeBadValue, "can't use undefined for _id")
-	case bsontype.MinKey, bsontype.MaxKey, bsontype.JavaScript, bsontype.Symbol,
-		bsontype.CodeWithScope, bsontype.DBPointer:
+	case bson.TypeMinKey, bson.TypeMaxKey, bson.TypeJavaScript, bson.TypeSymbol,
+		bson.TypeCodeWithScope, bson.TypeDBPointer:
 		return nil, errf(codeBadValue, "_id of type %s is not supported by this server", v.Type)
 	}
 	id, err := toValue(v)

@@ -1,6 +1,7 @@
 package mongoserver
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -70,7 +71,7 @@ func parseMessage(msg []byte) (req *request, err error) {
 	switch opcode {
 	case wiremessage.OpMsg:
 		return parseOpMsg(reqID, msg, rem)
-	case wiremessage.OpQuery:
+	case opQuery:
 		return parseOpQuery(reqID, rem)
 	default:
 		return nil, fmt.Errorf("%w: unsupported opcode %d", errMalformed, opcode)
@@ -149,24 +150,37 @@ func parseOpMsg(reqID int32, msg, rem []byte) (*request, error) {
 	return req, nil
 }
 
+// opQuery is the legacy OP_QUERY opcode (2004 in the wire protocol's "Legacy
+// Opcodes"). The driver marks its own constant and OP_QUERY readers deprecated
+// for clients, which should send OP_MSG; a server must still accept OP_QUERY,
+// because every driver (the Go driver 1.17 included) sends its first hello on a
+// new connection as an OP_QUERY on "admin.$cmd" until it knows the server's wire
+// version. So the layout is read here, from the spec, rather than through the
+// deprecated readers.
+const opQuery wiremessage.OpCode = 2004
+
 // parseOpQuery decodes the legacy handshake: a query on "<db>.$cmd" whose
-// document is the command, possibly wrapped as {$query: cmd, ...}.
+// document is the command, possibly wrapped as {$query: cmd, ...}. The body
+// after the header is
+//
+//	int32 flags | cstring fullCollectionName | int32 numberToSkip |
+//	int32 numberToReturn | document query | [document returnFieldsSelector]
 func parseOpQuery(reqID int32, rem []byte) (*request, error) {
-	_, rem, ok := wiremessage.ReadQueryFlags(rem)
-	if !ok {
+	if len(rem) < 4 {
 		return nil, fmt.Errorf("%w: OP_QUERY flags", errMalformed)
 	}
-	ns, rem, ok := wiremessage.ReadQueryFullCollectionName(rem)
-	if !ok {
+	rem = rem[4:] // flags: none changes how a command is answered
+	nul := bytes.IndexByte(rem, 0)
+	if nul < 0 {
 		return nil, fmt.Errorf("%w: OP_QUERY namespace", errMalformed)
 	}
-	if _, rem, ok = wiremessage.ReadQueryNumberToSkip(rem); !ok {
-		return nil, fmt.Errorf("%w: OP_QUERY skip", errMalformed)
+	ns := string(rem[:nul])
+	rem = rem[nul+1:]
+	if len(rem) < 8 {
+		return nil, fmt.Errorf("%w: OP_QUERY numberToSkip/numberToReturn", errMalformed)
 	}
-	if _, rem, ok = wiremessage.ReadQueryNumberToReturn(rem); !ok {
-		return nil, fmt.Errorf("%w: OP_QUERY numberToReturn", errMalformed)
-	}
-	query, _, ok := wiremessage.ReadQueryQuery(rem)
+	rem = rem[8:] // numberToSkip, numberToReturn: a command answers one document
+	query, _, ok := bsoncore.ReadDocument(rem)
 	if !ok {
 		return nil, fmt.Errorf("%w: OP_QUERY document", errMalformed)
 	}

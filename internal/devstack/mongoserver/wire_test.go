@@ -167,7 +167,7 @@ func TestWireFeatures(t *testing.T) {
 	}
 
 	// Legacy OP_QUERY isMaster.
-	idx, q := wiremessage.AppendHeaderStart(nil, 9, 0, wiremessage.OpQuery)
+	idx, q := wiremessage.AppendHeaderStart(nil, 9, 0, wiremessage.OpCode(2004)) // OP_QUERY, from the spec
 	q = wiremessage.AppendQueryFlags(q, 0)
 	q = wiremessage.AppendQueryFullCollectionName(q, "admin.$cmd")
 	q = wiremessage.AppendQueryNumberToSkip(q, 0)

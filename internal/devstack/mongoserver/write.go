@@ -12,7 +12,6 @@ import (
 	"github.com/256dpi/lungo/bsonkit"
 	"github.com/256dpi/lungo/mongokit"
 	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/bson/bsontype"
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
 
@@ -88,7 +87,7 @@ type update struct {
 
 // parseUpdate classifies u as replacement or operator update.
 func parseUpdate(u bsoncore.Value, arrayFilters bsoncore.Value) (*update, error) {
-	if u.Type == bsontype.Array {
+	if u.Type == bson.TypeArray {
 		return nil, errf(codeIllegalOperation, "pipeline-style updates are not supported by this server")
 	}
 	doc, ok := u.DocumentOK()
@@ -98,9 +97,8 @@ func parseUpdate(u bsoncore.Value, arrayFilters bsoncore.Value) (*update, error)
 	up := &update{}
 	first, err := doc.IndexErr(0)
 	if err != nil || !strings.HasPrefix(first.Key(), "$") {
-		if err := checkReplacement(doc); err != nil {
-			return nil, err
-		}
+		// Its field names are checked when it is stored: whether a "$" name may
+		// stay depends on whether it replaces a document or an upsert inserts it.
 		up.replacement = doc
 		return up, nil
 	}
@@ -132,18 +130,65 @@ func parseUpdate(u bsoncore.Value, arrayFilters bsoncore.Value) (*update, error)
 	return up, nil
 }
 
-// checkReplacement rejects $-prefixed top-level fields in a replacement.
-func checkReplacement(doc bsoncore.Document) error {
-	elems, err := doc.Elements()
-	if err != nil {
-		return errf(codeFailedToParse, "replacement: %v", err)
-	}
-	for _, e := range elems {
-		if strings.HasPrefix(e.Key(), "$") {
-			return errf(codeFailedToParse, "The dollar ($) prefixed field '%s' in '%s' is not valid for storage.", e.Key(), e.Key())
+// applyUpdate runs up on old and checks that the server may store the result:
+// its size, its nesting and its field names (see storage.go). changed is false
+// when nothing would change, and then nothing is checked, as nothing is stored.
+func (e *engine) applyUpdate(up *update, old *record, q *query) (raw, desc bsoncore.Document, changed bool, err error) {
+	if up.operators != nil {
+		if err := e.opts.checkUpdatePaths(up.operators, storeModify); err != nil {
+			return nil, nil, false, err
 		}
 	}
-	return nil
+	raw, desc, changed, err = up.apply(old, q)
+	if err != nil || !changed {
+		return raw, desc, changed, err
+	}
+	if len(raw) > maxBSONObjectSize {
+		return nil, nil, false, tooLarge(len(raw))
+	}
+	if desc == nil {
+		err = e.opts.checkStorable(raw, storeReplace, nil)
+	} else {
+		err = e.opts.checkStorable(raw, storeModify, updatedPaths(desc))
+	}
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return raw, desc, true, nil
+}
+
+// upsertDoc builds the document an upsert inserts and checks it as applyUpdate does.
+func (e *engine) upsertDoc(up *update, q *query) (bsoncore.Document, error) {
+	if up.operators != nil {
+		if err := e.opts.checkUpdatePaths(up.operators, storeUpsert); err != nil {
+			return nil, err
+		}
+	}
+	raw, err := up.upsertDoc(q)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > maxBSONObjectSize {
+		return nil, tooLarge(len(raw))
+	}
+	if err := e.opts.checkStorable(raw, storeUpsert, nil); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// updatedPaths lists the paths an updateDescription sets.
+func updatedPaths(desc bsoncore.Document) []string {
+	fields, ok := desc.Lookup("updatedFields").DocumentOK()
+	if !ok {
+		return nil
+	}
+	elems, _ := fields.Elements()
+	paths := make([]string, len(elems))
+	for i, e := range elems {
+		paths[i] = e.Key()
+	}
+	return paths
 }
 
 // apply computes the new version of old under up. For operator updates it
