@@ -31,6 +31,8 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -149,6 +151,7 @@ type Summary struct {
 	Scope            string         `json:"scope"`
 	Owner            string         `json:"owner"`
 	Events           int            `json:"events"`
+	Messages         int            `json:"messages"` // published; a collection event is one per partition
 	ByOperation      map[string]int `json:"byOperation"`
 	Skipped          int            `json:"skipped,omitempty"` // out of scope or unknown operation type
 	Bytes            int64          `json:"bytes"`
@@ -604,21 +607,32 @@ func (r *run) handle(ctx context.Context, c converted) (*checkpoint.Position, er
 	if err != nil {
 		return nil, err
 	}
-	size := int64(msg.Size())
-	if err := r.waitForRoom(ctx, size); err != nil {
+	msgs, err := r.copies(ev, msg)
+	if err != nil {
 		return nil, err
 	}
-	t := r.c.deps.Now()
-	seq, err := r.batch.Publish(ctx, msg)
-	r.publishTime += r.c.deps.Now().Sub(t)
-	if err != nil {
-		return nil, fmt.Errorf("publish to kafka: %w", err)
+	var size int64
+	for _, m := range msgs {
+		n := int64(m.Size())
+		if err := r.waitForRoom(ctx, n); err != nil {
+			return nil, err
+		}
+		t := r.c.deps.Now()
+		seq, err := r.batch.Publish(ctx, m)
+		r.publishTime += r.c.deps.Now().Sub(t)
+		if err != nil {
+			return nil, fmt.Errorf("publish to kafka: %w", err)
+		}
+		r.lastSeq = seq
+		r.inFlightBytes += n
+		size += n
 	}
-	r.lastSeq = seq
-	r.queue = append(r.queue, pending{needs: seq, pos: pos, size: size, published: true})
-	r.inFlightBytes += size
+	// The event's position needs its last message, and so (acknowledgements count in publish
+	// order) every copy of a collection event.
+	r.queue = append(r.queue, pending{needs: r.lastSeq, pos: pos, size: size, published: true})
 
 	r.sum.Events++
+	r.sum.Messages += len(msgs)
 	r.sum.ByOperation[string(ev.Operation)]++
 	r.sum.Bytes += size
 	if claimChecked {
@@ -629,6 +643,26 @@ func (r *run) handle(ctx context.Context, c converted) (*checkpoint.Position, er
 	}
 	r.sum.LastClusterTime = clusterTime(ev.ClusterTime)
 	return nil, nil
+}
+
+// copies returns the messages that publish ev: msg itself for a document change, which the
+// key's hash places; for a collection event (drop, rename, dropDatabase) one copy pinned to each
+// partition of the topic, each with the barrier header naming the partition count, so that every
+// partition sees the event at the same point relative to its own document changes.
+func (r *run) copies(ev *changeevent.Event, msg kafka.Message) ([]kafka.Message, error) {
+	if ev.Operation.IsDocumentChange() {
+		return []kafka.Message{msg}, nil
+	}
+	n, err := r.batch.Partitions()
+	if err != nil {
+		return nil, fmt.Errorf("publish %s event on %s to every partition: %w", ev.Operation, ev.NS, err)
+	}
+	headers := append(slices.Clip(msg.Headers), [2]string{changeevent.HeaderBarrier, strconv.Itoa(int(n))})
+	out := make([]kafka.Message, n)
+	for p := range n {
+		out[p] = kafka.Message{Key: msg.Key, Value: msg.Value, Headers: headers, Partition: p, Pinned: true}
+	}
+	return out, nil
 }
 
 // fit returns msg, or when it is over the Kafka limit, the claim-check message that replaces it.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -540,4 +541,66 @@ func mustEvent(t *testing.T, value []byte) *changeevent.Event {
 		t.Fatal(err)
 	}
 	return &ev
+}
+
+// TestCollectionEventsAreBarriers: a drop, rename or dropDatabase is published once per
+// partition, pinned, with the barrier header; document changes are left to the key's hash.
+func TestCollectionEventsAreBarriers(t *testing.T) {
+	h := newHarness(event(1, "insert", "bar", "foo"), event(2, "drop", "bar", "foo"),
+		event(3, "rename", "bar", "x", bson.E{Key: "to", Value: bson.D{{Key: "db", Value: "bar"}, {Key: "coll", Value: "y"}}}),
+		event(4, "dropDatabase", "bar", ""), event(5, "delete", "bar", "y"))
+	h.opts.Scope = scope.Scope{DB: "bar"}
+	h.batch.parts = 3
+	sum, err := h.run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Events != 5 || sum.Messages != 2+3*3 {
+		t.Fatalf("events %d messages %d, want 5 and 11", sum.Events, sum.Messages)
+	}
+	var got []string
+	for _, m := range h.batch.msgs {
+		ev := mustEvent(t, m.Value)
+		barrier := ""
+		for _, hd := range m.Headers {
+			if hd[0] == changeevent.HeaderBarrier {
+				barrier = hd[1]
+			}
+		}
+		switch {
+		case ev.Operation.IsDocumentChange() && (m.Pinned || barrier != ""):
+			t.Errorf("%s pinned=%v barrier=%q: document changes follow their key", ev.Operation, m.Pinned, barrier)
+		case !ev.Operation.IsDocumentChange() && (!m.Pinned || barrier != "3"):
+			t.Errorf("%s pinned=%v barrier=%q, want pinned with barrier 3", ev.Operation, m.Pinned, barrier)
+		}
+		got = append(got, fmt.Sprintf("%s@%d", ev.Operation, m.Partition))
+	}
+	want := "insert@0 drop@0 drop@1 drop@2 rename@0 rename@1 rename@2 dropDatabase@0 dropDatabase@1 dropDatabase@2 delete@0"
+	if strings.Join(got, " ") != want {
+		t.Errorf("published %s\nwant      %s", strings.Join(got, " "), want)
+	}
+}
+
+// TestCheckpointWaitsForEveryBarrierCopy: a collection event's position is not checkpointed until
+// every one of its copies is acknowledged.
+func TestCheckpointWaitsForEveryBarrierCopy(t *testing.T) {
+	for acked := 1; acked <= 4; acked++ { // message 1 is the insert, 2..4 the drop's copies
+		t.Run(fmt.Sprint(acked, " acknowledged"), func(t *testing.T) {
+			h := newHarness(event(1, "insert", "bar", "foo"), event(2, "drop", "bar", "foo"))
+			h.opts.Scope = scope.Scope{DB: "bar"}
+			h.batch.parts = 3
+			h.batch.ackLimit = acked
+			_, err := h.run()
+			want := 1
+			if acked == 4 {
+				want = 2
+			}
+			if got := h.savedIndex(); got != want {
+				t.Errorf("checkpoint at event %d with %d of 4 messages acknowledged, want %d", got, acked, want)
+			}
+			if (err != nil) != (acked < 4) {
+				t.Errorf("err = %v", err)
+			}
+		})
+	}
 }

@@ -54,6 +54,8 @@ type Publisher interface {
 // (*kafka.Batch implements it).
 type Batch interface {
 	Publish(ctx context.Context, msg kafka.Message) (uint64, error)
+	// Partitions is the topic's partition count, from the producer client's metadata.
+	Partitions() (int32, error)
 	Acked() uint64
 	Err() error
 	Progress() <-chan struct{}

@@ -154,6 +154,7 @@ type fakeBatch struct {
 	ackLimit int   // acknowledge at most this many messages (-1: all)
 	failAt   int   // fail the message with this sequence number (0: never)
 	err      error //
+	parts    int32 // partition count; 0 means 1
 	acked    uint64
 	changed  chan struct{}
 }
@@ -183,6 +184,7 @@ func (b *fakeBatch) broadcast() {
 	b.changed = make(chan struct{})
 }
 
+func (b *fakeBatch) Partitions() (int32, error) { return max(b.parts, 1), nil }
 func (b *fakeBatch) Acked() uint64 { b.mu.Lock(); defer b.mu.Unlock(); return b.acked }
 func (b *fakeBatch) Err() error    { b.mu.Lock(); defer b.mu.Unlock(); return b.err }
 func (b *fakeBatch) Progress() <-chan struct{} {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -139,6 +140,23 @@ func (s *stack) insert(db, coll string, docs ...any) {
 // a fresh client) and returns the decoded events in partition order, plus the number of records.
 func (s *stack) consume(wantAtLeast int) []changeevent.Event {
 	s.t.Helper()
+	var out []changeevent.Event
+	for _, r := range s.records(wantAtLeast) {
+		ev, err := changeevent.Unmarshal(r.Value)
+		if err != nil {
+			s.t.Fatalf("record at %d/%d: %v", r.Partition, r.Offset, err)
+		}
+		if k, _ := changeevent.Key(&ev); !bytes.Equal(k, r.Key) {
+			s.t.Errorf("record key %s, want %s", r.Key, k)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// records reads every record published so far, from the start of the topic with a fresh client.
+func (s *stack) records(wantAtLeast int) []*kgo.Record {
+	s.t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.ListenAddrs()...), kgo.ConsumeTopics("changevents"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {
@@ -147,28 +165,16 @@ func (s *stack) consume(wantAtLeast int) []changeevent.Event {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var out []changeevent.Event
+	var out []*kgo.Record
 	for {
 		fs := cl.PollFetches(ctx)
-		fs.EachRecord(func(r *kgo.Record) {
-			ev, err := changeevent.Unmarshal(r.Value)
-			if err != nil {
-				s.t.Fatalf("record at %d/%d: %v", r.Partition, r.Offset, err)
-			}
-			if k, _ := changeevent.Key(&ev); !bytes.Equal(k, r.Key) {
-				s.t.Errorf("record key %s, want %s", r.Key, k)
-			}
-			out = append(out, ev)
-		})
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
 		if len(out) >= wantAtLeast {
 			// Give a moment for anything beyond what was expected (duplicates) to show up.
 			pollCtx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			extra := cl.PollFetches(pollCtx)
 			cancel()
-			extra.EachRecord(func(r *kgo.Record) {
-				ev, _ := changeevent.Unmarshal(r.Value)
-				out = append(out, ev)
-			})
+			extra.EachRecord(func(r *kgo.Record) { out = append(out, r) })
 			return out
 		}
 		if ctx.Err() != nil {
@@ -229,22 +235,22 @@ func TestIntegrationEveryOperationWithBSONTypes(t *testing.T) {
 	}
 
 	sum := s.mustRun("r2")
-	if sum.StopReason != StopInvalidate || sum.Events != 5 {
+	if sum.StopReason != StopInvalidate || sum.Events != 5 || sum.Messages != 4+3 {
 		t.Fatalf("second run: %+v", sum)
 	}
-	evs := s.consume(5)
+	evs := s.consume(7) // the drop once in each of the 3 partitions
 	var ops []string
 	for _, ev := range evs {
 		ops = append(ops, string(ev.Operation))
 	}
-	// Document changes share a key and so a partition; the drop has its own key.
+	// Document changes share a key and so a partition; the drop is in every partition.
 	docOps := []string{}
 	for _, ev := range evs {
 		if ev.Operation.IsDocumentChange() {
 			docOps = append(docOps, string(ev.Operation))
 		}
 	}
-	if strings.Join(docOps, ",") != "insert,update,replace,delete" || len(evs) != 5 {
+	if strings.Join(docOps, ",") != "insert,update,replace,delete" || len(evs) != 7 {
 		t.Fatalf("events %v", ops)
 	}
 	for _, ev := range evs {
@@ -547,6 +553,84 @@ func TestIntegrationListScope(t *testing.T) {
 	for _, ev := range s.consume(2) {
 		if ev.NS.Coll != "foo" && ev.NS.Coll != "x" || ev.NS.DB != "bar" {
 			t.Errorf("out-of-scope event %s published", ev.NS)
+		}
+	}
+}
+
+// TestIntegrationBarriersReachEveryPartition: at the broker, each collection event is in every
+// partition exactly once, with the barrier header naming the partition count, after the document
+// changes that precede it in that partition; every document change is in the partition that
+// changeevent.Partition (what apply relies on) says owns its key.
+func TestIntegrationBarriersReachEveryPartition(t *testing.T) {
+	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar"})
+	s.enable("bar", "")
+	s.mustRun("r0")
+	ctx := testCtx(t)
+	var docs []any
+	for i := range 20 {
+		docs = append(docs, bson.D{{Key: "_id", Value: i}})
+	}
+	s.insert("bar", "foo", docs...)
+	if err := s.coll("bar", "foo").Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.insert("bar", "x", bson.D{{Key: "_id", Value: "a"}})
+	if err := s.client.Database("bar").Collection("x").Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sum := s.mustRun("r1")
+	if sum.Events != 23 || sum.Messages != 21+2*3 || sum.ByOperation["drop"] != 2 {
+		t.Fatalf("summary %+v", sum)
+	}
+	recs := s.records(27)
+	if len(recs) != 27 {
+		t.Fatalf("%d records at the broker, want 27", len(recs))
+	}
+	type copyOf struct {
+		ns string
+		p  int32
+	}
+	barriers := map[copyOf]int{}
+	order := map[int32][]string{} // per partition, in offset order
+	for _, r := range recs {
+		ev, err := changeevent.Unmarshal(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var barrier string
+		for _, h := range r.Headers {
+			if h.Key == changeevent.HeaderBarrier {
+				barrier = string(h.Value)
+			}
+		}
+		if ev.Operation.IsDocumentChange() {
+			if barrier != "" {
+				t.Errorf("document change at %d/%d has a barrier header", r.Partition, r.Offset)
+			}
+			if want := changeevent.Partition(r.Key, 3); r.Partition != want {
+				t.Errorf("key %s in partition %d, changeevent.Partition says %d", r.Key, r.Partition, want)
+			}
+			order[r.Partition] = append(order[r.Partition], ev.NS.String())
+			continue
+		}
+		order[r.Partition] = append(order[r.Partition], "drop "+ev.NS.String())
+		if barrier != "3" {
+			t.Errorf("%s copy at %d/%d: barrier header %q, want \"3\"", ev.Operation, r.Partition, r.Offset, barrier)
+		}
+		barriers[copyOf{ev.NS.String(), r.Partition}]++
+	}
+	for _, ns := range []string{"bar.foo", "bar.x"} {
+		for p := range int32(3) {
+			if n := barriers[copyOf{ns, p}]; n != 1 {
+				t.Errorf("drop of %s in partition %d: %d copies, want 1", ns, p, n)
+			}
+		}
+	}
+	// In every partition: foo's documents, its drop, x's document (if it hashes there), x's drop.
+	for p, seq := range order {
+		got := strings.Join(slices.Compact(slices.Clone(seq)), ",")
+		if got != "bar.foo,drop bar.foo,bar.x,drop bar.x" && got != "bar.foo,drop bar.foo,drop bar.x" && got != "drop bar.foo,bar.x,drop bar.x" && got != "drop bar.foo,drop bar.x" {
+			t.Errorf("partition %d holds %s: a barrier is out of order", p, got)
 		}
 	}
 }

@@ -24,6 +24,11 @@ type Message struct {
 	Key     []byte
 	Value   []byte
 	Headers [][2]string
+	// Partition is where the message goes when Pinned (capture pins each copy of a collection
+	// event to one partition). Otherwise the key decides, with sarama's hash partitioner
+	// (changeevent.Partition computes the same partition).
+	Partition int32
+	Pinned    bool
 }
 
 // recordOverhead and headerOverhead are the most a v2 record adds to its key, value and header
@@ -135,10 +140,13 @@ func connect(brokers []string, topic string, cfg *sarama.Config) (*Publisher, er
 	return p, nil
 }
 
-// flight is attached to each in-flight message so that its acknowledgement finds its batch.
+// flight is attached to each in-flight message so that its acknowledgement finds its batch,
+// and so that the partitioner finds a pinned message's partition.
 type flight struct {
-	batch *Batch
-	seq   uint64
+	batch     *Batch
+	seq       uint64
+	partition int32
+	pinned    bool
 }
 
 // dispatch routes every acknowledgement and failure to the batch that sent the message.
@@ -182,6 +190,20 @@ func (p *Publisher) Close(timeout time.Duration) error {
 	case <-time.After(timeout):
 		return fmt.Errorf("kafka producer did not close within %v", timeout)
 	}
+}
+
+// Partitions is the topic's partition count as the producer's client knows it from the brokers'
+// metadata: the count the hash partitioner spreads keys over, and the partitions a collection
+// event is copied to.
+func (p *Publisher) Partitions() (int32, error) {
+	parts, err := p.client.Partitions(p.topic)
+	if err == nil && len(parts) == 0 {
+		err = errors.New("no partitions")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("partitions of kafka topic %q: %w", p.topic, err)
+	}
+	return int32(len(parts)), nil
 }
 
 // Begin starts a batch of at most window unacknowledged messages: Publish blocks while window
@@ -244,7 +266,7 @@ func (b *Batch) Publish(ctx context.Context, msg Message) (uint64, error) {
 	b.mu.Unlock()
 
 	pm := msg.producerMessage(b.p.topic)
-	pm.Metadata = &flight{batch: b, seq: seq}
+	pm.Metadata = &flight{batch: b, seq: seq, partition: msg.Partition, pinned: msg.Pinned}
 	select {
 	case b.p.producer.Input() <- pm:
 		return seq, nil
@@ -296,6 +318,9 @@ func (b *Batch) broadcastLocked() {
 	close(b.changed)
 	b.changed = make(chan struct{})
 }
+
+// Partitions is the topic's partition count (Publisher.Partitions).
+func (b *Batch) Partitions() (int32, error) { return b.p.Partitions() }
 
 // Acked returns n such that messages 1..n were all acknowledged by Kafka.
 func (b *Batch) Acked() uint64 {
