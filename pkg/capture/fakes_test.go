@@ -185,8 +185,8 @@ func (b *fakeBatch) broadcast() {
 }
 
 func (b *fakeBatch) Partitions() (int32, error) { return max(b.parts, 1), nil }
-func (b *fakeBatch) Acked() uint64 { b.mu.Lock(); defer b.mu.Unlock(); return b.acked }
-func (b *fakeBatch) Err() error    { b.mu.Lock(); defer b.mu.Unlock(); return b.err }
+func (b *fakeBatch) Acked() uint64              { b.mu.Lock(); defer b.mu.Unlock(); return b.acked }
+func (b *fakeBatch) Err() error                 { b.mu.Lock(); defer b.mu.Unlock(); return b.err }
 func (b *fakeBatch) Progress() <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
