@@ -84,8 +84,11 @@ type Deps struct {
 	Checkpoints Checkpoints
 	Blobs       Blob             // may be nil when no event can exceed MaxMessageBytes (tests)
 	Now         func() time.Time // nil: time.Now
-	Logger      *slog.Logger     // nil: slog.Default()
-	Metrics     io.Writer        // EMF lines; nil: discarded
+	// Sleep waits d on the Now clock (a run waiting for a held lease); nil: a timer, cut short
+	// when ctx ends.
+	Sleep   func(ctx context.Context, d time.Duration) error
+	Logger  *slog.Logger // nil: slog.Default()
+	Metrics io.Writer    // EMF lines; nil: discarded
 }
 
 // Capturer runs capture invocations for one scope.
@@ -98,6 +101,9 @@ type Capturer struct {
 func New(opts Options, deps Deps) *Capturer {
 	if deps.Now == nil {
 		deps.Now = time.Now
+	}
+	if deps.Sleep == nil {
+		deps.Sleep = sleep
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
@@ -115,6 +121,17 @@ func New(opts Options, deps Deps) *Capturer {
 		opts.CheckpointEvery = 1000
 	}
 	return &Capturer{opts: opts, deps: deps}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Invocation is one run's identity and overrides.
@@ -155,13 +172,14 @@ type Summary struct {
 	LagSeconds       float64        `json:"lagSeconds"`
 	CheckpointSaved  bool           `json:"checkpointSaved"`
 	Checkpoints      int            `json:"checkpoints"` // saves during and at the end of the drain
-	LeaseHeldBy      string         `json:"leaseHeldBy,omitempty"`
-	// DeadlineCappedByLease: LEASE_TTL was shorter than the time left, so the run ended early
-	// enough never to outlive its lease.
-	DeadlineCappedByLease bool   `json:"deadlineCappedByLease,omitempty"`
-	DrainMillis           int64  `json:"drainMillis"`
-	PublishMillis         int64  `json:"publishMillis"`
-	Error                 string `json:"error,omitempty"`
+	// LeaseHeldBy names the holder and expiry of the lease when the run found it held: it then
+	// waited LeaseWaitMillis for it to lapse and took over, or (StopLeaseHeld) gave up because it
+	// would not lapse before the run's soft deadline.
+	LeaseHeldBy     string `json:"leaseHeldBy,omitempty"`
+	LeaseWaitMillis int64  `json:"leaseWaitMillis,omitempty"`
+	DrainMillis     int64  `json:"drainMillis"`
+	PublishMillis   int64  `json:"publishMillis"`
+	Error           string `json:"error,omitempty"`
 }
 
 // run is the state of one invocation.
@@ -212,44 +230,30 @@ func (r *run) execute(ctx context.Context) error {
 	if lease == nil || err != nil {
 		return err // nil when another capture holds the lease: a clean stop
 	}
-	defer lease.release(ctx)
 	r.lease = lease
-
-	// Reading stops at the soft deadline (deadline - margin); waiting for acknowledgements and
-	// the final save may use half the margin more.
-	hardCtx, cancel := context.WithTimeout(ctx, r.untilDeadline(r.opts.DeadlineMargin/2))
+	// Released last, after the producer was flushed or aborted (close, below).
+	defer lease.release(ctx)
+	// The run's context ends when the lease is lost or about to expire unrenewed; reading stops
+	// at the soft deadline (the function's deadline - DEADLINE_MARGIN), and waiting for
+	// acknowledgements may use half the margin more.
+	runCtx := lease.keep(ctx)
+	hardCtx, cancel := context.WithTimeout(runCtx, r.untilDeadline(r.opts.DeadlineMargin/2))
 	defer cancel()
 	err = r.open(hardCtx)
 	defer r.close(ctx)
 	if err != nil {
-		return err
+		return r.leaseLostOr(err)
 	}
 	invalidate, drainErr := r.drain(hardCtx)
 	return r.finish(ctx, hardCtx, invalidate, drainErr)
 }
 
-// takeLease acquires the scope's lease. When another capture holds it, it records that in the
-// summary and returns a nil lease and no error.
-func (r *run) takeLease(ctx context.Context) (*held, error) {
-	lease, err := acquire(ctx, r.c.deps, r.opts.Scope.ID(), r.inv.Owner, r.opts.LeaseTTL)
-	if errors.Is(err, checkpoint.ErrLeaseHeld) {
-		r.sum.StopReason = StopLeaseHeld
-		r.sum.LeaseHeldBy = err.Error()
-		r.metrics.Put("LeaseHeld", metrics.Count, 1)
-		r.c.deps.Logger.Warn("lease held by another capture", "scope", r.opts.Scope.ID(), "error", err)
-		return nil, nil
+// leaseLostOr returns why the lease was lost, which explains err, or err.
+func (r *run) leaseLostOr(err error) error {
+	if lost := r.lease.lostErr(); lost != nil {
+		return fmt.Errorf("capture stopped, its lease lost: %w", lost)
 	}
-	if err != nil {
-		return nil, err
-	}
-	// The run ends before its lease can expire, whatever the function's timeout: a capture still
-	// publishing after another one took the expired lease would put the older versions it read
-	// behind the newer ones in Kafka (fencing protects only the checkpoint).
-	if exp := lease.expiresAt(); !exp.IsZero() && exp.Before(r.inv.Deadline) {
-		r.inv.Deadline = exp
-		r.sum.DeadlineCappedByLease = true
-	}
-	return lease, nil
+	return err
 }
 
 // open loads the checkpoint, opens the change stream after it and starts the Kafka batch.
@@ -289,8 +293,8 @@ func (r *run) close(ctx context.Context) {
 // retention window. An invalidate ends the stream: the next run must startAfter it. A lost lease
 // saves nothing.
 func (r *run) finish(ctx, hardCtx context.Context, invalidate *checkpoint.Position, drainErr error) error {
-	if r.lease.isLost() {
-		return drainErr
+	if r.lease.lostErr() != nil {
+		return r.leaseLostOr(drainErr)
 	}
 	flushStart := r.c.deps.Now()
 	flushErr := r.batch.Flush(hardCtx)
@@ -303,6 +307,9 @@ func (r *run) finish(ctx, hardCtx context.Context, invalidate *checkpoint.Positi
 	final := r.acks.Position()
 	if invalidate != nil && drainErr == nil && flushErr == nil {
 		final = *invalidate
+	}
+	if r.lease.lostErr() != nil {
+		return r.leaseLostOr(errors.Join(drainErr, flushErr))
 	}
 	if len(final.ResumeToken) > 0 {
 		saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -408,9 +415,12 @@ func (r *run) emit(err error) {
 	}
 	m.Put("CheckpointSaved", metrics.Count, b2f(r.sum.CheckpointSaved))
 	m.Put("Errors", metrics.Count, b2f(err != nil))
-	if _, ok := m.Value("HistoryLost"); !ok {
-		m.Put("HistoryLost", metrics.Count, 0)
+	for _, name := range []string{"HistoryLost", "LeaseHeld"} {
+		if _, ok := m.Value(name); !ok {
+			m.Put(name, metrics.Count, 0)
+		}
 	}
+	m.Put("LeaseWaitTime", metrics.Milliseconds, float64(r.sum.LeaseWaitMillis))
 	if merr := m.Emit(r.c.deps.Metrics, now); merr != nil {
 		r.c.deps.Logger.Warn("emit metrics", "error", merr)
 	}

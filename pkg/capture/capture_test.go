@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -51,7 +52,7 @@ func newHarness(events ...bson.Raw) *harness {
 	h.stream = &fakeStream{clock: h.clock, events: events, maxAwait: time.Second, gap: 10 * time.Millisecond}
 	h.opener = &fakeOpener{stream: h.stream}
 	h.batch = &fakeBatch{ackLimit: -1}
-	h.cps = &fakeCheckpoints{acked: h.batch.Acked}
+	h.cps = &fakeCheckpoints{acked: h.batch.Acked, now: h.clock.Now}
 	h.inv = Invocation{Owner: "req-1", Deadline: h.clock.Now().Add(15 * time.Minute)}
 	return h
 }
@@ -63,6 +64,7 @@ func (h *harness) run() (Summary, error) {
 		Checkpoints: h.cps,
 		Blobs:       h.blob,
 		Now:         h.clock.Now,
+		Sleep:       func(_ context.Context, d time.Duration) error { h.clock.Add(d); return nil },
 		Logger:      slog.New(slog.NewJSONHandler(&h.logs, nil)),
 		Metrics:     &h.metrics,
 	})
@@ -106,11 +108,6 @@ func TestStopReasons(t *testing.T) {
 			h.opts.ContinuousDrain = time.Hour
 			h.inv.Deadline = h.clock.Now().Add(h.opts.DeadlineMargin + 10*time.Second)
 		}, StopDeadline, 3},
-		{"lease expiring before the deadline ends the run", inserts(1, 3), func(h *harness) {
-			h.opts.ContinuousDrain = time.Hour
-			h.inv.Deadline = h.clock.Now().Add(time.Hour)
-			h.cps.expires = h.clock.Now().Add(h.opts.DeadlineMargin + 10*time.Second)
-		}, StopDeadline, 3},
 		{"continuous drain ignores idle", inserts(1, 3), func(h *harness) { h.opts.ContinuousDrain = 50 * time.Second }, StopContinuousDrain, 3},
 		{"invalidate", append(inserts(1, 2), event(3, "drop", "bar", "foo"), event(4, "invalidate", "", ""), event(5, "insert", "bar", "foo")), nil, StopInvalidate, 3},
 	}
@@ -130,12 +127,6 @@ func TestStopReasons(t *testing.T) {
 			}
 			if !sum.CheckpointSaved || !h.cps.released {
 				t.Errorf("checkpoint saved %v, lease released %v", sum.CheckpointSaved, h.cps.released)
-			}
-			if capped := !h.cps.expires.IsZero(); sum.DeadlineCappedByLease != capped {
-				t.Errorf("DeadlineCappedByLease = %v, want %v", sum.DeadlineCappedByLease, capped)
-			}
-			if !h.cps.expires.IsZero() && h.clock.Now().After(h.cps.expires) {
-				t.Errorf("the run went on until %v, after its lease expired at %v", h.clock.Now(), h.cps.expires)
 			}
 			if tt.wantReason == StopContinuousDrain && h.clock.Now().Sub(start) < 50*time.Second {
 				t.Errorf("continuous drain stopped after %v", h.clock.Now().Sub(start))
@@ -279,6 +270,7 @@ func TestQuietScopeSavesPostBatchToken(t *testing.T) {
 func TestLeaseHeldIsACleanRefusal(t *testing.T) {
 	h := newHarness(inserts(1, 3)...)
 	h.cps.heldBy = "req-0"
+	h.cps.heldUntil = h.inv.Deadline.Add(-h.opts.DeadlineMargin) // lapses too late for this run
 	sum, err := h.run()
 	if err != nil {
 		t.Fatalf("a held lease must not fail the invocation: %v", err)
@@ -291,6 +283,31 @@ func TestLeaseHeldIsACleanRefusal(t *testing.T) {
 	}
 	if h.metric(t, "LeaseHeld") != 1 {
 		t.Error("LeaseHeld metric not set")
+	}
+}
+
+// TestLeaseLapsingWithinTheBudgetIsTakenOver: a run that finds the lease held until a time
+// before its soft deadline (a dead holder's lease) waits for it, takes over and captures.
+func TestLeaseLapsingWithinTheBudgetIsTakenOver(t *testing.T) {
+	h := newHarness(inserts(1, 3)...)
+	h.cps.heldBy = "dead-req"
+	h.cps.heldUntil = h.clock.Now().Add(25 * time.Second)
+	start := h.clock.Now()
+	sum, err := h.run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.StopReason == StopLeaseHeld || sum.Events != 3 || !sum.CheckpointSaved {
+		t.Fatalf("summary %+v: want the 3 events captured after the takeover", sum)
+	}
+	if sum.LeaseWaitMillis < 25_000 || sum.LeaseWaitMillis > 26_000 || !strings.Contains(sum.LeaseHeldBy, "dead-req") {
+		t.Errorf("waited %d ms for the lease held by %q, want 25 s for dead-req", sum.LeaseWaitMillis, sum.LeaseHeldBy)
+	}
+	if took := h.clock.Now().Sub(start); took > time.Minute {
+		t.Errorf("the run took %v", took)
+	}
+	if h.metric(t, "LeaseHeld") != 0 || h.metric(t, "LeaseWaitTime") < 25_000 {
+		t.Errorf("LeaseHeld %v, LeaseWaitTime %v", h.metric(t, "LeaseHeld"), h.metric(t, "LeaseWaitTime"))
 	}
 }
 

@@ -63,10 +63,16 @@ type Batch interface {
 	End()
 }
 
-// Checkpoints is the state collection (*checkpoint.Store implements it).
+// Checkpoints is the state collection (*checkpoint.Store implements it). Its methods may be
+// called concurrently: a run's heartbeat calls Renew while its drain calls Save.
 type Checkpoints interface {
 	Load(ctx context.Context, scope string) (checkpoint.State, error)
+	// Acquire fails with an error matching checkpoint.ErrLeaseHeld (a *checkpoint.HeldError,
+	// which says until when) when another owner holds the lease.
 	Acquire(ctx context.Context, scope, owner string, ttl time.Duration) (checkpoint.Lease, error)
+	// Renew extends the lease to its TTL from now and returns it, or fails with
+	// checkpoint.ErrFenced when it was taken over or reset.
+	Renew(ctx context.Context, lease checkpoint.Lease) (checkpoint.Lease, error)
 	Save(ctx context.Context, lease checkpoint.Lease, pos checkpoint.Position) error
 	Release(ctx context.Context, lease checkpoint.Lease) error
 }

@@ -211,6 +211,14 @@ func (l lazyCheckpoints) Acquire(ctx context.Context, scope, owner string, ttl t
 	return s.Acquire(ctx, scope, owner, ttl)
 }
 
+func (l lazyCheckpoints) Renew(ctx context.Context, lease checkpoint.Lease) (checkpoint.Lease, error) {
+	s, err := l.store(ctx)
+	if err != nil {
+		return lease, err
+	}
+	return s.Renew(ctx, lease)
+}
+
 func (l lazyCheckpoints) Save(ctx context.Context, lease checkpoint.Lease, pos checkpoint.Position) error {
 	s, err := l.store(ctx)
 	if err != nil {

@@ -67,7 +67,7 @@ var variables = []Variable{
 	{"CONTINUOUS_DRAIN", capture, "0", "keep draining this long (e.g. 50s for a 1-minute schedule)"},
 	{"DEADLINE_MARGIN", capture, "10s", "stop this long before the Lambda deadline"},
 	{"START_AT", capture, "now", "first run only: now or an RFC 3339 time"},
-	{"LEASE_TTL", capture, "15m", "lease lifetime; renewed at each checkpoint"},
+	{"LEASE_TTL", capture, "30s", "lease lifetime; a heartbeat renews it every LEASE_TTL/3 while the run lives, so a dead capture blocks the scope at most this long; must be more than DEADLINE_MARGIN"},
 	{"CHANGE_STREAM_RETENTION", capture, "3h", "the cluster's change_stream_log_retention_duration, for the lag-fraction metric"},
 
 	// Apply.
