@@ -275,10 +275,19 @@ func (r *run) open(ctx context.Context) error {
 	return nil
 }
 
-// close ends the batch and closes the stream, whatever happened.
+// close ends the batch (aborting its producer when messages were left unacknowledged: a failed
+// or timed-out flush, a lost lease) and closes the stream, whatever happened. The abort may wait
+// for requests already sent until the lease expires, or the function's deadline: a run never
+// outlives its lease.
 func (r *run) close(ctx context.Context) {
 	if r.batch != nil {
-		r.batch.End()
+		limit := r.inv.Deadline
+		if exp := r.lease.expiresAt(); !exp.IsZero() && exp.Before(limit) {
+			limit = exp
+		}
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit.Sub(r.c.deps.Now()))
+		r.batch.End(ectx)
+		cancel()
 	}
 	if r.stream != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -156,6 +156,7 @@ type fakeBatch struct {
 	err      error //
 	parts    int32 // partition count; 0 means 1
 	acked    uint64
+	ended    bool
 	changed  chan struct{}
 }
 
@@ -206,7 +207,7 @@ func (b *fakeBatch) Flush(ctx context.Context) error {
 	}
 	return nil
 }
-func (b *fakeBatch) End() {}
+func (b *fakeBatch) End(context.Context) { b.mu.Lock(); b.ended = true; b.mu.Unlock() }
 
 type fakePublisher struct{ batch *fakeBatch }
 
