@@ -165,6 +165,7 @@ type Summary struct {
 	Skipped          int            `json:"skipped,omitempty"` // out of scope or unknown operation type
 	Bytes            int64          `json:"bytes"`
 	ClaimChecks      int            `json:"claimChecks,omitempty"`
+	DeadLettered     int            `json:"deadLettered,omitempty"` // set aside to S3 (DeadLetter), not published
 	Acknowledged     int            `json:"acknowledged"`
 	FirstClusterTime *ClusterTime   `json:"firstClusterTime,omitempty"`
 	LastClusterTime  *ClusterTime   `json:"lastClusterTime,omitempty"`
@@ -416,6 +417,7 @@ func (r *run) emit(err error) {
 	}
 	m.Put("Bytes", metrics.Bytes, float64(r.sum.Bytes))
 	m.Put("ClaimChecks", metrics.Count, float64(r.sum.ClaimChecks))
+	m.Put("DeadLettered", metrics.Count, float64(r.sum.DeadLettered))
 	m.Put("DrainTime", metrics.Milliseconds, float64(r.sum.DrainMillis))
 	m.Put("PublishTime", metrics.Milliseconds, float64(r.sum.PublishMillis))
 	m.Put("ReplicationLagSeconds", metrics.Seconds, r.sum.LagSeconds)

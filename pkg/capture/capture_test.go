@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
 
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
@@ -620,4 +621,92 @@ func TestCheckpointWaitsForEveryBarrierCopy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// nested is a document nested n levels deep.
+func nested(n int) bson.D {
+	d := bson.D{{Key: "leaf", Value: int32(1)}}
+	for range n - 1 {
+		d = bson.D{{Key: "a", Value: d}}
+	}
+	return d
+}
+
+// TestPoisonIsDeadLettered: an event capture cannot convert (a document nested deeper than the
+// format allows) or publish (a document key too large for any Kafka message) is written to the
+// dead-letter prefix with its raw bytes and resume token, counted, and the run goes on past it.
+func TestPoisonIsDeadLettered(t *testing.T) {
+	deep := event(2, "insert", "bar", "foo", bson.E{Key: "fullDocument", Value: append(bson.D{{Key: "_id", Value: int32(2)}}, nested(101)...)})
+	bigKey := strings.Repeat("k", 1100)
+	hugeID, _ := bson.Marshal(bson.D{
+		{Key: "_id", Value: token(2)}, {Key: "operationType", Value: "insert"},
+		{Key: "clusterTime", Value: primitive.Timestamp{T: 1714564802, I: 1}},
+		{Key: "ns", Value: bson.D{{Key: "db", Value: "bar"}, {Key: "coll", Value: "foo"}}},
+		{Key: "documentKey", Value: bson.D{{Key: "_id", Value: bigKey}}},
+		{Key: "fullDocument", Value: bson.D{{Key: "_id", Value: bigKey}, {Key: "pad", Value: strings.Repeat("p", 2000)}}},
+	})
+	tests := []struct {
+		name   string
+		poison bson.Raw
+		reason string
+	}{
+		{"nested deeper than 100 levels", deep, "nested deeper than 100 levels"},
+		{"key too large for a claim-check message", bson.Raw(hugeID), "even the claim-check message"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(event(1, "insert", "bar", "foo"), tt.poison, event(3, "insert", "bar", "foo"))
+			h.opts.MaxMessageBytes = 1024
+			sum, err := h.run()
+			if err != nil {
+				t.Fatalf("a poison event failed the run: %v", err)
+			}
+			if sum.DeadLettered != 1 || sum.Events != 2 || h.metric(t, "DeadLettered") != 1 {
+				t.Errorf("dead-lettered %d, published %d, metric %v; want 1, 2, 1", sum.DeadLettered, sum.Events, h.metric(t, "DeadLettered"))
+			}
+			if h.savedIndex() != 3 {
+				t.Errorf("checkpoint at event %d, want past the poison to 3", h.savedIndex())
+			}
+			var dl DeadLetter
+			var key string
+			for k, body := range h.blob.objects {
+				if strings.HasPrefix(k, DeadLetterPrefix("docdbdr/")) {
+					key = k
+					if err := json.Unmarshal(body, &dl); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if want := DeadLetterKey("docdbdr/", "bar.foo", primitive.Timestamp{T: 1714564802, I: 1}, token(2)); key != want {
+				t.Fatalf("dead letter at %q, want %q (objects: %d)", key, want, len(h.blob.objects))
+			}
+			if !bytes.Equal(dl.Raw, tt.poison) || !strings.Contains(dl.Reason, tt.reason) || dl.Source != "capture" ||
+				dl.Operation != "insert" || dl.DB != "bar" || dl.Coll != "foo" || dl.ClusterTime.T != 1714564802 || !strings.Contains(string(dl.ResumeToken), "00000002") {
+				t.Errorf("dead letter %+v", dl)
+			}
+			if !strings.Contains(h.logs.String(), "dead-lettered a change event") {
+				t.Error("no warning logged")
+			}
+		})
+	}
+
+	t.Run("a dead letter that cannot be written fails the run before the poison", func(t *testing.T) {
+		h := newHarness(event(1, "insert", "bar", "foo"), deep, event(3, "insert", "bar", "foo"))
+		h.blob.err = errBoom
+		_, err := h.run()
+		if !errors.Is(err, errBoom) || !strings.Contains(err.Error(), "nested deeper") {
+			t.Fatalf("err = %v, want the S3 failure and the reason", err)
+		}
+		if h.savedIndex() != 1 {
+			t.Errorf("checkpoint at %d, want 1: the poison must not be passed without its dead letter", h.savedIndex())
+		}
+	})
+	t.Run("out of scope poison is skipped, not dead-lettered", func(t *testing.T) {
+		other := event(2, "insert", "bar", "exa", bson.E{Key: "fullDocument", Value: append(bson.D{{Key: "_id", Value: int32(2)}}, nested(101)...)})
+		h := newHarness(event(1, "insert", "bar", "foo"), other, event(3, "insert", "bar", "foo"))
+		sum, err := h.run()
+		if err != nil || sum.DeadLettered != 0 || sum.Skipped != 1 || len(h.blob.objects) != 0 || h.savedIndex() != 3 {
+			t.Errorf("summary %+v, %v, objects %d, checkpoint %d", sum, err, len(h.blob.objects), h.savedIndex())
+		}
+	})
 }

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -195,39 +193,13 @@ func (r *run) stopReason(started time.Time, quiet time.Duration) string {
 	return ""
 }
 
-// converted is an event after the pure, parallelisable part of handling it: decoded, checked
-// against the scope and encoded as a Kafka message.
-type converted struct {
-	ev   changeevent.Event
-	msg  kafka.Message // empty when skip or invalidate
-	skip bool          // out of scope or an unknown operation type: not published
-	err  error
-}
-
 // convert decodes a raw change stream event and encodes its message. It touches no run state, so
 // several run at once (see drain).
 func (r *run) convert(raw bson.Raw) converted {
-	ev, err := changeevent.FromChangeStream(raw)
-	if err != nil {
-		return converted{err: fmt.Errorf("change stream on %s: %w", r.opts.Scope, err)}
+	c := convertEvent(raw, r.opts.Scope.Contains)
+	if c.err != nil {
+		c.err = fmt.Errorf("change stream on %s: %w", r.opts.Scope, c.err)
 	}
-	c := converted{ev: ev}
-	switch {
-	case ev.Operation == changeevent.Invalidate:
-		return c
-	case !ev.Operation.Known() || !r.opts.Scope.Contains(&ev):
-		c.skip = true
-		return c
-	}
-	value, err := changeevent.Marshal(&ev)
-	if err != nil {
-		return converted{err: err}
-	}
-	key, err := changeevent.Key(&ev)
-	if err != nil {
-		return converted{err: fmt.Errorf("key of %s event on %s: %w", ev.Operation, ev.NS, err)}
-	}
-	c.msg = kafka.Message{Key: key, Value: value, Headers: changeevent.Headers(&ev)}
 	return c
 }
 
@@ -235,7 +207,7 @@ func (r *run) convert(raw bson.Raw) converted {
 // position for the checkpoint. It returns the position of an invalidate event.
 func (r *run) handle(ctx context.Context, c converted) (*checkpoint.Position, error) {
 	if c.err != nil {
-		return nil, c.err
+		return nil, r.deadLetter(ctx, c.raw, c.err)
 	}
 	ev := &c.ev
 	pos := checkpoint.Position{ResumeToken: ev.ResumeToken, ClusterTime: ev.ClusterTime}
@@ -251,9 +223,9 @@ func (r *run) handle(ctx context.Context, c converted) (*checkpoint.Position, er
 		return nil, nil
 	}
 
-	msg, claimChecked, err := r.fit(ctx, ev, c.msg)
+	msg, claimChecked, err := fitMessage(ctx, r.c.deps.Blobs, r.opts.ArchivePrefix, r.opts.MaxMessageBytes, ev, c.msg)
 	if err != nil {
-		return nil, err
+		return nil, r.deadLetter(ctx, c.raw, err)
 	}
 	msgs, err := r.copies(ev, msg)
 	if err != nil {
@@ -294,10 +266,8 @@ func (r *run) handle(ctx context.Context, c converted) (*checkpoint.Position, er
 	return nil, nil
 }
 
-// copies returns the messages that publish ev: msg itself for a document change, which the
-// key's hash places; for a collection event (drop, rename, dropDatabase) one copy pinned to each
-// partition of the topic, each with the barrier header naming the partition count, so that every
-// partition sees the event at the same point relative to its own document changes.
+// copies returns the messages that publish ev: msg itself for a document change, or one copy
+// per partition of the topic for a collection event (barrierCopies).
 func (r *run) copies(ev *changeevent.Event, msg kafka.Message) ([]kafka.Message, error) {
 	if ev.Operation.IsDocumentChange() {
 		return []kafka.Message{msg}, nil
@@ -306,35 +276,7 @@ func (r *run) copies(ev *changeevent.Event, msg kafka.Message) ([]kafka.Message,
 	if err != nil {
 		return nil, fmt.Errorf("publish %s event on %s to every partition: %w", ev.Operation, ev.NS, err)
 	}
-	headers := append(slices.Clip(msg.Headers), [2]string{changeevent.HeaderBarrier, strconv.Itoa(int(n))})
-	out := make([]kafka.Message, n)
-	for p := range n {
-		out[p] = kafka.Message{Key: msg.Key, Value: msg.Value, Headers: headers, Partition: p, Pinned: true}
-	}
-	return out, nil
-}
-
-// fit returns msg, or when it is over the Kafka limit, the claim-check message that replaces it.
-func (r *run) fit(ctx context.Context, ev *changeevent.Event, msg kafka.Message) (kafka.Message, bool, error) {
-	if msg.Size() <= r.opts.MaxMessageBytes {
-		return msg, false, nil
-	}
-	if r.c.deps.Blobs == nil {
-		return kafka.Message{}, false, fmt.Errorf("%s event on %s is %d bytes, over the %d-byte Kafka limit, and no claim-check store is configured",
-			ev.Operation, ev.NS, msg.Size(), r.opts.MaxMessageBytes)
-	}
-	stub, err := claimCheck(ctx, r.c.deps.Blobs, r.opts.ArchivePrefix, ev, msg.Value)
-	if err != nil {
-		return kafka.Message{}, false, err
-	}
-	if msg.Value, err = changeevent.Marshal(stub); err != nil {
-		return kafka.Message{}, false, err
-	}
-	if msg.Size() > r.opts.MaxMessageBytes {
-		return kafka.Message{}, false, fmt.Errorf("%s event on %s: even the claim-check message is %d bytes, over the %d-byte Kafka limit (document key too large?)",
-			ev.Operation, ev.NS, msg.Size(), r.opts.MaxMessageBytes)
-	}
-	return msg, true, nil
+	return barrierCopies(ev, msg, n), nil
 }
 
 // waitForRoom blocks while publishing size more bytes would exceed the in-flight limit.
