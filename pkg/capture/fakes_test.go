@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -310,6 +312,25 @@ func (b *fakeBlob) Put(ctx context.Context, key string, body []byte) error {
 	}
 	b.objects[key] = body
 	return nil
+}
+
+func (b *fakeBlob) Get(ctx context.Context, key string) ([]byte, error) {
+	body, ok := b.objects[key]
+	if !ok {
+		return nil, fmt.Errorf("get %s: no such key", key)
+	}
+	return body, nil
+}
+
+func (b *fakeBlob) List(ctx context.Context, prefix string) ([]string, error) {
+	var keys []string
+	for k := range b.objects {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys, nil
 }
 
 var errBoom = errors.New("boom")

@@ -165,6 +165,9 @@ func LoadCLI(getenv func(string) string) (CLI, error) {
 		StateCollection:  r.str("STATE_COLLECTION"),
 		LogLevel:         r.logLevel(),
 	}
+	// How capture produces: replay-deadletters publishes capture's dead letters the same way.
+	c.Kafka.Compression = r.oneOf("KAFKA_COMPRESSION", Compressions...)
+	c.Kafka.MaxMessageBytes = int(r.integer("KAFKA_MAX_MESSAGE_BYTES", 1024, 100<<20))
 	if c.WatchDB == "" && len(c.WatchCollections) > 0 {
 		r.fail("WATCH_DB", "required when WATCH_COLLECTIONS is set")
 	}
