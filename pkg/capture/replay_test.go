@@ -148,4 +148,6 @@ func readTopic(t *testing.T, addrs []string, n int) []*kgo.Record {
 	return out
 }
 
-func countTopic(t *testing.T, addrs []string, atLeast int) int { return len(readTopic(t, addrs, atLeast)) }
+func countTopic(t *testing.T, addrs []string, atLeast int) int {
+	return len(readTopic(t, addrs, atLeast))
+}
