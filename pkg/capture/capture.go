@@ -2,21 +2,26 @@
 // stream after the saved checkpoint, drain a bounded batch while publishing every event to Kafka,
 // and move the checkpoint only to events Kafka acknowledged.
 //
-// One invocation, top to bottom (Capturer.Run):
+// One invocation, top to bottom (Capturer.Run: lease -> open -> drain -> finish):
 //
-//  1. Acquire the scope's lease. If another capture holds it, stop cleanly (StopLeaseHeld).
+//  1. Acquire the scope's lease (lease.go). When another capture holds it until a time before
+//     the run's soft deadline, wait for it to lapse and take it over; otherwise stop cleanly
+//     (StopLeaseHeld). A heartbeat renews the lease every LEASE_TTL/3; the run's context ends
+//     as soon as a renewal fails or is fenced, or just before an unrenewed expiry.
 //  2. Load the checkpoint and open the stream: resumeAfter the saved token (startAfter when it
 //     is an invalidate's), else startAtOperationTime (a reset to a time, or START_AT), else now.
-//  3. Drain: read events with TryNext (each empty getMore waits up to MAX_AWAIT on the server),
-//     convert, check the namespace, claim-check oversized events to S3, and publish without
-//     waiting for each acknowledgement. Acknowledgements are consumed as they arrive; every
-//     CHECKPOINT_EVERY of them the checkpoint moves to the newest event whose predecessors were
-//     all acknowledged.
+//  3. Drain (drain.go): read events with TryNext (each empty getMore waits up to MAX_AWAIT on the
+//     server), convert, check the namespace, claim-check oversized events to S3 (message.go),
+//     dead-letter poison to S3 (deadletter.go), and publish without waiting for each
+//     acknowledgement: a document change by its key's hash, a collection event once to every
+//     partition. The acknowledgements are followed by acks (acks.go); every CHECKPOINT_EVERY of
+//     them the checkpoint moves to the newest event whose predecessors were all acknowledged.
 //  4. Stop at MAX_EVENTS, MAX_BYTES, the deadline minus DEADLINE_MARGIN, IDLE_TIMEOUT without an
 //     event, CONTINUOUS_DRAIN elapsed, or an invalidate event.
-//  5. Wait for every acknowledgement, then save the stream's resume token: after the last event,
-//     or the post-batch resume token, so a quiet scope's checkpoint keeps moving forward within
-//     the change stream retention window.
+//  5. Finish: wait for every acknowledgement, then save the stream's resume token: after the last
+//     event, or the post-batch resume token, so a quiet scope's checkpoint keeps moving forward
+//     within the change stream retention window. A batch left unacknowledged aborts its
+//     producer, so nothing it holds reaches Kafka after the run.
 //  6. Release the lease, log one summary line, emit EMF metrics.
 //
 // A failure anywhere leaves the checkpoint at (or before) the last acknowledged event: the next

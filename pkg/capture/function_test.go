@@ -248,3 +248,26 @@ func consumeAll(t *testing.T, addrs []string, n int) []*kgo.Record {
 	}
 	return out
 }
+
+// TestCaptureMainOnlyWires: functions/capture/main.go stays a few lines that build the function
+// with NewFunction and hand it to the Lambda runtime; everything else (configuration, clients,
+// the publisher's lifecycle) lives in Function, where it is tested.
+func TestCaptureMainOnlyWires(t *testing.T) {
+	src, err := os.ReadFile("../../functions/capture/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(src, []byte("\n")); n >= 40 {
+		t.Errorf("functions/capture/main.go has %d lines, want under 40", n)
+	}
+	for _, want := range []string{"capture.NewFunction(", "lambda.StartWithOptions(f.Handle, lambda.WithEnableSIGTERM(f.Close))"} {
+		if !bytes.Contains(src, []byte(want)) {
+			t.Errorf("functions/capture/main.go does not call %s", want)
+		}
+	}
+	for _, banned := range []string{"kafka.", "sarama", "docdb.", "checkpoint."} {
+		if bytes.Contains(src, []byte(banned)) {
+			t.Errorf("functions/capture/main.go builds %s itself: wiring belongs in capture.NewFunction", banned)
+		}
+	}
+}
