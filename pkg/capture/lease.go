@@ -15,7 +15,7 @@ import (
 // renews it every LEASE_TTL/3, so a holder that dies (kill -9, out of memory, a Lambda timeout)
 // blocks the scope for at most one TTL after its last renewal. A run never outlives its lease:
 // its context ends when a renewal fails or is fenced, or when the lease comes within
-// DEADLINE_MARGIN/2 of its expiry without a renewal; publishing stops there and the producer is
+// DEADLINE_MARGIN/2 (at least LEASE_TTL/10) of its expiry without a renewal; publishing stops there and the producer is
 // aborted (see finish and the publisher slot), so a capture that lost its lease cannot put older
 // versions behind a newer holder's in Kafka.
 
@@ -26,6 +26,11 @@ const (
 	leasePoll  = time.Second
 	leaseSlack = 10 * time.Millisecond
 )
+
+// leaseGuard is how long before an unrenewed expiry a run stops: DEADLINE_MARGIN/2, and at least
+// LEASE_TTL/10 so that a zero margin still leaves the abort some time. It stays under the
+// LEASE_TTL*2/3 that a renewal every LEASE_TTL/3 leaves, given LEASE_TTL > DEADLINE_MARGIN.
+func leaseGuard(margin, ttl time.Duration) time.Duration { return max(margin/2, ttl/10) }
 
 // errLeaseExpiring ends a run whose lease came within the guard of its expiry unrenewed.
 var errLeaseExpiring = errors.New("lease about to expire without a renewal")
@@ -62,7 +67,7 @@ func (r *run) takeLease(ctx context.Context) (*held, error) {
 			if r.sum.LeaseHeldBy != "" {
 				r.c.deps.Logger.Info("took over the lease", "scope", scope, "from", r.sum.LeaseHeldBy)
 			}
-			return &held{deps: r.c.deps, lease: lease, guard: r.opts.DeadlineMargin / 2}, nil
+			return &held{deps: r.c.deps, lease: lease, guard: leaseGuard(r.opts.DeadlineMargin, r.opts.LeaseTTL)}, nil
 		}
 		if r.sum.LeaseHeldBy == "" {
 			r.sum.LeaseHeldBy = err.Error()
