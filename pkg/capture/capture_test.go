@@ -2,14 +2,17 @@ package capture
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
 
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
@@ -50,7 +53,7 @@ func newHarness(events ...bson.Raw) *harness {
 	h.stream = &fakeStream{clock: h.clock, events: events, maxAwait: time.Second, gap: 10 * time.Millisecond}
 	h.opener = &fakeOpener{stream: h.stream}
 	h.batch = &fakeBatch{ackLimit: -1}
-	h.cps = &fakeCheckpoints{acked: h.batch.Acked}
+	h.cps = &fakeCheckpoints{acked: h.batch.Acked, now: h.clock.Now}
 	h.inv = Invocation{Owner: "req-1", Deadline: h.clock.Now().Add(15 * time.Minute)}
 	return h
 }
@@ -62,6 +65,7 @@ func (h *harness) run() (Summary, error) {
 		Checkpoints: h.cps,
 		Blobs:       h.blob,
 		Now:         h.clock.Now,
+		Sleep:       func(_ context.Context, d time.Duration) error { h.clock.Add(d); return nil },
 		Logger:      slog.New(slog.NewJSONHandler(&h.logs, nil)),
 		Metrics:     &h.metrics,
 	})
@@ -105,11 +109,6 @@ func TestStopReasons(t *testing.T) {
 			h.opts.ContinuousDrain = time.Hour
 			h.inv.Deadline = h.clock.Now().Add(h.opts.DeadlineMargin + 10*time.Second)
 		}, StopDeadline, 3},
-		{"lease expiring before the deadline ends the run", inserts(1, 3), func(h *harness) {
-			h.opts.ContinuousDrain = time.Hour
-			h.inv.Deadline = h.clock.Now().Add(time.Hour)
-			h.cps.expires = h.clock.Now().Add(h.opts.DeadlineMargin + 10*time.Second)
-		}, StopDeadline, 3},
 		{"continuous drain ignores idle", inserts(1, 3), func(h *harness) { h.opts.ContinuousDrain = 50 * time.Second }, StopContinuousDrain, 3},
 		{"invalidate", append(inserts(1, 2), event(3, "drop", "bar", "foo"), event(4, "invalidate", "", ""), event(5, "insert", "bar", "foo")), nil, StopInvalidate, 3},
 	}
@@ -129,12 +128,6 @@ func TestStopReasons(t *testing.T) {
 			}
 			if !sum.CheckpointSaved || !h.cps.released {
 				t.Errorf("checkpoint saved %v, lease released %v", sum.CheckpointSaved, h.cps.released)
-			}
-			if capped := !h.cps.expires.IsZero(); sum.DeadlineCappedByLease != capped {
-				t.Errorf("DeadlineCappedByLease = %v, want %v", sum.DeadlineCappedByLease, capped)
-			}
-			if !h.cps.expires.IsZero() && h.clock.Now().After(h.cps.expires) {
-				t.Errorf("the run went on until %v, after its lease expired at %v", h.clock.Now(), h.cps.expires)
 			}
 			if tt.wantReason == StopContinuousDrain && h.clock.Now().Sub(start) < 50*time.Second {
 				t.Errorf("continuous drain stopped after %v", h.clock.Now().Sub(start))
@@ -278,6 +271,7 @@ func TestQuietScopeSavesPostBatchToken(t *testing.T) {
 func TestLeaseHeldIsACleanRefusal(t *testing.T) {
 	h := newHarness(inserts(1, 3)...)
 	h.cps.heldBy = "req-0"
+	h.cps.heldUntil = h.inv.Deadline.Add(-h.opts.DeadlineMargin) // lapses too late for this run
 	sum, err := h.run()
 	if err != nil {
 		t.Fatalf("a held lease must not fail the invocation: %v", err)
@@ -290,6 +284,31 @@ func TestLeaseHeldIsACleanRefusal(t *testing.T) {
 	}
 	if h.metric(t, "LeaseHeld") != 1 {
 		t.Error("LeaseHeld metric not set")
+	}
+}
+
+// TestLeaseLapsingWithinTheBudgetIsTakenOver: a run that finds the lease held until a time
+// before its soft deadline (a dead holder's lease) waits for it, takes over and captures.
+func TestLeaseLapsingWithinTheBudgetIsTakenOver(t *testing.T) {
+	h := newHarness(inserts(1, 3)...)
+	h.cps.heldBy = "dead-req"
+	h.cps.heldUntil = h.clock.Now().Add(25 * time.Second)
+	start := h.clock.Now()
+	sum, err := h.run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.StopReason == StopLeaseHeld || sum.Events != 3 || !sum.CheckpointSaved {
+		t.Fatalf("summary %+v: want the 3 events captured after the takeover", sum)
+	}
+	if sum.LeaseWaitMillis < 25_000 || sum.LeaseWaitMillis > 26_000 || !strings.Contains(sum.LeaseHeldBy, "dead-req") {
+		t.Errorf("waited %d ms for the lease held by %q, want 25 s for dead-req", sum.LeaseWaitMillis, sum.LeaseHeldBy)
+	}
+	if took := h.clock.Now().Sub(start); took > time.Minute {
+		t.Errorf("the run took %v", took)
+	}
+	if h.metric(t, "LeaseHeld") != 0 || h.metric(t, "LeaseWaitTime") < 25_000 {
+		t.Errorf("LeaseHeld %v, LeaseWaitTime %v", h.metric(t, "LeaseHeld"), h.metric(t, "LeaseWaitTime"))
 	}
 }
 
@@ -540,4 +559,154 @@ func mustEvent(t *testing.T, value []byte) *changeevent.Event {
 		t.Fatal(err)
 	}
 	return &ev
+}
+
+// TestCollectionEventsAreBarriers: a drop, rename or dropDatabase is published once per
+// partition, pinned, with the barrier header; document changes are left to the key's hash.
+func TestCollectionEventsAreBarriers(t *testing.T) {
+	h := newHarness(event(1, "insert", "bar", "foo"), event(2, "drop", "bar", "foo"),
+		event(3, "rename", "bar", "x", bson.E{Key: "to", Value: bson.D{{Key: "db", Value: "bar"}, {Key: "coll", Value: "y"}}}),
+		event(4, "dropDatabase", "bar", ""), event(5, "delete", "bar", "y"))
+	h.opts.Scope = scope.Scope{DB: "bar"}
+	h.batch.parts = 3
+	sum, err := h.run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Events != 5 || sum.Messages != 2+3*3 {
+		t.Fatalf("events %d messages %d, want 5 and 11", sum.Events, sum.Messages)
+	}
+	var got []string
+	for _, m := range h.batch.msgs {
+		ev := mustEvent(t, m.Value)
+		barrier := ""
+		for _, hd := range m.Headers {
+			if hd[0] == changeevent.HeaderBarrier {
+				barrier = hd[1]
+			}
+		}
+		switch {
+		case ev.Operation.IsDocumentChange() && (m.Pinned || barrier != ""):
+			t.Errorf("%s pinned=%v barrier=%q: document changes follow their key", ev.Operation, m.Pinned, barrier)
+		case !ev.Operation.IsDocumentChange() && (!m.Pinned || barrier != "3"):
+			t.Errorf("%s pinned=%v barrier=%q, want pinned with barrier 3", ev.Operation, m.Pinned, barrier)
+		}
+		got = append(got, fmt.Sprintf("%s@%d", ev.Operation, m.Partition))
+	}
+	want := "insert@0 drop@0 drop@1 drop@2 rename@0 rename@1 rename@2 dropDatabase@0 dropDatabase@1 dropDatabase@2 delete@0"
+	if strings.Join(got, " ") != want {
+		t.Errorf("published %s\nwant      %s", strings.Join(got, " "), want)
+	}
+}
+
+// TestCheckpointWaitsForEveryBarrierCopy: a collection event's position is not checkpointed until
+// every one of its copies is acknowledged.
+func TestCheckpointWaitsForEveryBarrierCopy(t *testing.T) {
+	for acked := 1; acked <= 4; acked++ { // message 1 is the insert, 2..4 the drop's copies
+		t.Run(fmt.Sprint(acked, " acknowledged"), func(t *testing.T) {
+			h := newHarness(event(1, "insert", "bar", "foo"), event(2, "drop", "bar", "foo"))
+			h.opts.Scope = scope.Scope{DB: "bar"}
+			h.batch.parts = 3
+			h.batch.ackLimit = acked
+			_, err := h.run()
+			want := 1
+			if acked == 4 {
+				want = 2
+			}
+			if got := h.savedIndex(); got != want {
+				t.Errorf("checkpoint at event %d with %d of 4 messages acknowledged, want %d", got, acked, want)
+			}
+			if (err != nil) != (acked < 4) {
+				t.Errorf("err = %v", err)
+			}
+		})
+	}
+}
+
+// nested is a document nested n levels deep.
+func nested(n int) bson.D {
+	d := bson.D{{Key: "leaf", Value: int32(1)}}
+	for range n - 1 {
+		d = bson.D{{Key: "a", Value: d}}
+	}
+	return d
+}
+
+// TestPoisonIsDeadLettered: an event capture cannot convert (a document nested deeper than the
+// format allows) or publish (a document key too large for any Kafka message) is written to the
+// dead-letter prefix with its raw bytes and resume token, counted, and the run goes on past it.
+func TestPoisonIsDeadLettered(t *testing.T) {
+	deep := event(2, "insert", "bar", "foo", bson.E{Key: "fullDocument", Value: append(bson.D{{Key: "_id", Value: int32(2)}}, nested(101)...)})
+	bigKey := strings.Repeat("k", 1100)
+	hugeID, _ := bson.Marshal(bson.D{
+		{Key: "_id", Value: token(2)}, {Key: "operationType", Value: "insert"},
+		{Key: "clusterTime", Value: primitive.Timestamp{T: 1714564802, I: 1}},
+		{Key: "ns", Value: bson.D{{Key: "db", Value: "bar"}, {Key: "coll", Value: "foo"}}},
+		{Key: "documentKey", Value: bson.D{{Key: "_id", Value: bigKey}}},
+		{Key: "fullDocument", Value: bson.D{{Key: "_id", Value: bigKey}, {Key: "pad", Value: strings.Repeat("p", 2000)}}},
+	})
+	tests := []struct {
+		name   string
+		poison bson.Raw
+		reason string
+	}{
+		{"nested deeper than 100 levels", deep, "nested deeper than 100 levels"},
+		{"key too large for a claim-check message", bson.Raw(hugeID), "even the claim-check message"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(event(1, "insert", "bar", "foo"), tt.poison, event(3, "insert", "bar", "foo"))
+			h.opts.MaxMessageBytes = 1024
+			sum, err := h.run()
+			if err != nil {
+				t.Fatalf("a poison event failed the run: %v", err)
+			}
+			if sum.DeadLettered != 1 || sum.Events != 2 || h.metric(t, "DeadLettered") != 1 {
+				t.Errorf("dead-lettered %d, published %d, metric %v; want 1, 2, 1", sum.DeadLettered, sum.Events, h.metric(t, "DeadLettered"))
+			}
+			if h.savedIndex() != 3 {
+				t.Errorf("checkpoint at event %d, want past the poison to 3", h.savedIndex())
+			}
+			var dl DeadLetter
+			var key string
+			for k, body := range h.blob.objects {
+				if strings.HasPrefix(k, DeadLetterPrefix("docdbdr/")) {
+					key = k
+					if err := json.Unmarshal(body, &dl); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if want := DeadLetterKey("docdbdr/", "bar.foo", primitive.Timestamp{T: 1714564802, I: 1}, token(2)); key != want {
+				t.Fatalf("dead letter at %q, want %q (objects: %d)", key, want, len(h.blob.objects))
+			}
+			if !bytes.Equal(dl.Raw, tt.poison) || !strings.Contains(dl.Reason, tt.reason) || dl.Source != "capture" ||
+				dl.Operation != "insert" || dl.DB != "bar" || dl.Coll != "foo" || dl.ClusterTime.T != 1714564802 || !strings.Contains(string(dl.ResumeToken), "00000002") {
+				t.Errorf("dead letter %+v", dl)
+			}
+			if !strings.Contains(h.logs.String(), "dead-lettered a change event") {
+				t.Error("no warning logged")
+			}
+		})
+	}
+
+	t.Run("a dead letter that cannot be written fails the run before the poison", func(t *testing.T) {
+		h := newHarness(event(1, "insert", "bar", "foo"), deep, event(3, "insert", "bar", "foo"))
+		h.blob.err = errBoom
+		_, err := h.run()
+		if !errors.Is(err, errBoom) || !strings.Contains(err.Error(), "nested deeper") {
+			t.Fatalf("err = %v, want the S3 failure and the reason", err)
+		}
+		if h.savedIndex() != 1 {
+			t.Errorf("checkpoint at %d, want 1: the poison must not be passed without its dead letter", h.savedIndex())
+		}
+	})
+	t.Run("out of scope poison is skipped, not dead-lettered", func(t *testing.T) {
+		other := event(2, "insert", "bar", "exa", bson.E{Key: "fullDocument", Value: append(bson.D{{Key: "_id", Value: int32(2)}}, nested(101)...)})
+		h := newHarness(event(1, "insert", "bar", "foo"), other, event(3, "insert", "bar", "foo"))
+		sum, err := h.run()
+		if err != nil || sum.DeadLettered != 0 || sum.Skipped != 1 || len(h.blob.objects) != 0 || h.savedIndex() != 3 {
+			t.Errorf("summary %+v, %v, objects %d, checkpoint %d", sum, err, len(h.blob.objects), h.savedIndex())
+		}
+	})
 }

@@ -54,17 +54,29 @@ type Publisher interface {
 // (*kafka.Batch implements it).
 type Batch interface {
 	Publish(ctx context.Context, msg kafka.Message) (uint64, error)
+	// Partitions is the topic's partition count, from the producer client's metadata.
+	Partitions() (int32, error)
 	Acked() uint64
 	Err() error
 	Progress() <-chan struct{}
 	Flush(ctx context.Context) error
-	End()
+	// End detaches the batch. When it did not end with every message acknowledged, the producer
+	// behind it is aborted before End returns, so that nothing it still holds can reach Kafka
+	// after the run (kafka.Publisher.Abort): End waits, until ctx is done at most, for the
+	// requests already sent to be answered.
+	End(ctx context.Context)
 }
 
-// Checkpoints is the state collection (*checkpoint.Store implements it).
+// Checkpoints is the state collection (*checkpoint.Store implements it). Its methods may be
+// called concurrently: a run's heartbeat calls Renew while its drain calls Save.
 type Checkpoints interface {
 	Load(ctx context.Context, scope string) (checkpoint.State, error)
+	// Acquire fails with an error matching checkpoint.ErrLeaseHeld (a *checkpoint.HeldError,
+	// which says until when) when another owner holds the lease.
 	Acquire(ctx context.Context, scope, owner string, ttl time.Duration) (checkpoint.Lease, error)
+	// Renew extends the lease to its TTL from now and returns it, or fails with
+	// checkpoint.ErrFenced when it was taken over or reset.
+	Renew(ctx context.Context, lease checkpoint.Lease) (checkpoint.Lease, error)
 	Save(ctx context.Context, lease checkpoint.Lease, pos checkpoint.Position) error
 	Release(ctx context.Context, lease checkpoint.Lease) error
 }
@@ -75,10 +87,31 @@ type Blob interface {
 	Put(ctx context.Context, key string, body []byte) error
 }
 
-// KafkaPublisher adapts *kafka.Publisher to Publisher.
+// KafkaPublisher adapts one *kafka.Publisher to Publisher (tests and benchmarks; the Function
+// uses its publisher slot, which also replaces an aborted publisher). A batch that ends
+// unfinished aborts P: its next batch fails with kafka.ErrAborted.
 type KafkaPublisher struct{ P *kafka.Publisher }
 
 // Begin starts a kafka.Batch.
 func (k KafkaPublisher) Begin(_ context.Context, window int) (Batch, error) {
-	return k.P.Begin(window), nil
+	return abortingBatch{Batch: k.P.Begin(window), pub: k.P}, nil
+}
+
+// abortingBatch is a kafka.Batch whose End aborts its publisher when the batch is unfinished.
+type abortingBatch struct {
+	*kafka.Batch
+	pub     *kafka.Publisher
+	aborted func(why, err error) // called after an abort; nil: nothing
+}
+
+func (b abortingBatch) End(ctx context.Context) {
+	b.Batch.End()
+	why := b.Unfinished()
+	if why == nil {
+		return
+	}
+	err := b.pub.Abort(ctx)
+	if b.aborted != nil {
+		b.aborted(why, err)
+	}
 }

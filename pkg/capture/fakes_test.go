@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -154,7 +156,9 @@ type fakeBatch struct {
 	ackLimit int   // acknowledge at most this many messages (-1: all)
 	failAt   int   // fail the message with this sequence number (0: never)
 	err      error //
+	parts    int32 // partition count; 0 means 1
 	acked    uint64
+	ended    bool
 	changed  chan struct{}
 }
 
@@ -183,8 +187,9 @@ func (b *fakeBatch) broadcast() {
 	b.changed = make(chan struct{})
 }
 
-func (b *fakeBatch) Acked() uint64 { b.mu.Lock(); defer b.mu.Unlock(); return b.acked }
-func (b *fakeBatch) Err() error    { b.mu.Lock(); defer b.mu.Unlock(); return b.err }
+func (b *fakeBatch) Partitions() (int32, error) { return max(b.parts, 1), nil }
+func (b *fakeBatch) Acked() uint64              { b.mu.Lock(); defer b.mu.Unlock(); return b.acked }
+func (b *fakeBatch) Err() error                 { b.mu.Lock(); defer b.mu.Unlock(); return b.err }
 func (b *fakeBatch) Progress() <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -204,7 +209,7 @@ func (b *fakeBatch) Flush(ctx context.Context) error {
 	}
 	return nil
 }
-func (b *fakeBatch) End() {}
+func (b *fakeBatch) End(context.Context) { b.mu.Lock(); b.ended = true; b.mu.Unlock() }
 
 type fakePublisher struct{ batch *fakeBatch }
 
@@ -212,15 +217,19 @@ func (p *fakePublisher) Begin(_ context.Context, window int) (Batch, error) { re
 
 // fakeCheckpoints is an in-memory state collection with the real lease and fence rules.
 type fakeCheckpoints struct {
-	mu       sync.Mutex
-	state    checkpoint.State
-	heldBy   string // another owner holds the lease
-	fenceNow bool   // the next Save finds the fence moved
-	saves    []checkpoint.Position
-	acked    func() uint64 // the publisher's acknowledged count, recorded with each save
-	ackedAt  []uint64
-	released bool
-	expires  time.Time // ExpiresAt of the leases Acquire hands out; zero: none
+	mu        sync.Mutex
+	state     checkpoint.State
+	now       func() time.Time
+	heldBy    string    // another owner holds the lease...
+	heldUntil time.Time // ...until then (zero: 2024-05-01T12:10:00Z)
+	fenceNow  bool      // the next Save finds the fence moved
+	renewErr  error     // Renew fails with it
+	renews    int
+	saves     []checkpoint.Position
+	acked     func() uint64 // the publisher's acknowledged count, recorded with each save
+	ackedAt   []uint64
+	released  bool
+	expires   time.Time // ExpiresAt of the leases Acquire hands out; zero: none
 }
 
 func (f *fakeCheckpoints) Load(ctx context.Context, scope string) (checkpoint.State, error) {
@@ -233,10 +242,31 @@ func (f *fakeCheckpoints) Acquire(ctx context.Context, scope, owner string, ttl 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.heldBy != "" {
-		return checkpoint.Lease{}, fmt.Errorf("%w on %s: owner %q until 2024-05-01T12:10:00Z", checkpoint.ErrLeaseHeld, scope, f.heldBy)
+		until := f.heldUntil
+		if until.IsZero() {
+			until = time.Date(2024, 5, 1, 12, 10, 0, 0, time.UTC)
+		}
+		if f.now().Before(until) {
+			return checkpoint.Lease{}, &checkpoint.HeldError{Scope: scope, Owner: f.heldBy, ExpiresAt: until}
+		}
+		f.heldBy = ""
 	}
 	f.state.Fence++
 	return checkpoint.Lease{Scope: scope, Owner: owner, Fence: f.state.Fence, TTL: ttl, ExpiresAt: f.expires}, nil
+}
+
+func (f *fakeCheckpoints) Renew(ctx context.Context, l checkpoint.Lease) (checkpoint.Lease, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.renews++
+	switch {
+	case f.renewErr != nil:
+		return l, f.renewErr
+	case l.Fence != f.state.Fence:
+		return l, fmt.Errorf("renew lease of %s: %w", l.Scope, checkpoint.ErrFenced)
+	}
+	l.ExpiresAt = f.now().Add(l.TTL)
+	return l, nil
 }
 
 func (f *fakeCheckpoints) Save(ctx context.Context, l checkpoint.Lease, pos checkpoint.Position) error {
@@ -282,6 +312,25 @@ func (b *fakeBlob) Put(ctx context.Context, key string, body []byte) error {
 	}
 	b.objects[key] = body
 	return nil
+}
+
+func (b *fakeBlob) Get(ctx context.Context, key string) ([]byte, error) {
+	body, ok := b.objects[key]
+	if !ok {
+		return nil, fmt.Errorf("get %s: no such key", key)
+	}
+	return body, nil
+}
+
+func (b *fakeBlob) List(ctx context.Context, prefix string) ([]string, error) {
+	var keys []string
+	for k := range b.objects {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys, nil
 }
 
 var errBoom = errors.New("boom")

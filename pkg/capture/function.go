@@ -211,6 +211,14 @@ func (l lazyCheckpoints) Acquire(ctx context.Context, scope, owner string, ttl t
 	return s.Acquire(ctx, scope, owner, ttl)
 }
 
+func (l lazyCheckpoints) Renew(ctx context.Context, lease checkpoint.Lease) (checkpoint.Lease, error) {
+	s, err := l.store(ctx)
+	if err != nil {
+		return lease, err
+	}
+	return s.Renew(ctx, lease)
+}
+
 func (l lazyCheckpoints) Save(ctx context.Context, lease checkpoint.Lease, pos checkpoint.Position) error {
 	s, err := l.store(ctx)
 	if err != nil {
@@ -228,10 +236,11 @@ func (l lazyCheckpoints) Release(ctx context.Context, lease checkpoint.Lease) er
 }
 
 // publisherSlot is the container's Kafka publisher: connected by the first invocation that
-// needs it, and discarded after a batch that did not end with every message acknowledged (its
-// producer may still hold, and retry, that batch's messages; an idempotent producer's sequence
-// state is suspect after exhausted retries; and a fresh one is cheap). The next invocation
-// connects a new one.
+// needs it, and aborted and discarded when a batch ends without every message acknowledged (a
+// failed or timed-out flush, a lost lease): that producer may still hold, and retry, the batch's
+// messages, which must never reach Kafka after the run; an idempotent producer's sequence state
+// is suspect after exhausted retries; and a fresh one is cheap. The next invocation connects a
+// new one. Begin and the batches' End are called by one invocation at a time.
 type publisherSlot struct {
 	settings kafka.Settings
 	secrets  kafka.SecretGetter
@@ -254,18 +263,25 @@ func (s *publisherSlot) Begin(ctx context.Context, window int) (Batch, error) {
 			return nil, err
 		}
 	}
-	return &slotBatch{Batch: s.pub.Begin(window), slot: s, pub: s.pub}, nil
+	pub := s.pub
+	return abortingBatch{Batch: pub.Begin(window), pub: pub, aborted: func(why, err error) { s.discard(pub, why, err) }}, nil
 }
 
-// discard drops pub if it is still the current publisher and closes it in the background.
-func (s *publisherSlot) discard(pub *kafka.Publisher, why error) {
+// discard forgets pub, which its batch's End has just aborted.
+func (s *publisherSlot) discard(pub *kafka.Publisher, why, abortErr error) {
 	s.mu.Lock()
 	if s.pub == pub {
 		s.pub = nil
 	}
 	s.mu.Unlock()
-	s.log.Warn("discarding the kafka producer", slog.String("reason", why.Error()))
-	go func() { _ = pub.Close(10 * time.Second) }()
+	attrs := []any{slog.String("reason", why.Error())}
+	if abortErr != nil {
+		// The abort could not wait for every request already sent: a broker may still append
+		// those after the run (docs/capture.md, Kafka).
+		s.log.Warn("aborted the kafka producer before every request sent was answered", append(attrs, slog.String("error", abortErr.Error()))...)
+		return
+	}
+	s.log.Warn("aborted and discarded the kafka producer", attrs...)
 }
 
 func (s *publisherSlot) close() {
@@ -275,22 +291,5 @@ func (s *publisherSlot) close() {
 	s.mu.Unlock()
 	if pub != nil {
 		_ = pub.Close(10 * time.Second)
-	}
-}
-
-// slotBatch is a batch that discards its publisher when it ends in failure.
-type slotBatch struct {
-	*kafka.Batch
-	slot *publisherSlot
-	pub  *kafka.Publisher
-}
-
-func (b *slotBatch) End() {
-	b.Batch.End()
-	switch err := b.Batch.Err(); {
-	case err != nil:
-		b.slot.discard(b.pub, err)
-	case b.Batch.Acked() < b.Batch.Published():
-		b.slot.discard(b.pub, fmt.Errorf("%d of %d messages unacknowledged when the run ended", b.Batch.Published()-b.Batch.Acked(), b.Batch.Published()))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -139,6 +140,23 @@ func (s *stack) insert(db, coll string, docs ...any) {
 // a fresh client) and returns the decoded events in partition order, plus the number of records.
 func (s *stack) consume(wantAtLeast int) []changeevent.Event {
 	s.t.Helper()
+	var out []changeevent.Event
+	for _, r := range s.records(wantAtLeast) {
+		ev, err := changeevent.Unmarshal(r.Value)
+		if err != nil {
+			s.t.Fatalf("record at %d/%d: %v", r.Partition, r.Offset, err)
+		}
+		if k, _ := changeevent.Key(&ev); !bytes.Equal(k, r.Key) {
+			s.t.Errorf("record key %s, want %s", r.Key, k)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// records reads every record published so far, from the start of the topic with a fresh client.
+func (s *stack) records(wantAtLeast int) []*kgo.Record {
+	s.t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(s.kafka.ListenAddrs()...), kgo.ConsumeTopics("changevents"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {
@@ -147,28 +165,16 @@ func (s *stack) consume(wantAtLeast int) []changeevent.Event {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var out []changeevent.Event
+	var out []*kgo.Record
 	for {
 		fs := cl.PollFetches(ctx)
-		fs.EachRecord(func(r *kgo.Record) {
-			ev, err := changeevent.Unmarshal(r.Value)
-			if err != nil {
-				s.t.Fatalf("record at %d/%d: %v", r.Partition, r.Offset, err)
-			}
-			if k, _ := changeevent.Key(&ev); !bytes.Equal(k, r.Key) {
-				s.t.Errorf("record key %s, want %s", r.Key, k)
-			}
-			out = append(out, ev)
-		})
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
 		if len(out) >= wantAtLeast {
 			// Give a moment for anything beyond what was expected (duplicates) to show up.
 			pollCtx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			extra := cl.PollFetches(pollCtx)
 			cancel()
-			extra.EachRecord(func(r *kgo.Record) {
-				ev, _ := changeevent.Unmarshal(r.Value)
-				out = append(out, ev)
-			})
+			extra.EachRecord(func(r *kgo.Record) { out = append(out, r) })
 			return out
 		}
 		if ctx.Err() != nil {
@@ -229,22 +235,22 @@ func TestIntegrationEveryOperationWithBSONTypes(t *testing.T) {
 	}
 
 	sum := s.mustRun("r2")
-	if sum.StopReason != StopInvalidate || sum.Events != 5 {
+	if sum.StopReason != StopInvalidate || sum.Events != 5 || sum.Messages != 4+3 {
 		t.Fatalf("second run: %+v", sum)
 	}
-	evs := s.consume(5)
+	evs := s.consume(7) // the drop once in each of the 3 partitions
 	var ops []string
 	for _, ev := range evs {
 		ops = append(ops, string(ev.Operation))
 	}
-	// Document changes share a key and so a partition; the drop has its own key.
+	// Document changes share a key and so a partition; the drop is in every partition.
 	docOps := []string{}
 	for _, ev := range evs {
 		if ev.Operation.IsDocumentChange() {
 			docOps = append(docOps, string(ev.Operation))
 		}
 	}
-	if strings.Join(docOps, ",") != "insert,update,replace,delete" || len(evs) != 5 {
+	if strings.Join(docOps, ",") != "insert,update,replace,delete" || len(evs) != 7 {
 		t.Fatalf("events %v", ops)
 	}
 	for _, ev := range evs {
@@ -435,6 +441,8 @@ func TestIntegrationQuietScopeCheckpointAdvances(t *testing.T) {
 	}
 }
 
+// TestIntegrationConcurrentInvocationRefused: a lease held past the run's soft deadline is a
+// clean refusal; one that lapses within it (a dead holder) is waited for and taken over.
 func TestIntegrationConcurrentInvocationRefused(t *testing.T) {
 	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
@@ -443,28 +451,65 @@ func TestIntegrationConcurrentInvocationRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.insert("bar", "foo", bson.D{{Key: "_id", Value: 1}})
-	sum, err := s.run("req-second")
+	sum, err := s.capturer(nil).Run(testCtx(t), Invocation{Owner: "req-second", Deadline: time.Now().Add(30 * time.Second)})
 	if err != nil {
 		t.Fatalf("refusal is not an error: %v", err)
 	}
 	if sum.StopReason != StopLeaseHeld || !strings.Contains(sum.LeaseHeldBy, "req-running") || sum.Events != 0 {
 		t.Errorf("summary %+v", sum)
 	}
+
+	// The holder dies holding a lease that lapses in 1.5 s: the next run waits and takes over.
+	if err := s.store.Reset(testCtx(t), s.opts.Scope.ID(), checkpoint.ResetTo{ResumeToken: s.checkpointState().ResumeToken}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := s.store.Acquire(testCtx(t), s.opts.Scope.ID(), "req-dead", 1500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sum = s.mustRun("req-next")
+	took := time.Since(start)
+	if sum.Events != 1 || sum.StopReason == StopLeaseHeld || !strings.Contains(sum.LeaseHeldBy, "req-dead") {
+		t.Fatalf("after the holder died: %+v", sum)
+	}
+	if lapse := time.Until(dead.ExpiresAt); lapse > 0 || took > 3*time.Second {
+		t.Errorf("took over %v before the dead lease lapsed, run took %v", lapse, took)
+	}
+	t.Logf("waited %d ms for the dead holder's lease", sum.LeaseWaitMillis)
 }
 
-// fencingHook lets a second capture take over (the first stalled past its lease) right before the
-// first one's first checkpoint write.
-type fencingHook struct {
+// freezingHook freezes the capture it wraps right before its first checkpoint write, as a long
+// GC pause or a frozen container would: its saves and its heartbeat renewals both hang until
+// thaw is called (then the frozen calls go through).
+type freezingHook struct {
 	Checkpoints
-	once     sync.Once
-	takeOver func()
+	once   sync.Once
+	frozen chan struct{} // closed once frozen
+	thawed chan struct{}
 }
 
-func (f *fencingHook) Save(ctx context.Context, l checkpoint.Lease, pos checkpoint.Position) error {
-	f.once.Do(f.takeOver)
+func (f *freezingHook) freeze() {
+	f.once.Do(func() { close(f.frozen) })
+	<-f.thawed
+}
+
+func (f *freezingHook) Save(ctx context.Context, l checkpoint.Lease, pos checkpoint.Position) error {
+	f.freeze()
 	return f.Checkpoints.Save(ctx, l, pos)
 }
 
+func (f *freezingHook) Renew(ctx context.Context, l checkpoint.Lease) (checkpoint.Lease, error) {
+	select {
+	case <-f.frozen:
+		<-f.thawed
+	default:
+	}
+	return f.Checkpoints.Renew(ctx, l)
+}
+
+// TestIntegrationStaleLeaseHolderCannotOverwrite: a capture frozen past its lease (no renewal)
+// loses it to the next one; when it thaws it moves neither the checkpoint nor the topic.
 func TestIntegrationStaleLeaseHolderCannotOverwrite(t *testing.T) {
 	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
@@ -472,28 +517,32 @@ func TestIntegrationStaleLeaseHolderCannotOverwrite(t *testing.T) {
 	for i := range 30 {
 		s.insert("bar", "foo", bson.D{{Key: "_id", Value: i}})
 	}
-	s.opts.LeaseTTL = 200 * time.Millisecond
-	s.opts.DeadlineMargin = 20 * time.Millisecond // a run ends before its lease: keep time to read
+	s.opts.LeaseTTL = 300 * time.Millisecond
+	s.opts.DeadlineMargin = 100 * time.Millisecond
 	s.opts.CheckpointEvery = 5
-	var second Summary
-	hook := &fencingHook{Checkpoints: s.store, takeOver: func() {
-		time.Sleep(300 * time.Millisecond) // the first capture's lease expires
-		var err error
-		if second, err = s.capturer(nil).Run(testCtx(t), Invocation{Owner: "req-B"}); err != nil {
-			t.Errorf("the taking-over capture failed: %v", err)
-		}
-	}}
-	_, err := s.capturer(hook).Run(testCtx(t), Invocation{Owner: "req-A"})
-	if !errors.Is(err, checkpoint.ErrFenced) {
-		t.Fatalf("stale holder: err = %v, want ErrFenced", err)
+	hook := &freezingHook{Checkpoints: s.store, frozen: make(chan struct{}), thawed: make(chan struct{})}
+	var staleErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, staleErr = s.capturer(hook).Run(testCtx(t), Invocation{Owner: "req-A"})
+	}()
+	<-hook.frozen
+	second, err := s.capturer(nil).Run(testCtx(t), Invocation{Owner: "req-B"}) // waits for A's lease to lapse
+	if err != nil || second.Events != 30 || !second.CheckpointSaved {
+		t.Fatalf("the taking-over capture: %+v, %v", second, err)
 	}
-	st := s.checkpointState()
-	if second.Events != 30 || !second.CheckpointSaved {
-		t.Fatalf("second capture: %+v", second)
+	before := len(s.records(30 + 5))
+	close(hook.thawed)
+	<-done
+	if staleErr == nil || !strings.Contains(staleErr.Error(), "lease lost") {
+		t.Fatalf("stale holder: err = %v, want its lease lost", staleErr)
 	}
-	// The checkpoint is B's final one (the post-batch token after all 30), not A's.
-	if st.Lease != nil {
+	if st := s.checkpointState(); st.Lease != nil {
 		t.Errorf("lease not released: %+v", st.Lease)
+	}
+	if after := len(s.records(before)); after != before {
+		t.Errorf("the stale holder published %d messages after it thawed", after-before)
 	}
 	if sum := s.mustRun("req-C"); sum.Events != 0 {
 		t.Errorf("a later run republished %d events: the stale holder moved the checkpoint back", sum.Events)
@@ -551,6 +600,84 @@ func TestIntegrationListScope(t *testing.T) {
 	}
 }
 
+// TestIntegrationBarriersReachEveryPartition: at the broker, each collection event is in every
+// partition exactly once, with the barrier header naming the partition count, after the document
+// changes that precede it in that partition; every document change is in the partition that
+// changeevent.Partition (what apply relies on) says owns its key.
+func TestIntegrationBarriersReachEveryPartition(t *testing.T) {
+	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar"})
+	s.enable("bar", "")
+	s.mustRun("r0")
+	ctx := testCtx(t)
+	var docs []any
+	for i := range 20 {
+		docs = append(docs, bson.D{{Key: "_id", Value: i}})
+	}
+	s.insert("bar", "foo", docs...)
+	if err := s.coll("bar", "foo").Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.insert("bar", "x", bson.D{{Key: "_id", Value: "a"}})
+	if err := s.client.Database("bar").Collection("x").Drop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sum := s.mustRun("r1")
+	if sum.Events != 23 || sum.Messages != 21+2*3 || sum.ByOperation["drop"] != 2 {
+		t.Fatalf("summary %+v", sum)
+	}
+	recs := s.records(27)
+	if len(recs) != 27 {
+		t.Fatalf("%d records at the broker, want 27", len(recs))
+	}
+	type copyOf struct {
+		ns string
+		p  int32
+	}
+	barriers := map[copyOf]int{}
+	order := map[int32][]string{} // per partition, in offset order
+	for _, r := range recs {
+		ev, err := changeevent.Unmarshal(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var barrier string
+		for _, h := range r.Headers {
+			if h.Key == changeevent.HeaderBarrier {
+				barrier = string(h.Value)
+			}
+		}
+		if ev.Operation.IsDocumentChange() {
+			if barrier != "" {
+				t.Errorf("document change at %d/%d has a barrier header", r.Partition, r.Offset)
+			}
+			if want := changeevent.Partition(r.Key, 3); r.Partition != want {
+				t.Errorf("key %s in partition %d, changeevent.Partition says %d", r.Key, r.Partition, want)
+			}
+			order[r.Partition] = append(order[r.Partition], ev.NS.String())
+			continue
+		}
+		order[r.Partition] = append(order[r.Partition], "drop "+ev.NS.String())
+		if barrier != "3" {
+			t.Errorf("%s copy at %d/%d: barrier header %q, want \"3\"", ev.Operation, r.Partition, r.Offset, barrier)
+		}
+		barriers[copyOf{ev.NS.String(), r.Partition}]++
+	}
+	for _, ns := range []string{"bar.foo", "bar.x"} {
+		for p := range int32(3) {
+			if n := barriers[copyOf{ns, p}]; n != 1 {
+				t.Errorf("drop of %s in partition %d: %d copies, want 1", ns, p, n)
+			}
+		}
+	}
+	// In every partition: foo's documents, its drop, x's document (if it hashes there), x's drop.
+	for p, seq := range order {
+		got := strings.Join(slices.Compact(slices.Clone(seq)), ",")
+		if got != "bar.foo,drop bar.foo,bar.x,drop bar.x" && got != "bar.foo,drop bar.foo,drop bar.x" && got != "drop bar.foo,bar.x,drop bar.x" && got != "drop bar.foo,drop bar.x" {
+			t.Errorf("partition %d holds %s: a barrier is out of order", p, got)
+		}
+	}
+}
+
 func TestIntegrationClaimCheck(t *testing.T) {
 	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
 	s.enable("bar", "foo")
@@ -573,5 +700,221 @@ func TestIntegrationClaimCheck(t *testing.T) {
 				t.Errorf("claim-check object: %v", err)
 			}
 		}
+	}
+}
+
+// renewHook runs before each heartbeat renewal (n from 1); a non-nil error fails the renewal.
+type renewHook struct {
+	Checkpoints
+	mu      sync.Mutex
+	n       int
+	expires time.Time
+	before  func(ctx context.Context, n int) error
+}
+
+func (h *renewHook) Renew(ctx context.Context, l checkpoint.Lease) (checkpoint.Lease, error) {
+	h.mu.Lock()
+	h.n++
+	n := h.n
+	h.mu.Unlock()
+	if h.before != nil {
+		if err := h.before(ctx, n); err != nil {
+			return l, err
+		}
+	}
+	l, err := h.Checkpoints.Renew(ctx, l)
+	if err == nil {
+		h.mu.Lock()
+		h.expires = l.ExpiresAt
+		h.mu.Unlock()
+	}
+	return l, err
+}
+
+// expiry is the expiry the latest successful renewal set.
+func (h *renewHook) expiry() time.Time { h.mu.Lock(); defer h.mu.Unlock(); return h.expires }
+
+func (h *renewHook) renewals() int { h.mu.Lock(); defer h.mu.Unlock(); return h.n }
+
+// publishLog records when each message handed to Kafka was published.
+type publishLog struct {
+	Publisher
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (p *publishLog) Begin(ctx context.Context, window int) (Batch, error) {
+	b, err := p.Publisher.Begin(ctx, window)
+	if err != nil {
+		return nil, err
+	}
+	return &loggedBatch{Batch: b, log: p}, nil
+}
+
+func (p *publishLog) last() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.times) == 0 {
+		return time.Time{}
+	}
+	return p.times[len(p.times)-1]
+}
+
+type loggedBatch struct {
+	Batch
+	log *publishLog
+}
+
+// Publish records when a publish that succeeded began (and so when the run decided to publish).
+func (b *loggedBatch) Publish(ctx context.Context, m kafka.Message) (uint64, error) {
+	began := time.Now()
+	seq, err := b.Batch.Publish(ctx, m)
+	if err == nil {
+		b.log.mu.Lock()
+		b.log.times = append(b.log.times, began)
+		b.log.mu.Unlock()
+	}
+	return seq, err
+}
+
+// writeWhile inserts a document every few milliseconds until stop is closed.
+func (s *stack) writeWhile(stop <-chan struct{}) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			_, _ = s.coll("bar", "foo").InsertOne(context.Background(), bson.D{{Key: "_id", Value: fmt.Sprint("w", i)}})
+		}
+	}()
+	return done
+}
+
+// TestIntegrationLeaseRenewedWhileRunning: a run longer than several TTLs keeps its lease by
+// the heartbeat (nobody can take it meanwhile) and ends normally.
+func TestIntegrationLeaseRenewedWhileRunning(t *testing.T) {
+	s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
+	s.enable("bar", "foo")
+	s.mustRun("r0")
+	s.opts.LeaseTTL, s.opts.DeadlineMargin, s.opts.ContinuousDrain = 600*time.Millisecond, 100*time.Millisecond, 2*time.Second
+	hook := &renewHook{Checkpoints: s.store}
+	stop := make(chan struct{})
+	written := s.writeWhile(stop)
+	var intruder error
+	go func() {
+		time.Sleep(1500 * time.Millisecond) // past two TTLs of the running capture
+		_, intruder = s.store.Acquire(context.Background(), s.opts.Scope.ID(), "intruder", time.Second)
+	}()
+	sum, err := s.capturer(hook).Run(testCtx(t), Invocation{Owner: "req-long"})
+	close(stop)
+	<-written
+	if err != nil || sum.StopReason != StopContinuousDrain || sum.Events == 0 {
+		t.Fatalf("long run: %+v, %v", sum, err)
+	}
+	if !errors.Is(intruder, checkpoint.ErrLeaseHeld) {
+		t.Errorf("another capture acquired the lease while the run was alive: %v", intruder)
+	}
+	if n := hook.renewals(); n < 5 {
+		t.Errorf("%d renewals in a 2 s run of a 600 ms lease, want one every 200 ms", n)
+	}
+}
+
+// TestIntegrationLostLeaseStopsPublishingAtOnce: when a renewal is fenced (an operator reset,
+// or a takeover), fails, or hangs until the lease is about to expire, the run stops publishing
+// at once (hanging: before the lease expires) and fails saying why; a fenced lease is not
+// released, the others are.
+func TestIntegrationLostLeaseStopsPublishingAtOnce(t *testing.T) {
+	tests := []struct {
+		name    string
+		renew   func(s *stack) func(ctx context.Context, n int) error
+		want    string
+		fenced  bool
+		hanging bool
+	}{
+		{"fenced by a reset", func(s *stack) func(context.Context, int) error {
+			return func(ctx context.Context, n int) error {
+				if n == 3 {
+					return s.store.Reset(ctx, s.opts.Scope.ID(), checkpoint.ResetTo{StartAt: time.Now()}, "operator")
+				}
+				return nil
+			}
+		}, "lease lost", true, false},
+		{"renewal fails", func(*stack) func(context.Context, int) error {
+			return func(_ context.Context, n int) error {
+				if n == 3 {
+					return errors.New("primary unreachable")
+				}
+				return nil
+			}
+		}, "primary unreachable", false, false},
+		{"renewal hangs", func(*stack) func(context.Context, int) error {
+			return func(ctx context.Context, n int) error {
+				if n == 3 {
+					<-ctx.Done()
+					return ctx.Err()
+				}
+				return nil
+			}
+		}, "about to expire", false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStack(t, mongoserver.Options{}, scope.Scope{DB: "bar", Collections: []string{"foo"}})
+			s.enable("bar", "foo")
+			s.mustRun("r0")
+			s.opts.LeaseTTL, s.opts.DeadlineMargin, s.opts.ContinuousDrain = 900*time.Millisecond, 200*time.Millisecond, 10*time.Second
+			var lostAt time.Time
+			var mu sync.Mutex
+			renew := tt.renew(s)
+			hook := &renewHook{Checkpoints: s.store, before: func(ctx context.Context, n int) error {
+				if n == 3 {
+					mu.Lock()
+					lostAt = time.Now()
+					mu.Unlock()
+				}
+				return renew(ctx, n)
+			}}
+			pubs := &publishLog{Publisher: KafkaPublisher{P: s.pub}}
+			stop := make(chan struct{})
+			written := s.writeWhile(stop)
+			c := New(s.opts, Deps{Streams: MongoStreams{Client: s.client, MaxAwait: 50 * time.Millisecond}, Publisher: pubs,
+				Checkpoints: hook, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+			start := time.Now()
+			_, err := c.Run(testCtx(t), Invocation{Owner: "req-1"})
+			ended := time.Now()
+			close(stop)
+			<-written
+			if err == nil || !strings.Contains(err.Error(), tt.want) || errors.Is(err, checkpoint.ErrFenced) != tt.fenced {
+				t.Fatalf("err = %v, want it to say %q (fenced %v)", err, tt.want, tt.fenced)
+			}
+			mu.Lock()
+			lost := lostAt
+			mu.Unlock()
+			// The third renewal is due at 3 x 300 ms; the lease then expires 900 ms after the
+			// second one, the guard 100 ms before that.
+			last := pubs.last()
+			switch {
+			case tt.hanging:
+				// The run stops DEADLINE_MARGIN/2 before the expiry the second (last successful)
+				// renewal set: no publish may begin after the expiry, nor later after the stop
+				// than a timer's latency.
+				expiry := hook.expiry()
+				stopAt := expiry.Add(-s.opts.DeadlineMargin / 2)
+				if !last.Before(expiry) || last.Sub(stopAt) > 10*time.Millisecond {
+					t.Errorf("a publish began at %v: the lease expired at %v, the run was to stop at %v", last, expiry, stopAt)
+				}
+			case last.Sub(lost) > 100*time.Millisecond:
+				t.Errorf("published %v after the lease was lost", last.Sub(lost))
+			}
+			t.Logf("ran %v, lost the lease %v in, last publish %v after that, returned %v after", ended.Sub(start).Round(time.Millisecond),
+				lost.Sub(start).Round(time.Millisecond), last.Sub(lost).Round(time.Millisecond), ended.Sub(lost).Round(time.Millisecond))
+			if st := s.checkpointState(); !tt.fenced && st.Lease != nil {
+				t.Errorf("a lease lost without a takeover was not released: %+v", st.Lease)
+			}
+		})
 	}
 }

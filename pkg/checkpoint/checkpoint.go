@@ -26,12 +26,30 @@ import (
 )
 
 var (
-	// ErrLeaseHeld is returned by Acquire when another owner holds an unexpired lease.
+	// ErrLeaseHeld is returned by Acquire when another owner holds an unexpired lease (as a
+	// *HeldError, which says by whom and until when).
 	ErrLeaseHeld = errors.New("lease held by another capture")
 	// ErrFenced is returned by Save and Release when the lease was taken over (or reset) since
 	// it was acquired.
 	ErrFenced = errors.New("lease lost: the checkpoint was taken over")
 )
+
+// HeldError is Acquire's error when another owner holds the lease. It matches ErrLeaseHeld.
+type HeldError struct {
+	Scope     string
+	Owner     string    // empty when the lease was released while acquiring (retry at once)
+	ExpiresAt time.Time // when the holder's lease lapses unless renewed; zero when Owner is empty
+}
+
+func (e *HeldError) Error() string {
+	if e.Owner == "" {
+		return fmt.Sprintf("%v on %s: it was released while acquiring; retry", ErrLeaseHeld, e.Scope)
+	}
+	return fmt.Sprintf("%v on %s: owner %q until %s", ErrLeaseHeld, e.Scope, e.Owner, e.ExpiresAt.UTC().Format(time.RFC3339))
+}
+
+// Is makes errors.Is(err, ErrLeaseHeld) true.
+func (e *HeldError) Is(target error) bool { return target == ErrLeaseHeld }
 
 // historyLimit bounds the reset history kept in the state document.
 const historyLimit = 20
@@ -146,10 +164,9 @@ func (s *Store) Acquire(ctx context.Context, scope, owner string, ttl time.Durat
 			return Lease{}, fmt.Errorf("%w on %s (and reading the holder failed: %v)", ErrLeaseHeld, scope, lerr)
 		}
 		if held.Lease == nil {
-			return Lease{}, fmt.Errorf("%w on %s: it was released while acquiring; retry", ErrLeaseHeld, scope)
+			return Lease{}, &HeldError{Scope: scope}
 		}
-		return Lease{}, fmt.Errorf("%w on %s: owner %q until %s", ErrLeaseHeld, scope,
-			held.Lease.Owner, held.Lease.ExpiresAt.UTC().Format(time.RFC3339))
+		return Lease{}, &HeldError{Scope: scope, Owner: held.Lease.Owner, ExpiresAt: held.Lease.ExpiresAt}
 	}
 	if err != nil {
 		return Lease{}, fmt.Errorf("acquire lease on %s: %w", scope, err)
@@ -173,6 +190,20 @@ func (s *Store) Save(ctx context.Context, lease Lease, pos Position) error {
 	}
 	update := bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: bson.D{{Key: "startAt", Value: ""}}}}
 	return s.fenced(ctx, "save checkpoint", lease, update)
+}
+
+// Renew extends the lease to TTL from now, only while it is current (else ErrFenced), and
+// returns it with its new expiry. A capture renews its lease on a heartbeat for as long as it
+// runs, so that a dead holder blocks the scope for at most one TTL.
+func (s *Store) Renew(ctx context.Context, lease Lease) (Lease, error) {
+	now := s.now().UTC().Truncate(time.Millisecond)
+	expires := now.Add(lease.TTL)
+	update := bson.D{{Key: "$set", Value: bson.D{{Key: "lease.expiresAt", Value: expires}}}}
+	if err := s.fenced(ctx, "renew lease", lease, update); err != nil {
+		return lease, err
+	}
+	lease.ExpiresAt = expires
+	return lease, nil
 }
 
 // Release frees the lease so that the next capture need not wait for it to expire.

@@ -213,3 +213,51 @@ func TestConcurrentAcquireOneWinner(t *testing.T) {
 }
 
 func bytesEqual(a, b bson.Raw) bool { return string(a) == string(b) }
+
+// TestRenew: a heartbeat renewal pushes the expiry to TTL from now, so the lease outlives its
+// first TTL while its holder lives, and lapses one TTL after the last renewal; a renewal of a
+// lease taken over (or reset) is fenced; Acquire's refusal says until when the lease is held.
+func TestRenew(t *testing.T) {
+	s, clk := newStore(t)
+	ctx := context.Background()
+	const scope = "bar.foo"
+	a, err := s.Acquire(ctx, scope, "a", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4 { // four renewals 20 s apart: the lease lives on past its first 30 s
+		clk.add(20 * time.Second)
+		if a, err = s.Renew(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		if want := clk.now().Add(30 * time.Second); !a.ExpiresAt.Equal(want) {
+			t.Fatalf("renewed lease expires %v, want %v", a.ExpiresAt, want)
+		}
+		var held *HeldError
+		if _, err := s.Acquire(ctx, scope, "b", 30*time.Second); !errors.As(err, &held) || held.Owner != "a" || !held.ExpiresAt.Equal(a.ExpiresAt) {
+			t.Fatalf("acquire while a renews: %v (%+v)", err, held)
+		}
+	}
+	st, _ := s.Load(ctx, scope)
+	if !st.Lease.ExpiresAt.Equal(a.ExpiresAt) {
+		t.Errorf("stored expiry %v, renewal said %v", st.Lease.ExpiresAt, a.ExpiresAt)
+	}
+	// The holder dies: one TTL after its last renewal the lease lapses and b takes over.
+	clk.add(30 * time.Second)
+	b, err := s.Acquire(ctx, scope, "b", 30*time.Second)
+	if err != nil {
+		t.Fatalf("take over a lapsed lease: %v", err)
+	}
+	if _, err := s.Renew(ctx, a); !errors.Is(err, ErrFenced) {
+		t.Errorf("stale renewal: %v, want ErrFenced", err)
+	}
+	if st, _ := s.Load(ctx, scope); st.Lease.Owner != "b" || !st.Lease.ExpiresAt.Equal(b.ExpiresAt) {
+		t.Errorf("a stale renewal touched b's lease: %+v", st.Lease)
+	}
+	if err := s.Reset(ctx, scope, ResetTo{StartAt: time.Unix(1700000000, 0)}, "op"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Renew(ctx, b); !errors.Is(err, ErrFenced) {
+		t.Errorf("renewal after a reset: %v, want ErrFenced", err)
+	}
+}

@@ -128,9 +128,10 @@ func LoadCapture(getenv func(string) string) (Capture, error) {
 	c.Kafka.MaxMessageBytes = int(r.integer("KAFKA_MAX_MESSAGE_BYTES", 1024, 100<<20))
 	r.scope(c.WatchDB, c.WatchCollections, c.StateDB, c.StateCollection)
 	if c.LeaseTTL > 0 && c.LeaseTTL <= c.DeadlineMargin {
-		// A run ends before its lease expires (pkg/capture), and reading stops DEADLINE_MARGIN
-		// before that: the lease must leave time to read.
-		r.fail("LEASE_TTL", "%s leaves no time to drain: it must be more than DEADLINE_MARGIN (%s)", c.LeaseTTL, c.DeadlineMargin)
+		// A run renews its lease every LEASE_TTL/3 and stops DEADLINE_MARGIN/2 before an expiry
+		// that was not renewed (pkg/capture): with LEASE_TTL > DEADLINE_MARGIN that stop is at
+		// least LEASE_TTL/6 after the next renewal is due, so a live run is never stopped by it.
+		r.fail("LEASE_TTL", "%s must be more than DEADLINE_MARGIN (%s): a run stops DEADLINE_MARGIN/2 before its lease expires unrenewed, and renews it every LEASE_TTL/3", c.LeaseTTL, c.DeadlineMargin)
 	}
 	return c, r.err()
 }
@@ -164,6 +165,9 @@ func LoadCLI(getenv func(string) string) (CLI, error) {
 		StateCollection:  r.str("STATE_COLLECTION"),
 		LogLevel:         r.logLevel(),
 	}
+	// How capture produces: replay-deadletters publishes capture's dead letters the same way.
+	c.Kafka.Compression = r.oneOf("KAFKA_COMPRESSION", Compressions...)
+	c.Kafka.MaxMessageBytes = int(r.integer("KAFKA_MAX_MESSAGE_BYTES", 1024, 100<<20))
 	if c.WatchDB == "" && len(c.WatchCollections) > 0 {
 		r.fail("WATCH_DB", "required when WATCH_COLLECTIONS is set")
 	}

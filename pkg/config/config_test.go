@@ -54,7 +54,7 @@ func TestLoadCaptureDefaults(t *testing.T) {
 		MaxAwait:              time.Second,
 		IdleTimeout:           3 * time.Second,
 		DeadlineMargin:        10 * time.Second,
-		LeaseTTL:              15 * time.Minute,
+		LeaseTTL:              30 * time.Second,
 		ChangeStreamRetention: 3 * time.Hour,
 		LogLevel:              slog.LevelInfo,
 	}

@@ -48,8 +48,8 @@ var variables = []Variable{
 	{"KAFKA_SECRET_ARN", captureCLI, "", "Secrets Manager secret {username, password} for SCRAM"},
 	{"KAFKA_USERNAME", captureCLI, "", "SCRAM user name for local runs"},
 	{"KAFKA_PASSWORD", captureCLI, "", "SCRAM password for local runs; never logged"},
-	{"KAFKA_COMPRESSION", capture, "lz4", "none, gzip, snappy, lz4 or zstd"},
-	{"KAFKA_MAX_MESSAGE_BYTES", capture, "1000000", "larger events are claim-checked to S3"},
+	{"KAFKA_COMPRESSION", captureCLI, "lz4", "none, gzip, snappy, lz4 or zstd"},
+	{"KAFKA_MAX_MESSAGE_BYTES", captureCLI, "1000000", "larger events are claim-checked to S3 (also by replay-deadletters)"},
 	{"ARCHIVE_BUCKET", all, "", "S3 bucket for the delete archive, dead letters and claim checks (required by both functions)"},
 	{"ARCHIVE_PREFIX", all, "docdbdr/", "key prefix in the bucket"},
 	{"S3_ENDPOINT", all, "", "custom S3 endpoint (path-style), for the local stack or MinIO"},
@@ -67,7 +67,7 @@ var variables = []Variable{
 	{"CONTINUOUS_DRAIN", capture, "0", "keep draining this long (e.g. 50s for a 1-minute schedule)"},
 	{"DEADLINE_MARGIN", capture, "10s", "stop this long before the Lambda deadline"},
 	{"START_AT", capture, "now", "first run only: now or an RFC 3339 time"},
-	{"LEASE_TTL", capture, "15m", "lease lifetime; renewed at each checkpoint"},
+	{"LEASE_TTL", capture, "30s", "lease lifetime; a heartbeat renews it every LEASE_TTL/3 while the run lives, so a dead capture blocks the scope at most this long; must be more than DEADLINE_MARGIN"},
 	{"CHANGE_STREAM_RETENTION", capture, "3h", "the cluster's change_stream_log_retention_duration, for the lag-fraction metric"},
 
 	// Apply.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"testing"
@@ -303,4 +304,28 @@ func consume(t testing.TB, addrs []string, topic string, n int) []*kgo.Record {
 		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
 	}
 	return out
+}
+
+// TestAckedIsContiguousWhateverTheOrder: partitions acknowledge in any order; Acked only ever
+// counts a prefix of messages that are all acknowledged (capture's checkpoint relies on it).
+func TestAckedIsContiguousWhateverTheOrder(t *testing.T) {
+	const n = 64
+	for round := range 20 {
+		b := (&Publisher{brokers: []string{"b"}}).Begin(n)
+		b.next = n + 1 // n messages published
+		order := rand.Perm(n)
+		done := make([]bool, n+1)
+		for _, i := range order {
+			seq := uint64(i + 1)
+			b.complete(seq, nil)
+			done[seq] = true
+			want := uint64(0)
+			for want < n && done[want+1] {
+				want++
+			}
+			if got := b.Acked(); got != want {
+				t.Fatalf("round %d: after acknowledging %d (order %v), Acked = %d, want %d", round, seq, order, got, want)
+			}
+		}
+	}
 }

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,9 +13,15 @@ import (
 	"github.com/IBM/sarama"
 )
 
-// ErrNotAcknowledged marks a message Kafka did not acknowledge (after the producer's own retries).
-// The Publisher that returned it should be closed and rebuilt before the next batch.
+// ErrNotAcknowledged marks a message Kafka did not acknowledge: the producer's own retries ran
+// out, or waiting for the acknowledgement ended (a flush that timed out). The Publisher that
+// returned it must be aborted (Abort) and replaced before the next batch: it may still hold, and
+// retry, messages of the batch.
 var ErrNotAcknowledged = errors.New("kafka did not acknowledge a message")
+
+// ErrAborted is returned by Publish of a publisher that was aborted. It matches
+// ErrNotAcknowledged: the publisher must be replaced.
+var ErrAborted = fmt.Errorf("kafka publisher aborted: %w", ErrNotAcknowledged)
 
 // ErrBatchEnded is returned by Publish after End.
 var ErrBatchEnded = errors.New("kafka batch already ended")
@@ -24,6 +31,11 @@ type Message struct {
 	Key     []byte
 	Value   []byte
 	Headers [][2]string
+	// Partition is where the message goes when Pinned (capture pins each copy of a collection
+	// event to one partition). Otherwise the key decides, with sarama's hash partitioner
+	// (changeevent.Partition computes the same partition).
+	Partition int32
+	Pinned    bool
 }
 
 // recordOverhead and headerOverhead are the most a v2 record adds to its key, value and header
@@ -57,9 +69,16 @@ func (m Message) producerMessage(topic string) *sarama.ProducerMessage {
 type Publisher struct {
 	client   sarama.Client
 	producer sarama.AsyncProducer
+	gate     *gate // every broker connection of the producer goes through it (see Abort)
 	topic    string
 	brokers  []string
 	done     chan struct{} // closed when the acknowledgement dispatcher exits
+
+	abortOnce sync.Once
+	aborted   chan struct{} // closed when Abort starts
+	closeOnce sync.Once
+	closed    chan struct{} // closed when the producer and client are closed
+	closeErr  error         // the producer's, set before closed is closed
 }
 
 // ConnectTimeout bounds NewPublisher: brokers that accept connections but never answer would
@@ -86,9 +105,21 @@ func NewPublisherWithConfig(ctx context.Context, brokers []string, topic string,
 		p   *Publisher
 		err error
 	}
+	// The producer's own copy of the configuration dials through a gate (see Abort); TLS is done
+	// by the gate, so that it sees Kafka frames.
+	own := *cfg
+	g := newGate(own.Net.DialTimeout, own.Net.KeepAlive, nil)
+	if own.Net.TLS.Enable {
+		g.tls = own.Net.TLS.Config
+		if g.tls == nil {
+			g.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		own.Net.TLS.Enable, own.Net.TLS.Config = false, nil
+	}
+	own.Net.Proxy.Enable, own.Net.Proxy.Dialer = true, g
 	ch := make(chan result, 1)
 	go func() {
-		p, err := connect(brokers, topic, cfg)
+		p, err := connect(brokers, topic, &own, g)
 		ch <- result{p, err}
 	}()
 	timer := time.NewTimer(ConnectTimeout)
@@ -111,7 +142,7 @@ func NewPublisherWithConfig(ctx context.Context, brokers []string, topic string,
 		strings.Join(brokers, ","), why)
 }
 
-func connect(brokers []string, topic string, cfg *sarama.Config) (*Publisher, error) {
+func connect(brokers []string, topic string, cfg *sarama.Config, g *gate) (*Publisher, error) {
 	client, err := sarama.NewClient(brokers, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to kafka brokers %s: %w (check the broker addresses, network access, KAFKA_TLS and KAFKA_SASL)",
@@ -130,15 +161,19 @@ func connect(brokers []string, topic string, cfg *sarama.Config) (*Publisher, er
 		_ = client.Close()
 		return nil, fmt.Errorf("start kafka producer on %s: %w", strings.Join(brokers, ","), err)
 	}
-	p := &Publisher{client: client, producer: producer, topic: topic, brokers: brokers, done: make(chan struct{})}
+	p := &Publisher{client: client, producer: producer, gate: g, topic: topic, brokers: brokers,
+		done: make(chan struct{}), aborted: make(chan struct{})}
 	go p.dispatch()
 	return p, nil
 }
 
-// flight is attached to each in-flight message so that its acknowledgement finds its batch.
+// flight is attached to each in-flight message so that its acknowledgement finds its batch,
+// and so that the partitioner finds a pinned message's partition.
 type flight struct {
-	batch *Batch
-	seq   uint64
+	batch     *Batch
+	seq       uint64
+	partition int32
+	pinned    bool
 }
 
 // dispatch routes every acknowledgement and failure to the batch that sent the message.
@@ -167,21 +202,64 @@ func (p *Publisher) dispatch() {
 	}
 }
 
-// Close flushes and stops the producer, waiting at most timeout.
+// Abort stops the publisher for good so that nothing it still holds can reach Kafka later, however
+// slow the brokers are: from the moment it is called, no byte of a new request leaves the process
+// (every broker connection refuses writes, a write in progress is cut short, no connection is
+// dialled), so the messages the producer buffers or retries are never sent. It then waits, until
+// ctx is done, for the requests already sent to be answered, so that whatever of them the brokers
+// append is appended before Abort returns; and it closes the connections and the producer.
+//
+// It returns an error when ctx ended first, naming how many requests were unanswered: a broker
+// that received them may still append them later (the only thing left, which broker-side fencing
+// by producer epoch would close; see docs/capture.md). Abort may be called more than once and
+// concurrently with anything; Begin and Publish fail with ErrAborted afterwards.
+func (p *Publisher) Abort(ctx context.Context) error {
+	var err error
+	p.abortOnce.Do(func() {
+		close(p.aborted)
+		p.gate.close()
+		if n, derr := p.gate.drain(ctx); derr != nil {
+			err = fmt.Errorf("kafka: aborted with %d requests to brokers %s unanswered (a broker may still append them): %w",
+				n, strings.Join(p.brokers, ","), derr)
+		}
+		p.gate.closeAll()
+		go func() { _ = p.Close(ConnectTimeout) }() // release sarama's goroutines; nothing can leave
+	})
+	return err
+}
+
+// Close flushes and stops the producer, waiting at most timeout. It may be called more than
+// once (after Abort, for instance): the producer is stopped once.
 func (p *Publisher) Close(timeout time.Duration) error {
-	errc := make(chan error, 1)
-	go func() {
-		err := p.producer.Close()
-		<-p.done
-		_ = p.client.Close()
-		errc <- err
-	}()
+	p.closeOnce.Do(func() {
+		p.closed = make(chan struct{})
+		go func() {
+			p.closeErr = p.producer.Close()
+			<-p.done
+			_ = p.client.Close()
+			close(p.closed)
+		}()
+	})
 	select {
-	case err := <-errc:
-		return err
+	case <-p.closed:
+		return p.closeErr
 	case <-time.After(timeout):
 		return fmt.Errorf("kafka producer did not close within %v", timeout)
 	}
+}
+
+// Partitions is the topic's partition count as the producer's client knows it from the brokers'
+// metadata: the count the hash partitioner spreads keys over, and the partitions a collection
+// event is copied to.
+func (p *Publisher) Partitions() (int32, error) {
+	parts, err := p.client.Partitions(p.topic)
+	if err == nil && len(parts) == 0 {
+		err = errors.New("no partitions")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("partitions of kafka topic %q: %w", p.topic, err)
+	}
+	return int32(len(parts)), nil
 }
 
 // Begin starts a batch of at most window unacknowledged messages: Publish blocks while window
@@ -190,6 +268,11 @@ func (p *Publisher) Close(timeout time.Duration) error {
 func (p *Publisher) Begin(window int) *Batch {
 	if window < 1 {
 		window = 1
+	}
+	select {
+	case <-p.aborted:
+		return &Batch{p: p, next: 1, done: make([]bool, window), changed: make(chan struct{}), err: ErrAborted}
+	default:
 	}
 	return &Batch{p: p, next: 1, done: make([]bool, window), changed: make(chan struct{})}
 }
@@ -217,6 +300,11 @@ func (b *Batch) Publish(ctx context.Context, msg Message) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("kafka: not publishing: %w", err)
 	}
+	select {
+	case <-b.p.aborted:
+		return 0, ErrAborted
+	default:
+	}
 	b.mu.Lock()
 	for {
 		if err := b.err; err != nil {
@@ -235,7 +323,7 @@ func (b *Batch) Publish(ctx context.Context, msg Message) (uint64, error) {
 		select {
 		case <-wait:
 		case <-ctx.Done():
-			return 0, fmt.Errorf("kafka: %d messages still unacknowledged: %w", outstanding, ctx.Err())
+			return 0, fmt.Errorf("%w: %d messages still unacknowledged: %w", ErrNotAcknowledged, outstanding, ctx.Err())
 		}
 		b.mu.Lock()
 	}
@@ -244,12 +332,12 @@ func (b *Batch) Publish(ctx context.Context, msg Message) (uint64, error) {
 	b.mu.Unlock()
 
 	pm := msg.producerMessage(b.p.topic)
-	pm.Metadata = &flight{batch: b, seq: seq}
+	pm.Metadata = &flight{batch: b, seq: seq, partition: msg.Partition, pinned: msg.Pinned}
 	select {
 	case b.p.producer.Input() <- pm:
 		return seq, nil
 	case <-ctx.Done():
-		err := fmt.Errorf("kafka producer input blocked: %w", ctx.Err())
+		err := fmt.Errorf("%w: kafka producer input blocked: %w", ErrNotAcknowledged, ctx.Err())
 		b.fail(err)
 		return 0, err
 	}
@@ -297,6 +385,23 @@ func (b *Batch) broadcastLocked() {
 	b.changed = make(chan struct{})
 }
 
+// Partitions is the topic's partition count (Publisher.Partitions).
+func (b *Batch) Partitions() (int32, error) { return b.p.Partitions() }
+
+// Unfinished says why the batch did not end with every message it published acknowledged, or
+// returns nil when it did. A publisher whose batch is unfinished must be aborted (Abort).
+func (b *Batch) Unfinished() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch published := b.next - 1; {
+	case b.err != nil:
+		return b.err
+	case b.acked < published:
+		return fmt.Errorf("%w: %d of %d messages unacknowledged when the batch ended", ErrNotAcknowledged, published-b.acked, published)
+	}
+	return nil
+}
+
 // Acked returns n such that messages 1..n were all acknowledged by Kafka.
 func (b *Batch) Acked() uint64 {
 	b.mu.Lock()
@@ -341,7 +446,7 @@ func (b *Batch) Flush(ctx context.Context) error {
 		select {
 		case <-wait:
 		case <-ctx.Done():
-			return fmt.Errorf("kafka: %d messages still unacknowledged: %w", outstanding, ctx.Err())
+			return fmt.Errorf("%w: %d messages still unacknowledged: %w", ErrNotAcknowledged, outstanding, ctx.Err())
 		}
 	}
 }

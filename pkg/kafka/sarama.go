@@ -109,7 +109,7 @@ func SaramaConfig(s Settings) (*sarama.Config, error) {
 	p.Retry.Backoff = 200 * time.Millisecond
 	p.Return.Successes = true
 	p.Return.Errors = true
-	p.Partitioner = sarama.NewHashPartitioner // the same key always lands on the same partition
+	p.Partitioner = newPartitioner // the same key always lands on the same partition
 	p.Flush.Bytes = 1 << 20
 	p.Flush.Frequency = 5 * time.Millisecond
 	p.Timeout = IOTimeout
@@ -187,3 +187,28 @@ func (p *iamTokenProvider) Token() (*sarama.AccessToken, error) {
 	p.token, p.expires = token, time.UnixMilli(expMs)
 	return &sarama.AccessToken{Token: token}, nil
 }
+
+// partitioner puts a pinned message (Message.Pinned: a collection event's copy for one
+// partition) on its partition and hashes every other key exactly as sarama's hash partitioner
+// does, by delegating to it: changeevent.Partition, which apply uses to know which partition owns
+// a document, mirrors that hash. The producer calls it from one goroutine per topic.
+type partitioner struct{ hash sarama.Partitioner }
+
+func newPartitioner(topic string) sarama.Partitioner {
+	return partitioner{hash: sarama.NewHashPartitioner(topic)}
+}
+
+func (p partitioner) Partition(m *sarama.ProducerMessage, n int32) (int32, error) {
+	f, ok := m.Metadata.(*flight)
+	if !ok || !f.pinned {
+		return p.hash.Partition(m, n)
+	}
+	if f.partition < 0 || f.partition >= n {
+		return -1, fmt.Errorf("kafka: message pinned to partition %d, but topic %s has %d partitions", f.partition, m.Topic, n)
+	}
+	return f.partition, nil
+}
+
+// RequiresConsistency: a key must always map to the same partition, so the producer uses every
+// partition, writable or not, as the hash partitioner asks.
+func (p partitioner) RequiresConsistency() bool { return true }
