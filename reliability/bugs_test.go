@@ -41,6 +41,7 @@ func TestStaleLeaseHolderDoesNotRegressDR(t *testing.T) {
 		// The stale holder reads the 90 events (MAX_EVENTS 90), then stalls before publishing
 		// the 10th.
 		_, staleErr = h.invoke("stale-holder", capture.Overrides{MaxEvents: 90}, func(d capture.Deps, c *crash) capture.Deps {
+			d.Checkpoints = frozenRenewals{Checkpoints: d.Checkpoints, frozen: stalled, resume: resume}
 			d.Publisher = hookedPublisher{Publisher: d.Publisher, crash: c, before: func(n int, _ capture.Batch) error {
 				if n == 10 {
 					close(stalled)
@@ -68,8 +69,10 @@ func TestStaleLeaseHolderDoesNotRegressDR(t *testing.T) {
 	}
 	close(resume)
 	<-done
-	if !errors.Is(staleErr, checkpoint.ErrFenced) {
-		t.Fatalf("stale holder returned %v, want ErrFenced", staleErr)
+	// The frozen holder stops on its own at its unrenewed lease's expiry, or is fenced at its
+	// first renewal or save after the takeover: either way it never moves the checkpoint again.
+	if !errors.Is(staleErr, checkpoint.ErrFenced) && !errors.Is(staleErr, capture.ErrLeaseExpiring) {
+		t.Fatalf("stale holder returned %v, want checkpoint.ErrFenced or capture.ErrLeaseExpiring", staleErr)
 	}
 	h.settle()
 	var dr bson.M

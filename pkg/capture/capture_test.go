@@ -636,7 +636,7 @@ func nested(n int) bson.D {
 // format allows) or publish (a document key too large for any Kafka message) is written to the
 // dead-letter prefix with its raw bytes and resume token, counted, and the run goes on past it.
 func TestPoisonIsDeadLettered(t *testing.T) {
-	deep := event(2, "insert", "bar", "foo", bson.E{Key: "fullDocument", Value: append(bson.D{{Key: "_id", Value: int32(2)}}, nested(101)...)})
+	deep := event(2, "insert", "bar", "foo", bson.E{Key: "fullDocument", Value: append(bson.D{{Key: "_id", Value: int32(2)}}, nested(120)...)})
 	bigKey := strings.Repeat("k", 1100)
 	hugeID, _ := bson.Marshal(bson.D{
 		{Key: "_id", Value: token(2)}, {Key: "operationType", Value: "insert"},
@@ -702,7 +702,7 @@ func TestPoisonIsDeadLettered(t *testing.T) {
 		}
 	})
 	t.Run("out of scope poison is skipped, not dead-lettered", func(t *testing.T) {
-		other := event(2, "insert", "bar", "exa", bson.E{Key: "fullDocument", Value: append(bson.D{{Key: "_id", Value: int32(2)}}, nested(101)...)})
+		other := event(2, "insert", "bar", "exa", bson.E{Key: "fullDocument", Value: append(bson.D{{Key: "_id", Value: int32(2)}}, nested(120)...)})
 		h := newHarness(event(1, "insert", "bar", "foo"), other, event(3, "insert", "bar", "foo"))
 		sum, err := h.run()
 		if err != nil || sum.DeadLettered != 0 || sum.Skipped != 1 || len(h.blob.objects) != 0 || h.savedIndex() != 3 {

@@ -32,8 +32,9 @@ const (
 // LEASE_TTL*2/3 that a renewal every LEASE_TTL/3 leaves, given LEASE_TTL > DEADLINE_MARGIN.
 func leaseGuard(margin, ttl time.Duration) time.Duration { return max(margin/2, ttl/10) }
 
-// errLeaseExpiring ends a run whose lease came within the guard of its expiry unrenewed.
-var errLeaseExpiring = errors.New("lease about to expire without a renewal")
+// ErrLeaseExpiring ends a run whose lease came within the guard of its expiry unrenewed (the
+// heartbeat could not renew it in time): the run stops before another capture may take over.
+var ErrLeaseExpiring = errors.New("lease about to expire without a renewal")
 
 // held is a run's hold on its scope's lease: the latest lease a renewal returned, and why it was
 // lost, if it was. Its methods are safe for concurrent use (the heartbeat renews while the drain
@@ -99,7 +100,7 @@ func (h *held) keep(parent context.Context) context.Context {
 		return ctx
 	}
 	h.stop = time.AfterFunc(h.untilStopLocked(), func() {
-		h.lose(fmt.Errorf("%w at %s", errLeaseExpiring, h.expiresAt().UTC().Format(time.RFC3339Nano)), false)
+		h.lose(fmt.Errorf("%w at %s", ErrLeaseExpiring, h.expiresAt().UTC().Format(time.RFC3339Nano)), false)
 	})
 	go h.heartbeat(ctx, h.lease.TTL/3)
 	return ctx

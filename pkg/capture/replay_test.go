@@ -34,7 +34,7 @@ func TestReplayDeadLetters(t *testing.T) {
 		{Key: "documentKey", Value: bson.D{{Key: "_id", Value: bigKey}}},
 		{Key: "fullDocument", Value: bson.D{{Key: "_id", Value: bigKey}, {Key: "pad", Value: strings.Repeat("p", 2000)}}},
 	})
-	deep := event(2, "insert", "bar", "foo", bson.E{Key: "fullDocument", Value: append(bson.D{{Key: "_id", Value: int32(2)}}, nested(101)...)})
+	deep := event(2, "insert", "bar", "foo", bson.E{Key: "fullDocument", Value: append(bson.D{{Key: "_id", Value: int32(2)}}, nested(120)...)})
 	h := newHarness(event(1, "insert", "bar", "foo"), deep, hugeID, event(4, "insert", "bar", "foo"))
 	h.opts.MaxMessageBytes = 1024
 	if sum, err := h.run(); err != nil || sum.DeadLettered != 2 {

@@ -11,8 +11,13 @@ import (
 	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
 
-// maxDepth bounds document nesting, as MongoDB does (100 levels).
+// maxDepth bounds the nesting of a stored document, as MongoDB does (100 levels).
 const maxDepth = 100
+
+// eventWrapping is how deep inside an event or a message a stored document's fields can sit:
+// event → updateDescription → updatedFields → the updated field's value. validate allows a
+// document that the server stores at full depth to arrive inside its event.
+const eventWrapping = 3
 
 // validate checks that b is exactly one well-formed BSON document, every embedded document and
 // array included. Messages come from Kafka and events from the server: neither is trusted to be
@@ -30,8 +35,8 @@ func validate(b []byte) (err error) {
 }
 
 func validateDoc(b []byte, depth int) error {
-	if depth > maxDepth {
-		return fmt.Errorf("documents nested deeper than %d levels", maxDepth)
+	if depth > maxDepth+eventWrapping {
+		return errTooDeep
 	}
 	if len(b) < 5 {
 		return fmt.Errorf("document of %d bytes is shorter than the 5-byte minimum", len(b))
@@ -81,6 +86,9 @@ func validateDoc(b []byte, depth int) error {
 	}
 	return nil
 }
+
+// errTooDeep is a document nested deeper than any server stores.
+var errTooDeep = fmt.Errorf("documents nested deeper than %d levels", maxDepth)
 
 // checkLengthPrefix checks the int32 length that starts a value of type t (documents, arrays,
 // strings, binary...) is within the bytes that are there, before bsoncore slices by it.
