@@ -155,8 +155,22 @@ func (nullDR) BulkWrite(_ context.Context, _ changeevent.Namespace, w []Write) (
 func (nullDR) FindByIDs(context.Context, changeevent.Namespace, []bson.RawValue) (map[IDKey]bson.Raw, error) {
 	return nil, nil
 }
+func (nullDR) ScanIDs(context.Context, changeevent.Namespace, func([]bson.RawValue) error) error {
+	return nil
+}
+func (nullDR) Collections(context.Context, string) ([]string, error)                      { return nil, nil }
 func (nullDR) Drop(context.Context, changeevent.Namespace) error                          { return nil }
 func (nullDR) Rename(context.Context, changeevent.Namespace, changeevent.Namespace) error { return nil }
+func (nullDR) StateDB() string                                                            { return DefaultStateDB }
+func (nullDR) EnsureState(context.Context) error                                          { return nil }
+func (nullDR) Archived(context.Context, []string) (map[string]bool, error)                { return nil, nil }
+func (nullDR) Claim(context.Context, []LedgerEntry) (map[string]bool, error)              { return nil, nil }
+func (nullDR) Written(context.Context, []string) error                                    { return nil }
+func (nullDR) Pending(context.Context, string, []int64) ([]LedgerEntry, error)            { return nil, nil }
+func (nullDR) Frontiers(context.Context, string, []int64) ([]Frontier, error)             { return nil, nil }
+func (nullDR) SetFrontiers(context.Context, []Frontier) error                             { return nil }
+func (nullDR) Barrier(context.Context, string) (string, error)                            { return "", nil }
+func (nullDR) SetBarrier(context.Context, BarrierMarker) error                            { return nil }
 
 // BenchmarkMemory6MB handles a batch at the Lambda payload limit (about 6 MB of base64 record
 // values: 6,000 inserts of ~630-byte documents) and reports allocation per batch and the peak
