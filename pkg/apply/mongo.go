@@ -2,9 +2,11 @@ package apply
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"time"
 
@@ -230,7 +232,11 @@ func (m *MongoWriter) Claim(ctx context.Context, entries []LedgerEntry) (map[str
 	}
 	docs := make([]any, len(entries))
 	for i := range entries {
-		docs[i] = ledgerDoc(&entries[i])
+		d, err := ledgerDoc(&entries[i])
+		if err != nil {
+			return nil, err
+		}
+		docs[i] = d
 	}
 	_, err := m.ledger().InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 	var bwe mongo.BulkWriteException
@@ -246,8 +252,15 @@ func (m *MongoWriter) Claim(ctx context.Context, entries []LedgerEntry) (map[str
 	return taken, err
 }
 
+// maxLedgerLine is the longest line a ledger entry stores as text; a longer one (a before-image
+// near MongoDB's 16 MB limit, rendered as Extended JSON) is stored gzip'd in lineGzip.
+const maxLedgerLine = 8 << 20
+
+// maxLedgerDoc bounds an entry below MongoDB's 16 MB document limit, leaving room for the rest.
+const maxLedgerDoc = 16<<20 - 64<<10
+
 // ledgerDoc renders an entry, fields in the documented order.
-func ledgerDoc(e *LedgerEntry) bson.D {
+func ledgerDoc(e *LedgerEntry) (bson.D, error) {
 	d := bson.D{{Key: "_id", Value: e.EventID}, {Key: "db", Value: e.DB}}
 	if e.Coll != "" {
 		d = append(d, bson.E{Key: "coll", Value: e.Coll})
@@ -261,14 +274,26 @@ func ledgerDoc(e *LedgerEntry) bson.D {
 		bson.E{Key: "object", Value: e.Object},
 		bson.E{Key: "seq", Value: int32(e.Seq)},
 		bson.E{Key: "state", Value: e.State})
-	if e.Line != nil {
+	switch {
+	case e.Line == nil:
+	case len(e.Line) <= maxLedgerLine:
 		d = append(d, bson.E{Key: "line", Value: string(e.Line)})
+	default:
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		_, _ = zw.Write(e.Line)
+		_ = zw.Close()
+		if buf.Len() > maxLedgerDoc {
+			return nil, fmt.Errorf("the archive line of event %s (%s of %s at %s-%d@%d) is %d bytes, %d gzip'd: more than a ledger entry holds",
+				e.EventID, e.Op, e.DB+"."+e.Coll, e.Topic, e.Partition, e.Offset, len(e.Line), buf.Len())
+		}
+		d = append(d, bson.E{Key: "lineGzip", Value: primitive.Binary{Data: buf.Bytes()}})
 	}
 	return append(d,
 		bson.E{Key: "topic", Value: e.Topic},
 		bson.E{Key: "partition", Value: e.Partition},
 		bson.E{Key: "offset", Value: e.Offset},
-		bson.E{Key: "at", Value: primitive.NewDateTimeFromTime(e.At)})
+		bson.E{Key: "at", Value: primitive.NewDateTimeFromTime(e.At)}), nil
 }
 
 // Written sets the objects' entries written and unsets their lines.
@@ -277,7 +302,7 @@ func (m *MongoWriter) Written(ctx context.Context, objects []string) error {
 		return nil
 	}
 	_, err := m.ledger().UpdateMany(ctx, bson.D{{Key: "object", Value: bson.D{{Key: "$in", Value: objects}}}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: StateWritten}}}, {Key: "$unset", Value: bson.D{{Key: "line", Value: ""}}}})
+		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: StateWritten}}}, {Key: "$unset", Value: bson.D{{Key: "line", Value: ""}, {Key: "lineGzip", Value: ""}}}})
 	return err
 }
 
@@ -320,6 +345,7 @@ func parseLedgerEntry(raw bson.Raw) (LedgerEntry, error) {
 		Seq         int32               `bson:"seq"`
 		State       string              `bson:"state"`
 		Line        *string             `bson:"line"`
+		LineGzip    []byte              `bson:"lineGzip"`
 		Topic       string              `bson:"topic"`
 		Partition   int64               `bson:"partition"`
 		Offset      int64               `bson:"offset"`
@@ -327,6 +353,18 @@ func parseLedgerEntry(raw bson.Raw) (LedgerEntry, error) {
 	}
 	if err := bson.Unmarshal(raw, &doc); err != nil {
 		return LedgerEntry{}, fmt.Errorf("%w: ledger entry %s: %v", ErrCorruptState, raw.Lookup("_id"), err)
+	}
+	if doc.Line == nil && doc.LineGzip != nil {
+		zr, err := gzip.NewReader(bytes.NewReader(doc.LineGzip))
+		if err != nil {
+			return LedgerEntry{}, fmt.Errorf("%w: ledger entry %q: lineGzip: %v", ErrCorruptState, doc.ID, err)
+		}
+		line, err := io.ReadAll(zr)
+		if err != nil {
+			return LedgerEntry{}, fmt.Errorf("%w: ledger entry %q: lineGzip: %v", ErrCorruptState, doc.ID, err)
+		}
+		s := string(line)
+		doc.Line = &s
 	}
 	if doc.ID == "" || doc.Object == "" || (doc.State == StatePending && (doc.Line == nil || *doc.Line == "")) {
 		return LedgerEntry{}, fmt.Errorf("%w: ledger entry %q lacks its object or, pending, its line", ErrCorruptState, doc.ID)

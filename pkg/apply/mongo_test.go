@@ -3,8 +3,10 @@ package apply
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,6 +186,23 @@ func TestMongoWriterState(t *testing.T) {
 	entry := func(id, object string, seq int) LedgerEntry {
 		return LedgerEntry{EventID: id, DB: "bar", Coll: "foo", Op: "delete", DocID: idOf(t, int64(7)), ClusterTime: primitive.Timestamp{T: 5, I: 1},
 			Object: object, Seq: seq, State: StatePending, Line: []byte(`{"eventId":"` + id + `"}`), Topic: "t", Partition: 2, Offset: int64(seq), At: at}
+	}
+	long := entry("long", "k3", 0)
+	long.Line = []byte(`{"eventId":"long","before":"` + strings.Repeat("ab", 5<<20) + `"}`) // over 8 MB: stored gzip'd
+	huge := entry("huge", "k4", 0)
+	huge.Line = make([]byte, 20<<20)
+	_, _ = rand.Read(huge.Line) // incompressible: more than an entry holds
+	if _, err := w.Claim(ctx, []LedgerEntry{huge}); err == nil || !strings.Contains(err.Error(), "more than a ledger entry holds") {
+		t.Errorf("an oversized line: %v", err)
+	}
+	if taken, err := w.Claim(ctx, []LedgerEntry{long}); err != nil || len(taken) != 0 {
+		t.Fatalf("claim a long line: %v, %v", taken, err)
+	}
+	if p, err := w.Pending(ctx, "t", []int64{2}); err != nil || len(p) != 1 || !bytes.Equal(p[0].Line, long.Line) {
+		t.Fatalf("the long line read back: %d entries, %v", len(p), err)
+	}
+	if err := w.Written(ctx, []string{"k3"}); err != nil {
+		t.Fatal(err)
 	}
 	taken, err := w.Claim(ctx, []LedgerEntry{entry("a", "k1", 0), entry("b", "k1", 1)})
 	if err != nil || len(taken) != 0 {
