@@ -92,6 +92,9 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 	if len(partitions) == 0 {
 		return nil
 	}
+	for _, recs := range partitions {
+		b.sum.Records += len(recs)
+	}
 	if err := b.h.ensureState(ctx); err != nil {
 		return err
 	}
@@ -129,7 +132,6 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 
 // decode turns a record into an item; a poison record is dead-lettered and gives a dead item.
 func (b *batch) decode(ctx context.Context, r *events.KafkaRecord) (*item, error) {
-	b.sum.Records++
 	ev, err := b.h.decode(ctx, r)
 	it := &item{rec: r, at: archive.Kafka{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}, ev: ev, partitions: 1}
 	if err == nil && it.isBarrier() {
