@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"go.mongodb.org/mongo-driver/bson"
 
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
@@ -63,6 +64,9 @@ type item struct {
 	// dead is set for a record that was dead-lettered at decoding: it only holds its place in
 	// the partition's offsets.
 	dead bool
+	// For a document change: its _id and the document in DR (the mapped namespace, KeyOf(_id)).
+	id  bson.RawValue
+	ref docRef
 }
 
 func (it *item) coords() string {
@@ -144,6 +148,10 @@ func (b *batch) decode(ctx context.Context, r *events.KafkaRecord) (*item, error
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s-%d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
+	}
+	if ev.Operation.IsDocumentChange() {
+		it.id, _ = ev.ID() // validated by decode
+		it.ref = docRef{ns: b.h.opts.NamespaceMap.Map(ev.NS), key: KeyOf(it.id)}
 	}
 	b.sum.ByOp[string(ev.Operation)]++
 	if t := changeevent.Time(ev.ClusterTime); b.oldest.IsZero() || t.Before(b.oldest) {

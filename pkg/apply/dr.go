@@ -56,8 +56,8 @@ type State interface {
 	// Claim inserts pending ledger entries (unordered). It returns the event ids that already had
 	// an entry (a duplicate key: someone else claimed them); every other entry was inserted.
 	Claim(ctx context.Context, entries []LedgerEntry) (taken map[string]bool, err error)
-	// Written marks every entry of the objects written and removes their lines.
-	Written(ctx context.Context, objects []string) error
+	// Written marks the entries written (their objects are in S3) and removes their lines.
+	Written(ctx context.Context, eventIDs []string) error
 	// Pending returns the pending entries claimed from the partitions of topic, with their
 	// lines.
 	Pending(ctx context.Context, topic string, partitions []int64) ([]LedgerEntry, error)

@@ -254,14 +254,14 @@ func (f *fakeDR) Claim(_ context.Context, entries []LedgerEntry) (map[string]boo
 	return taken, nil
 }
 
-func (f *fakeDR) Written(_ context.Context, objects []string) error {
+func (f *fakeDR) Written(_ context.Context, ids []string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.failWritten != nil {
 		return f.failWritten
 	}
-	for id, e := range f.ledger {
-		if slices.Contains(objects, e.Object) {
+	for _, id := range ids {
+		if e, ok := f.ledger[id]; ok {
 			e.State, e.Line = StateWritten, nil
 			f.ledger[id] = e
 		}

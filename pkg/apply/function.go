@@ -197,8 +197,8 @@ func (l lazyDR) Claim(ctx context.Context, entries []LedgerEntry) (map[string]bo
 	return do(ctx, l, func(w *MongoWriter) (map[string]bool, error) { return w.Claim(ctx, entries) })
 }
 
-func (l lazyDR) Written(ctx context.Context, objects []string) error {
-	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.Written(ctx, objects) })
+func (l lazyDR) Written(ctx context.Context, ids []string) error {
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.Written(ctx, ids) })
 	return err
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -38,10 +39,12 @@ type line struct {
 	inexact bool          // before could not be proven to be the version at the event
 }
 
-// object is an archive object claimed by this invocation: its key and lines in order.
+// object is an archive object claimed by this invocation: its key, and its lines in order with
+// their event ids.
 type object struct {
 	key   string
 	lines [][]byte
+	ids   []string
 }
 
 // maxObjectBytes bounds the lines of one object (a new object is started beyond it).
@@ -66,9 +69,13 @@ func (b *batch) claimLines(ctx context.Context, lines []*line) ([]object, error)
 	if len(fresh) == 0 {
 		return nil, nil
 	}
-	known, err := b.h.dr.Archived(ctx, ids)
-	if err != nil {
-		return nil, fmt.Errorf("read the archive ledger: %w", err)
+	known := map[string]bool{}
+	for start := 0; start < len(ids); start += b.h.opts.MaxBulkOps {
+		k, err := b.h.dr.Archived(ctx, ids[start:min(start+b.h.opts.MaxBulkOps, len(ids))])
+		if err != nil {
+			return nil, fmt.Errorf("read the archive ledger: %w", err)
+		}
+		maps.Copy(known, k)
 	}
 
 	type groupKey struct {
@@ -129,6 +136,7 @@ func (b *batch) claimLines(ctx context.Context, lines []*line) ([]object, error)
 			order = append(order, e.Object)
 		}
 		obj.lines = append(obj.lines, l.body)
+		obj.ids = append(obj.ids, e.EventID)
 		b.countLine(l)
 	}
 	objs := make([]object, 0, len(order))
@@ -176,12 +184,14 @@ func (b *batch) written(ctx context.Context, objs []object) error {
 	if len(objs) == 0 {
 		return nil
 	}
-	keys := make([]string, len(objs))
-	for i, o := range objs {
-		keys[i] = o.key
+	var ids []string
+	for _, o := range objs {
+		ids = append(ids, o.ids...)
 	}
-	if err := b.h.dr.Written(ctx, keys); err != nil {
-		return fmt.Errorf("mark %d archive objects written in the ledger: %w", len(keys), err)
+	for start := 0; start < len(ids); start += b.h.opts.MaxBulkOps {
+		if err := b.h.dr.Written(ctx, ids[start:min(start+b.h.opts.MaxBulkOps, len(ids))]); err != nil {
+			return fmt.Errorf("mark %d archive objects written in the ledger: %w", len(objs), err)
+		}
 	}
 	b.sum.ArchiveObjects += len(objs)
 	return nil
@@ -212,6 +222,7 @@ func (b *batch) recover(ctx context.Context, parts [][]events.KafkaRecord) error
 				objs = append(objs, object{key: e.Object})
 			}
 			objs[len(objs)-1].lines = append(objs[len(objs)-1].lines, e.Line)
+			objs[len(objs)-1].ids = append(objs[len(objs)-1].ids, e.EventID)
 		}
 		if err := b.putObjects(ctx, objs); err != nil {
 			return err

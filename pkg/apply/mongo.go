@@ -296,12 +296,13 @@ func ledgerDoc(e *LedgerEntry) (bson.D, error) {
 		bson.E{Key: "at", Value: primitive.NewDateTimeFromTime(e.At)}), nil
 }
 
-// Written sets the objects' entries written and unsets their lines.
-func (m *MongoWriter) Written(ctx context.Context, objects []string) error {
-	if len(objects) == 0 {
+// Written sets the entries written and unsets their lines, selecting them by _id (the ledger
+// grows with every intercepted event: nothing scans it).
+func (m *MongoWriter) Written(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
 		return nil
 	}
-	_, err := m.ledger().UpdateMany(ctx, bson.D{{Key: "object", Value: bson.D{{Key: "$in", Value: objects}}}},
+	_, err := m.ledger().UpdateMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}},
 		bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: StateWritten}}}, {Key: "$unset", Value: bson.D{{Key: "line", Value: ""}, {Key: "lineGzip", Value: ""}}}})
 	return err
 }

@@ -201,7 +201,7 @@ func TestMongoWriterState(t *testing.T) {
 	if p, err := w.Pending(ctx, "t", []int64{2}); err != nil || len(p) != 1 || !bytes.Equal(p[0].Line, long.Line) {
 		t.Fatalf("the long line read back: %d entries, %v", len(p), err)
 	}
-	if err := w.Written(ctx, []string{"k3"}); err != nil {
+	if err := w.Written(ctx, []string{"long"}); err != nil {
 		t.Fatal(err)
 	}
 	taken, err := w.Claim(ctx, []LedgerEntry{entry("a", "k1", 0), entry("b", "k1", 1)})
@@ -225,7 +225,7 @@ func TestMongoWriterState(t *testing.T) {
 			t.Errorf("entry b read back as %+v", p)
 		}
 	}
-	if err := w.Written(ctx, []string{"k1"}); err != nil {
+	if err := w.Written(ctx, []string{"a", "b"}); err != nil { // the entries of object k1
 		t.Fatal(err)
 	}
 	if pending, _ = w.Pending(ctx, "t", []int64{2}); len(pending) != 1 || pending[0].EventID != "c" {

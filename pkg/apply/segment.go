@@ -195,12 +195,7 @@ func (b *batch) readVersions(ctx context.Context, items []*item) (map[docRef]*ve
 	var order []changeevent.Namespace
 	want := map[changeevent.Namespace][]bson.RawValue{}
 	for _, it := range items {
-		ns := b.h.opts.NamespaceMap.Map(it.ev.NS)
-		id, err := it.ev.ID()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", it.coords(), err) // validated at decode: cannot happen
-		}
-		ref := docRef{ns: ns, key: KeyOf(id)}
+		ns, id, ref := it.ref.ns, it.id, it.ref
 		if seen[ref] {
 			continue
 		}
@@ -238,13 +233,17 @@ func (b *batch) readVersions(ctx context.Context, items []*item) (map[docRef]*ve
 func (b *batch) walk(items []*item, versions map[docRef]*version) ([]*queue, []*line, error) {
 	var queues []*queue
 	byNS := map[changeevent.Namespace]*queue{}
+	perNS := map[changeevent.Namespace]int{}
+	for _, it := range items {
+		perNS[it.ref.ns]++
+	}
 	enqueue := func(ns changeevent.Namespace, it *item, ws []Write) {
 		if len(ws) == 0 {
 			return
 		}
 		q := byNS[ns]
 		if q == nil {
-			q = &queue{ns: ns}
+			q = &queue{ns: ns, writes: make([]Write, 0, perNS[ns]), owners: make([]*item, 0, perNS[ns])}
 			byNS[ns] = q
 			queues = append(queues, q)
 		}
@@ -257,9 +256,7 @@ func (b *batch) walk(items []*item, versions map[docRef]*version) ([]*queue, []*
 	var missing []string // coordinates of updates of documents DR lacks, for the log
 	for _, it := range items {
 		ev := &it.ev
-		ns := b.h.opts.NamespaceMap.Map(ev.NS)
-		id, _ := ev.ID()
-		ref := docRef{ns: ns, key: KeyOf(id)}
+		ns, id, ref := it.ref.ns, it.id, it.ref
 		cur := versions[ref]
 		switch ev.Operation {
 		case changeevent.Insert, changeevent.Replace:

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 )
@@ -20,16 +21,22 @@ func replaceWrites(id bson.RawValue, full bson.Raw) []Write {
 	return []Write{{Kind: ReplaceOne, ID: id, Doc: full}}
 }
 
-// topLevelDollar reports whether a document has a top-level field whose name starts with $.
+// topLevelDollar reports whether a document has a top-level field whose name starts with $. It
+// reads the element headers in place, allocating nothing (it runs for every insert and replace).
 func topLevelDollar(doc bson.Raw) bool {
-	elems, err := doc.Elements()
-	if err != nil {
+	if len(doc) < 5 {
 		return false
 	}
-	for _, e := range elems {
-		if strings.HasPrefix(e.Key(), "$") {
+	rest := []byte(doc[4 : len(doc)-1])
+	for len(rest) > 0 {
+		if len(rest) > 1 && rest[1] == '$' {
 			return true
 		}
+		_, r, ok := bsoncore.ReadElement(rest)
+		if !ok {
+			return false
+		}
+		rest = r
 	}
 	return false
 }
