@@ -43,8 +43,8 @@ type fakeDR struct {
 	// refuse, when set, is asked for each write; a non-nil *WriteError refuses it (and stops
 	// the bulk there, as an ordered bulk write does).
 	refuse func(ns changeevent.Namespace, w Write) *WriteError
-	// failClaim, failWritten fail those ledger calls.
-	failClaim, failWritten error
+	// failClaim, failWritten, failPending fail those ledger calls.
+	failClaim, failWritten, failPending error
 
 	ledger    map[string]LedgerEntry
 	barriers  map[string]BarrierMarker
@@ -272,6 +272,9 @@ func (f *fakeDR) Written(_ context.Context, ids []string) error {
 func (f *fakeDR) Pending(_ context.Context, topic string, partitions []int64) ([]LedgerEntry, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.failPending != nil {
+		return nil, f.failPending
+	}
 	var out []LedgerEntry
 	for _, e := range f.ledger {
 		if e.State == StatePending && e.Topic == topic && slices.Contains(partitions, e.Partition) {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"regexp"
@@ -486,6 +487,20 @@ func TestFailuresFailTheInvocation(t *testing.T) {
 				t.Errorf("failure not reported: %s %s", env.logs, env.metrics)
 			}
 		})
+	}
+}
+
+// TestCorruptStateFailsTheBatch: a ledger entry apply cannot read is never guessed at: the batch
+// fails, naming it, and the CorruptState metric counts it.
+func TestCorruptStateFailsTheBatch(t *testing.T) {
+	env := newEnv(t, Options{})
+	env.dr.failPending = fmt.Errorf("%w: ledger entry \"abc\" lacks its object or, pending, its line", ErrCorruptState)
+	sum, err := env.h.Handle(context.Background(), batchOf(t, evt(t, changeevent.Insert, fooNS, int32(1), bson.D{})))
+	if !errors.Is(err, ErrCorruptState) || !strings.Contains(err.Error(), `"abc"`) || sum.CorruptState != 1 {
+		t.Fatalf("err %v, summary %+v", err, sum)
+	}
+	if !strings.Contains(env.metrics.String(), `"CorruptState":1`) || len(env.dr.bulks) != 0 {
+		t.Errorf("metrics %s, bulks %d", env.metrics, len(env.dr.bulks))
 	}
 }
 

@@ -66,6 +66,9 @@ func (ud *UpdateDescription) ApplyTo(doc bson.Raw) (bson.Raw, error) {
 		}
 		for _, el := range elems {
 			path := el.Key()
+			if err := checkDepth(splitPath(path)); err != nil {
+				return nil, fmt.Errorf("%w: updatedFields %q: %v", ErrInapplicable, path, err)
+			}
 			if err := root.set(splitPath(path), el.Value()); err != nil {
 				return nil, fmt.Errorf("%w: updatedFields %q: %v", ErrInapplicable, path, err)
 			}
@@ -84,6 +87,14 @@ func (ud *UpdateDescription) ApplyTo(doc bson.Raw) (bson.Raw, error) {
 }
 
 func splitPath(p string) []string { return strings.Split(p, ".") }
+
+// checkDepth refuses a path deeper than a document may nest (MongoDB's 100 levels).
+func checkDepth(path []string) error {
+	if len(path) > maxDepth {
+		return fmt.Errorf("path of %d segments is deeper than %d levels", len(path), maxDepth)
+	}
+	return nil
+}
 
 // container is an embedded document or array opened for changes. Elements that are not changed
 // keep their raw value; those on a changed path are opened in turn (sub).

@@ -151,3 +151,25 @@ func TestEventID(t *testing.T) {
 		t.Error("the same resume token gives two EventIDs")
 	}
 }
+
+// FuzzApplyTo: whatever the document and the update description hold, ApplyTo does not panic,
+// and what it returns is one well-formed BSON document.
+func FuzzApplyTo(f *testing.F) {
+	doc, _ := bson.Marshal(bson.D{{Key: "_id", Value: 1}, {Key: "a", Value: bson.D{{Key: "b", Value: bson.A{1, 2}}}}, {Key: "c.d", Value: 1}})
+	set, _ := bson.Marshal(bson.D{{Key: "a.b.3", Value: "x"}, {Key: "n.m", Value: 1}})
+	f.Add([]byte(doc), []byte(set), "a.b.0", "a.b", int32(1))
+	f.Add([]byte(doc), []byte(set), "c.d", "zz", int32(-1))
+	f.Fuzz(func(t *testing.T, doc, set []byte, removed, truncated string, size int32) {
+		if validate(doc) != nil || validate(set) != nil {
+			return // decode refuses these before apply sees them
+		}
+		ud := &UpdateDescription{UpdatedFields: set, RemovedFields: []string{removed}, TruncatedArrays: []TruncatedArray{{Field: truncated, NewSize: size}}}
+		out, err := ud.ApplyTo(doc)
+		if err != nil {
+			return
+		}
+		if verr := validate(out); verr != nil {
+			t.Fatalf("ApplyTo returned malformed BSON: %v", verr)
+		}
+	})
+}
