@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,8 +43,10 @@ type batch struct {
 	// frontiers are the applied frontiers of the batch's partitions, by topic, partition and
 	// primary namespace (see Frontier).
 	frontiers map[frontierKey]*Frontier
-	dead      []deadLetterPut
-	putMu     sync.Mutex // guards sum.ArchivePuts, counted by parallel puts
+	// namespaces are the DR namespaces of the batch's events, for errors.
+	namespaces map[string]bool
+	dead       []deadLetterPut
+	putMu      sync.Mutex // guards sum.ArchivePuts, counted by parallel puts
 }
 
 type frontierKey struct {
@@ -83,11 +88,12 @@ type deadLetterPut struct {
 
 func newBatch(h *Handler) *batch {
 	return &batch{
-		h:         h,
-		sum:       Summary{ByOp: map[string]int{}},
-		claim:     h.claimID(),
-		archived:  map[string]bool{},
-		frontiers: map[frontierKey]*Frontier{},
+		h:          h,
+		sum:        Summary{ByOp: map[string]int{}},
+		claim:      h.claimID(),
+		archived:   map[string]bool{},
+		frontiers:  map[frontierKey]*Frontier{},
+		namespaces: map[string]bool{},
 	}
 }
 
@@ -98,15 +104,6 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 	}
 	for _, recs := range partitions {
 		b.sum.Records += len(recs)
-	}
-	if err := b.h.ensureState(ctx); err != nil {
-		return err
-	}
-	if err := b.recover(ctx, partitions); err != nil {
-		return err
-	}
-	if err := b.loadFrontiers(ctx, partitions); err != nil {
-		return err
 	}
 	items := make([][]*item, 0, len(partitions))
 	for _, recs := range partitions {
@@ -120,6 +117,16 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 		}
 		items = append(items, its)
 	}
+	// The state database comes first: objects left pending, and what was applied already.
+	if err := b.h.ensureState(ctx); err != nil {
+		return b.onNamespaces(err)
+	}
+	if err := b.recover(ctx, partitions); err != nil {
+		return b.onNamespaces(err)
+	}
+	if err := b.loadFrontiers(ctx, partitions); err != nil {
+		return b.onNamespaces(err)
+	}
 	for _, st := range plan(items) {
 		var err error
 		if st.barrier != nil {
@@ -132,6 +139,19 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 		}
 	}
 	return b.putDeadLetters(ctx)
+}
+
+// onNamespaces says, in an error of the state database, which namespaces the batch was to write:
+// an operator sees what is held up.
+func (b *batch) onNamespaces(err error) error {
+	if len(b.namespaces) == 0 {
+		return err
+	}
+	nss := slices.Sorted(maps.Keys(b.namespaces))
+	if len(nss) > 5 {
+		nss = append(nss[:5], "...")
+	}
+	return fmt.Errorf("writing %s: %w", strings.Join(nss, ", "), err)
 }
 
 // decode turns a record into an item; a poison record is dead-lettered and gives a dead item.
@@ -153,6 +173,7 @@ func (b *batch) decode(ctx context.Context, r *events.KafkaRecord) (*item, error
 		it.id, _ = ev.ID() // validated by decode
 		it.ref = docRef{ns: b.h.opts.NamespaceMap.Map(ev.NS), key: KeyOf(it.id)}
 	}
+	b.namespaces[b.h.opts.NamespaceMap.Map(ev.NS).String()] = true
 	b.sum.ByOp[string(ev.Operation)]++
 	if t := changeevent.Time(ev.ClusterTime); b.oldest.IsZero() || t.Before(b.oldest) {
 		b.oldest = t

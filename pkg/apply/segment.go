@@ -29,6 +29,10 @@ import (
 //     takes the current version, rendered once, complete; the document is then absent;
 //  3. claim the lines in the ledger (ledger.go);
 //  4. the DR writes, in order per namespace, while the archive objects are written.
+//
+// Around them, the applied frontier (Frontier): records it shows applied already are dropped
+// first (a redelivery, a consumer-group replay); the segment's offsets are recorded as an intent
+// before step 4 and as applied after it, once its dead letters are written.
 
 // version is what the walk knows of one document: nil doc is "absent".
 type version struct {
