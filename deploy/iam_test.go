@@ -161,7 +161,8 @@ func TestIAMResourcesAreTheNamedOnes(t *testing.T) {
 		if name := s.params["ArchiveBucketName"].(string); name != "" {
 			bucket = name
 		}
-		objects := "arn:aws:s3:::" + bucket + "/" + s.params["ArchivePrefix"].(string) + "*"
+		prefix := "arn:aws:s3:::" + bucket + "/" + s.params["ArchivePrefix"].(string)
+		objects := prefix + "*"
 		scram := s.params["KafkaAuth"] == "scram-sha-512"
 		iam := s.params["KafkaAuth"] == "iam"
 		topic := "arn:aws:kafka:us-west-2:123456789012:topic/docdbdr/6f9d2c1e-0c5b-4f7e-9b1a-2d3c4e5f6a7b-2/" + s.params["KafkaTopic"].(string)
@@ -200,11 +201,12 @@ func TestIAMResourcesAreTheNamedOnes(t *testing.T) {
 			},
 			"ApplyRole": {
 				"secretsmanager:": secrets(drSecret),
-				"s3:":             {"s3:PutObject": {objects}, "s3:GetObject": {objects}},
-				"kms:":            kms(true),
-				"kafka-cluster:":  {},
-				"kafka:":          {"kafka:DescribeClusterV2": {clusterARN}, "kafka:GetBootstrapBrokers": {clusterARN}},
-				"sqs:":            {"sqs:SendMessage": {"<ApplyFailureQueue.Arn>"}},
+				// Conditional PUTs of archive objects and dead letters; GETs of claim checks only.
+				"s3:":            {"s3:PutObject": {prefix + "deadletter/*", prefix + "deletes/*"}, "s3:GetObject": {prefix + "claimcheck/*"}},
+				"kms:":           kms(true),
+				"kafka-cluster:": {},
+				"kafka:":         {"kafka:DescribeClusterV2": {clusterARN}, "kafka:GetBootstrapBrokers": {clusterARN}},
+				"sqs:":           {"sqs:SendMessage": {"<ApplyFailureQueue.Arn>"}},
 			},
 		}
 		if iam {

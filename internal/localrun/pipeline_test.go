@@ -200,14 +200,16 @@ func TestFaultsAreRetriedToTheSameState(t *testing.T) {
 	if err := p.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if writeFault.Fired() != 1 || putFault.Fired() != 1 || failedApplies.Load() < 2 {
+	// The write and the PUT may fail in one invocation: apply writes DR and S3 side by side.
+	if writeFault.Fired() != 1 || putFault.Fired() != 1 || failedApplies.Load() < 1 {
 		t.Errorf("faults fired: write %d put %d, failed applies %d", writeFault.Fired(), putFault.Fired(), failedApplies.Load())
 	}
 	n, err := p.DR().Database("bar").Collection("foo").CountDocuments(ctx, bson.D{})
 	if err != nil || n != 20 {
 		t.Errorf("DR has %d documents (%v), want all 20", n, err)
 	}
-	// Each delete reached Kafka twice (the crashed run and its replay): two records each, no more.
+	// Each delete reached Kafka twice (the crashed run and its replay), and is archived once:
+	// one line per event (docs/apply.md).
 	seen := map[archive.Kafka]int{}
 	ids5 := map[string]int{}
 	for _, l := range archivedLines(ctx, t, p) {
@@ -227,8 +229,8 @@ func TestFaultsAreRetriedToTheSameState(t *testing.T) {
 		t.Errorf("archived ids %v, want 5 distinct", ids5)
 	}
 	for id, c := range ids5 {
-		if c != 2 {
-			t.Errorf("id %s archived %d times, want 2 (published by the crashed run and again)", id, c)
+		if c != 1 {
+			t.Errorf("id %s archived %d times, want once (though published by the crashed run and again)", id, c)
 		}
 	}
 }

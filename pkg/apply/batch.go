@@ -1,12 +1,14 @@
 package apply
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,77 +19,67 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 )
 
-// batch is the state of one invocation. Records are taken one at a time, partition after
-// partition, and turned into pending work per DR namespace (a queue): writes to apply in order,
-// and before-image reads for intercepted deletes. Pending work is executed in bulk, and only as
-// late as the order of each document's changes allows:
+// batch is the state of one invocation. It runs in four stages:
 //
-//   - a read of document X comes after every earlier write of X: when a delete of X arrives while
-//     a write of X is pending, the queue is flushed first;
-//   - a write of X comes after the read for an earlier delete of X: a flush executes the pending
-//     reads before the pending writes;
-//   - and the archive holds that read before the write of X is applied, so that a redelivery,
-//     which would read X as written, cannot replace the archived before-image (see persist).
+//  1. recovery: archive objects that the ledger holds as pending for this batch's partitions (a
+//     crash after a claim) are written first (ledger.go);
+//  2. decoding: every record becomes an event, or a dead letter;
+//  3. the plan: each partition's records are cut at its collection events (barriers) into
+//     segments; segment k of every partition is walked together (segment.go), then every
+//     partition's k-th barrier is performed (barrier.go), and so on. A partition's records are
+//     thus handled in offset order, and partitions never wait for each other: documents of
+//     different partitions are different documents (a document's key fixes its partition);
+//  4. dead letters are written.
 type batch struct {
 	h      *Handler
 	sum    Summary
 	oldest time.Time // earliest cluster time in the batch
+	claim  string    // this invocation's claim id, in the keys of the objects it claims
 
-	queues     []*queue // in order of first use, so that execution order is deterministic
-	queueByNS  map[changeevent.Namespace]*queue
-	objects    []*archiveObject
-	objectByID map[objectID]*archiveObject
+	// archived holds the event ids whose line this invocation claimed or found in the ledger:
+	// a second copy of the same event in the batch (a republished tail, another partition's
+	// barrier copy) adds no line.
+	archived map[string]bool
+	// frontiers are the applied frontiers of the batch's partitions, by topic, partition and
+	// primary namespace (see Frontier).
+	frontiers map[frontierKey]*Frontier
+	// namespaces are the DR namespaces of the batch's events, for errors.
+	namespaces map[string]bool
 	dead       []deadLetterPut
-	// unarchived is set while some before-image has been read but not yet written to the archive.
-	unarchived bool
 	putMu      sync.Mutex // guards sum.ArchivePuts, counted by parallel puts
 }
 
-// queue is the pending work on one DR namespace.
-type queue struct {
-	ns         changeevent.Namespace
-	reads      []pendingRead
-	writes     []Write
-	writeAt    []archive.Kafka // Kafka coordinates of each write, for logs
-	writeIDs   map[IDKey]struct{}
-	writeBytes int
-	// unarchived holds the _ids whose before-image was read in this batch but is not yet in the
-	// archive: a write of one of them waits until the archive holds the image.
-	unarchived map[IDKey]struct{}
-}
-
-// pendingRead asks for the DR document with _id id as the before-image of an archive line.
-type pendingRead struct {
-	id   bson.RawValue
-	key  IDKey
-	line *archiveLine
-}
-
-// objectID names one delete archive object: a primary namespace in one partition.
-type objectID struct {
-	db, coll  string
+type frontierKey struct {
 	topic     string
 	partition int64
 }
 
-// archiveObject is one delete archive object being built.
-type archiveObject struct {
-	key   string
-	lines []*archiveLine
-	dirty bool // lines were added since it was last written
-	// existing holds the lines of an object already at key (written by an earlier delivery of
-	// this batch), by offset; loaded says whether it was read yet.
-	loaded   bool
-	existing map[int64][]byte
+// item is one decoded record.
+type item struct {
+	rec *events.KafkaRecord
+	at  archive.Kafka
+	ev  changeevent.Event
+	// partitions is, for a collection event, the number of partitions its copies were
+	// published to (the barrier header; 1 without it).
+	partitions int
+	// replay, when set, says why the record may be applied onto a document that already holds
+	// later changes (a redelivery after an interrupted write, a republished copy): the versions
+	// it produces are not proven.
+	replay string
+	// dead is set for a record that was dead-lettered at decoding: it only holds its place in
+	// the partition's offsets.
+	dead bool
+	// For a document change: its _id and the document in DR (the mapped namespace, KeyOf(_id)).
+	id  bson.RawValue
+	ref docRef
 }
 
-// archiveLine is one intercepted event; before is filled in when its read is executed.
-type archiveLine struct {
-	ev       changeevent.Event
-	at       archive.Kafka
-	before   bson.Raw
-	rendered []byte
+func (it *item) coords() string {
+	return fmt.Sprintf("%s-%d@%d", it.at.Topic, it.at.Partition, it.at.Offset)
 }
+
+// isBarrier reports whether the item is a collection event, which cuts its partition's records.
+func (it *item) isBarrier() bool { return !it.dead && !it.ev.Operation.IsDocumentChange() }
 
 type deadLetterPut struct {
 	key  string
@@ -98,112 +90,129 @@ func newBatch(h *Handler) *batch {
 	return &batch{
 		h:          h,
 		sum:        Summary{ByOp: map[string]int{}},
-		queueByNS:  map[changeevent.Namespace]*queue{},
-		objectByID: map[objectID]*archiveObject{},
+		claim:      h.claimID(),
+		archived:   map[string]bool{},
+		frontiers:  map[frontierKey]*Frontier{},
+		namespaces: map[string]bool{},
 	}
 }
 
-// run takes every record, then executes what is still pending and writes the archive.
+// run handles the batch.
 func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) error {
+	if len(partitions) == 0 {
+		return nil
+	}
 	for _, recs := range partitions {
+		b.sum.Records += len(recs)
+	}
+	items := make([][]*item, 0, len(partitions))
+	for _, recs := range partitions {
+		var its []*item
 		for i := range recs {
-			r := &recs[i]
-			b.sum.Records++
-			ev, err := b.h.decode(ctx, r)
-			if err == nil {
-				err = b.add(ctx, r, &ev)
-			}
-			var p *poison
-			if errors.As(err, &p) {
-				if err := b.addDeadLetter(r, p.reason); err != nil {
-					return err
-				}
-				continue
-			}
+			it, err := b.decode(ctx, &recs[i])
 			if err != nil {
-				return fmt.Errorf("%s-%d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
+				return err
 			}
+			its = append(its, it)
+		}
+		items = append(items, its)
+	}
+	// The state database comes first: objects left pending, and what was applied already.
+	if err := b.h.ensureState(ctx); err != nil {
+		return b.onNamespaces(err)
+	}
+	if err := b.recover(ctx, partitions); err != nil {
+		return b.onNamespaces(err)
+	}
+	if err := b.loadFrontiers(ctx, partitions); err != nil {
+		return b.onNamespaces(err)
+	}
+	for _, st := range plan(items) {
+		var err error
+		if st.barrier != nil {
+			err = b.barrier(ctx, st.barrier)
+		} else {
+			err = b.segment(ctx, st.docs)
+		}
+		if err != nil {
+			return err
 		}
 	}
-	return b.finish(ctx)
+	return b.putDeadLetters(ctx)
 }
 
-// add takes one decoded event.
-func (b *batch) add(ctx context.Context, r *events.KafkaRecord, ev *changeevent.Event) error {
-	at := archive.Kafka{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}
-	op := ev.Operation
-	var writes []Write
-	if op == changeevent.Insert || op == changeevent.Replace || op == changeevent.Update {
-		var err error
-		if writes, err = documentWrites(ev); err != nil {
-			return poisoned("%v", err)
-		}
+// onNamespaces says, in an error of the state database, which namespaces the batch was to write:
+// an operator sees what is held up.
+func (b *batch) onNamespaces(err error) error {
+	if len(b.namespaces) == 0 {
+		return err
 	}
-	b.sum.ByOp[string(op)]++
+	nss := slices.Sorted(maps.Keys(b.namespaces))
+	if len(nss) > 5 {
+		nss = append(nss[:5], "...")
+	}
+	return fmt.Errorf("writing %s: %w", strings.Join(nss, ", "), err)
+}
+
+// decode turns a record into an item; a poison record is dead-lettered and gives a dead item.
+func (b *batch) decode(ctx context.Context, r *events.KafkaRecord) (*item, error) {
+	ev, err := b.h.decode(ctx, r)
+	it := &item{rec: r, at: archive.Kafka{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}, ev: ev, partitions: 1}
+	if err == nil && it.isBarrier() {
+		it.partitions, err = barrierPartitions(r)
+	}
+	var p *poison
+	if errors.As(err, &p) {
+		it.dead = true
+		return it, b.addDeadLetter(r, p.reason)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s-%d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
+	}
+	if ev.Operation.IsDocumentChange() {
+		it.id, _ = ev.ID() // validated by decode
+		it.ref = docRef{ns: b.h.opts.NamespaceMap.Map(ev.NS), key: KeyOf(it.id)}
+	}
+	b.namespaces[b.h.opts.NamespaceMap.Map(ev.NS).String()] = true
+	b.sum.ByOp[string(ev.Operation)]++
 	if t := changeevent.Time(ev.ClusterTime); b.oldest.IsZero() || t.Before(b.oldest) {
 		b.oldest = t
 	}
-
-	switch op {
-	case changeevent.Insert, changeevent.Replace, changeevent.Update:
-		q := b.queue(b.h.opts.NamespaceMap.Map(ev.NS))
-		for _, w := range writes {
-			if err := b.write(ctx, q, w, at); err != nil {
-				return err
-			}
-		}
-	case changeevent.Delete:
-		id, err := ev.ID()
-		if err != nil {
-			return poisoned("%v", err)
-		}
-		q := b.queue(b.h.opts.NamespaceMap.Map(ev.NS))
-		act := b.h.policy.Delete
-		if act.Archive {
-			if err := b.read(ctx, q, id, b.archiveLine(ev, at)); err != nil {
-				return err
-			}
-		}
-		if act.Apply {
-			return b.write(ctx, q, Write{Kind: DeleteOne, ID: id}, at)
-		}
-	case changeevent.Drop, changeevent.Rename, changeevent.DropDatabase:
-		act := b.h.policy.For(op)
-		if act.Archive {
-			b.archiveLine(ev, at)
-		}
-		if act.Apply {
-			return b.command(ctx, ev)
-		}
-	}
-	return nil
+	return it, nil
 }
 
-func (b *batch) queue(ns changeevent.Namespace) *queue {
-	q := b.queueByNS[ns]
-	if q == nil {
-		q = &queue{ns: ns, writeIDs: map[IDKey]struct{}{}, unarchived: map[IDKey]struct{}{}}
-		b.queueByNS[ns] = q
-		b.queues = append(b.queues, q)
-	}
-	return q
+// step is one stage of the plan: a segment of document changes, or one barrier.
+type step struct {
+	docs    []*item
+	barrier *item
 }
 
-// archiveLine adds an intercepted event to its archive object.
-func (b *batch) archiveLine(ev *changeevent.Event, at archive.Kafka) *archiveLine {
-	id := objectID{db: ev.NS.DB, coll: ev.NS.Coll, topic: at.Topic, partition: at.Partition}
-	obj := b.objectByID[id]
-	if obj == nil {
-		key := b.h.layout.DeleteObject(ev.NS.DB, ev.NS.Coll, changeevent.Time(ev.ClusterTime), at.Topic, at.Partition, at.Offset)
-		obj = &archiveObject{key: key}
-		b.objectByID[id] = obj
-		b.objects = append(b.objects, obj)
+// plan orders the batch (see batch): segment k of every partition, then barrier k of each.
+func plan(parts [][]*item) []step {
+	pos := make([]int, len(parts))
+	var steps []step
+	for {
+		var seg, bars []*item
+		for pi, p := range parts {
+			for pos[pi] < len(p) && !p[pos[pi]].isBarrier() {
+				seg = append(seg, p[pos[pi]])
+				pos[pi]++
+			}
+			if pos[pi] < len(p) {
+				bars = append(bars, p[pos[pi]])
+				pos[pi]++
+			}
+		}
+		if len(seg) == 0 && len(bars) == 0 {
+			return steps
+		}
+		if len(seg) > 0 {
+			steps = append(steps, step{docs: seg})
+		}
+		for _, it := range bars {
+			steps = append(steps, step{barrier: it})
+		}
 	}
-	line := &archiveLine{ev: *ev, at: at}
-	obj.lines = append(obj.lines, line)
-	obj.dirty = true
-	b.sum.Archived++
-	return line
 }
 
 func (b *batch) addDeadLetter(r *events.KafkaRecord, reason string) error {
@@ -219,187 +228,25 @@ func (b *batch) addDeadLetter(r *events.KafkaRecord, reason string) error {
 	return nil
 }
 
-// read queues the before-image read of document id for line.
-func (b *batch) read(ctx context.Context, q *queue, id bson.RawValue, line *archiveLine) error {
-	key := KeyOf(id)
-	if _, pending := q.writeIDs[key]; pending {
-		// The delete must see the pending write of the same document.
-		if err := b.flush(ctx, q); err != nil {
-			return err
-		}
-	}
-	q.reads = append(q.reads, pendingRead{id: id, key: key, line: line})
-	if len(q.reads) >= b.h.opts.MaxBulkOps {
-		return b.resolve(ctx, q)
-	}
-	return nil
-}
-
-// write queues one DR write, flushing first when the bulk is full.
-func (b *batch) write(ctx context.Context, q *queue, w Write, at archive.Kafka) error {
-	if len(q.writes) > 0 && (len(q.writes) >= b.h.opts.MaxBulkOps || q.writeBytes+w.size() > b.h.opts.MaxBulkBytes) {
-		if err := b.flush(ctx, q); err != nil {
-			return err
-		}
-	}
-	q.writes = append(q.writes, w)
-	q.writeAt = append(q.writeAt, at)
-	q.writeIDs[KeyOf(w.ID)] = struct{}{}
-	q.writeBytes += w.size()
-	return nil
-}
-
-// resolve executes a queue's pending before-image reads. Reading now is always in order: a write
-// of the same document that is still pending was queued after the delete (see read).
-func (b *batch) resolve(ctx context.Context, q *queue) error {
-	if len(q.reads) == 0 {
-		return nil
-	}
-	ids := make([]bson.RawValue, 0, len(q.reads))
-	seen := make(map[IDKey]bool, len(q.reads))
-	for _, r := range q.reads {
-		if !seen[r.key] {
-			seen[r.key] = true
-			ids = append(ids, r.id)
-		}
-	}
-	found := make(map[IDKey]bson.Raw, len(ids))
-	for start := 0; start < len(ids); start += b.h.opts.MaxBulkOps {
-		chunk := ids[start:min(start+b.h.opts.MaxBulkOps, len(ids))]
-		docs, err := b.h.dr.FindByIDs(ctx, q.ns, chunk)
+// loadFrontiers reads the applied frontiers of the batch's partitions.
+func (b *batch) loadFrontiers(ctx context.Context, parts [][]events.KafkaRecord) error {
+	for topic, ps := range topicPartitions(parts) {
+		fs, err := b.h.dr.Frontiers(ctx, topic, ps)
 		if err != nil {
-			return fmt.Errorf("read before-images of %d documents in %s: %w", len(chunk), q.ns, err)
+			return b.corrupt(fmt.Errorf("read the applied frontiers of %s %v: %w", topic, ps, err))
 		}
-		for k, d := range docs {
-			found[k] = d
+		for i := range fs {
+			f := fs[i]
+			b.frontiers[frontierKey{topic: f.Topic, partition: f.Partition}] = &f
 		}
 	}
-	for _, r := range q.reads {
-		r.line.before = found[r.key]
-		q.unarchived[r.key] = struct{}{}
-	}
-	b.unarchived = true
-	q.reads = q.reads[:0]
 	return nil
 }
 
-// flush executes a queue's pending reads, then its pending writes as one ordered bulk write.
-func (b *batch) flush(ctx context.Context, q *queue) error {
-	if err := b.resolve(ctx, q); err != nil {
-		return err
-	}
-	if len(q.writes) == 0 {
-		return nil
-	}
-	if overlaps(q.writeIDs, q.unarchived) {
-		if err := b.persist(ctx); err != nil {
-			return err
-		}
-	}
-	res, err := b.h.dr.BulkWrite(ctx, q.ns, q.writes)
-	if err != nil {
-		return fmt.Errorf("bulk write of %d operations to %s: %w", len(q.writes), q.ns, err)
-	}
-	b.sum.Applied += len(q.writes)
-	b.countMissing(q, res)
-
-	q.writes, q.writeAt = q.writes[:0], q.writeAt[:0]
-	clear(q.writeIDs)
-	q.writeBytes = 0
-	return nil
-}
-
-// countMissing finds update operations that matched no document. A bulk result has only totals:
-// every ReplaceOne either matched or upserted, so what the UpdateOnes matched is the rest.
-func (b *batch) countMissing(q *queue, res BulkResult) {
-	var replaces, updates int64
-	var at []string
-	for i, w := range q.writes {
-		switch w.Kind {
-		case ReplaceOne:
-			replaces++
-		case UpdateOne:
-			updates++
-			if len(at) < 20 {
-				at = append(at, fmt.Sprintf("%s-%d@%d", q.writeAt[i].Topic, q.writeAt[i].Partition, q.writeAt[i].Offset))
-			}
-		}
-	}
-	missing := updates - (res.Matched + res.Upserted - replaces)
-	if updates == 0 || missing <= 0 {
-		return
-	}
-	b.sum.MissingDocumentUpdates += int(missing)
-	b.h.log.Warn("updates matched no document in DR", slog.String("namespace", q.ns.String()),
-		slog.Int64("missing", missing), slog.Int64("updates", updates), slog.Any("updateRecords", at))
-}
-
-// command applies a drop, rename or dropDatabase to DR. Everything pending is executed first, and
-// every before-image read so far is archived, as the command may remove those documents.
-func (b *batch) command(ctx context.Context, ev *changeevent.Event) error {
-	for _, q := range b.queues {
-		if err := b.flush(ctx, q); err != nil {
-			return err
-		}
-	}
-	if b.unarchived {
-		if err := b.persist(ctx); err != nil {
-			return err
-		}
-	}
-	nsmap := b.h.opts.NamespaceMap
-	var err error
-	switch ev.Operation {
-	case changeevent.Drop:
-		err = b.h.dr.Drop(ctx, nsmap.Map(ev.NS))
-	case changeevent.DropDatabase:
-		err = b.h.dr.Drop(ctx, nsmap.Map(changeevent.Namespace{DB: ev.NS.DB}))
-	case changeevent.Rename:
-		err = b.h.dr.Rename(ctx, nsmap.Map(ev.NS), nsmap.Map(*ev.To))
-	}
-	if err != nil {
-		return fmt.Errorf("%s %s in DR: %w", ev.Operation, ev.NS, err)
-	}
-	b.sum.Applied++
-	return nil
-}
-
-// persist writes every archive object that changed, after executing every pending read so that
-// no line is written without its before-image. It is called before a write that would change a
-// document whose before-image is not archived yet, and at the end of the batch.
-func (b *batch) persist(ctx context.Context) error {
-	for _, q := range b.queues {
-		if err := b.resolve(ctx, q); err != nil {
-			return err
-		}
-	}
-	var puts []func(context.Context) error
-	for _, obj := range b.objects {
-		if obj.dirty {
-			puts = append(puts, func(ctx context.Context) error { return b.putObject(ctx, obj) })
-		}
-	}
-	if err := b.parallel(ctx, puts); err != nil {
-		return err
-	}
-	for _, q := range b.queues {
-		clear(q.unarchived)
-	}
-	b.unarchived = false
-	return nil
-}
-
-// finish executes everything pending, then writes the archive objects and the dead letters.
-func (b *batch) finish(ctx context.Context) error {
-	for _, q := range b.queues {
-		if err := b.flush(ctx, q); err != nil {
-			return err
-		}
-	}
-	if err := b.persist(ctx); err != nil {
-		return err
-	}
-	var puts []func(context.Context) error
+// putDeadLetters writes the dead letters so far (conditional writes: a redelivery finds them).
+func (b *batch) putDeadLetters(ctx context.Context) error {
+	defer func() { b.dead = b.dead[:0] }()
+	puts := make([]func(context.Context) error, 0, len(b.dead))
 	for _, d := range b.dead {
 		puts = append(puts, func(ctx context.Context) error {
 			if err := b.h.archive.Put(ctx, d.key, d.body); err != nil {
@@ -447,102 +294,14 @@ func (b *batch) parallel(ctx context.Context, fns []func(context.Context) error)
 	return errors.Join(errs...)
 }
 
-// putObject writes one delete archive object. Its lines are merged with those of an object
-// already at the key, which an earlier delivery of this batch wrote: for a record in both, the
-// line written first is kept, because its before-image was read before any write of this
-// batch reached DR, where a redelivery would read DR after those writes.
-func (b *batch) putObject(ctx context.Context, obj *archiveObject) error {
-	if !obj.loaded {
-		existing, err := b.existingLines(ctx, obj.key)
-		if err != nil {
-			return err
-		}
-		obj.existing, obj.loaded = existing, true
+// topicPartitions lists the partitions of each topic in the batch, sorted.
+func topicPartitions(parts [][]events.KafkaRecord) map[string][]int64 {
+	out := map[string][]int64{}
+	for _, recs := range parts {
+		out[recs[0].Topic] = append(out[recs[0].Topic], recs[0].Partition)
 	}
-	byOffset := make(map[int64][]byte, len(obj.lines)+len(obj.existing))
-	for off, l := range obj.existing {
-		byOffset[off] = l
+	for _, ps := range out {
+		sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
 	}
-	kept := 0
-	for _, l := range obj.lines {
-		if l.rendered == nil {
-			rec, err := archive.NewRecord(&l.ev, l.at, l.before)
-			if err != nil {
-				return fmt.Errorf("archive %s at offset %d: %w", l.ev.Operation, l.at.Offset, err)
-			}
-			if l.rendered, err = rec.MarshalLine(); err != nil {
-				return err
-			}
-		}
-		if old, ok := obj.existing[l.at.Offset]; ok {
-			if !bytes.Equal(old, l.rendered) {
-				kept++
-			}
-			continue
-		}
-		byOffset[l.at.Offset] = l.rendered
-	}
-	if kept > 0 {
-		b.h.log.Info("archive object already held records of this batch; kept the lines written first",
-			slog.String("key", obj.key), slog.Int("differing", kept))
-	}
-	offsets := make([]int64, 0, len(byOffset))
-	for off := range byOffset {
-		offsets = append(offsets, off)
-	}
-	sort.Slice(offsets, func(i, j int) bool { return offsets[i] < offsets[j] })
-	lines := make([][]byte, len(offsets))
-	for i, off := range offsets {
-		lines[i] = byOffset[off]
-	}
-	body, err := archive.EncodeObject(lines)
-	if err != nil {
-		return err
-	}
-	if err := b.h.archive.Put(ctx, obj.key, body); err != nil {
-		return fmt.Errorf("write delete archive: %w", err)
-	}
-	obj.dirty = false
-	b.countPut()
-	return nil
-}
-
-// existingLines reads the lines of the object at key, by offset; none when there is no object.
-// An object that cannot be decoded is logged and replaced.
-func (b *batch) existingLines(ctx context.Context, key string) (map[int64][]byte, error) {
-	body, err := b.h.archive.Get(ctx, key)
-	if errors.Is(err, archive.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read delete archive before overwriting it: %w", err)
-	}
-	lines, err := archive.DecodeObject(body)
-	if err != nil {
-		b.h.log.Warn("replacing unreadable archive object", slog.String("key", key), slog.String("error", err.Error()))
-		return nil, nil
-	}
-	existing := make(map[int64][]byte, len(lines))
-	for _, l := range lines {
-		at, err := archive.LineKafka(l)
-		if err != nil {
-			b.h.log.Warn("dropping unreadable line of archive object", slog.String("key", key), slog.String("error", err.Error()))
-			continue
-		}
-		existing[at.Offset] = l
-	}
-	return existing, nil
-}
-
-// overlaps reports whether two key sets share a key.
-func overlaps(a, b map[IDKey]struct{}) bool {
-	if len(a) > len(b) {
-		a, b = b, a
-	}
-	for k := range a {
-		if _, ok := b[k]; ok {
-			return true
-		}
-	}
-	return false
+	return out
 }

@@ -18,14 +18,6 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 )
 
-// poison is the reason a record cannot be used. Poison records are dead-lettered and the batch
-// goes on; every other error fails the batch.
-type poison struct{ reason string }
-
-func (p *poison) Error() string { return p.reason }
-
-func poisoned(format string, args ...any) error { return &poison{reason: fmt.Sprintf(format, args...)} }
-
 // partitionRecords returns the event's partitions in a fixed order (topic, then partition) and
 // each partition's records in offset order.
 func partitionRecords(ev events.KafkaEvent) [][]events.KafkaRecord {
@@ -73,9 +65,57 @@ func (h *Handler) decode(ctx context.Context, r *events.KafkaRecord) (changeeven
 		return changeevent.Event{}, poisoned("%v", err)
 	}
 	if ev.ClaimCheck != nil {
-		return h.fetchClaimCheck(ctx, &ev)
+		if ev, err = h.fetchClaimCheck(ctx, &ev); err != nil {
+			return changeevent.Event{}, err
+		}
+	}
+	if err := h.check(&ev); err != nil {
+		return changeevent.Event{}, err
 	}
 	return ev, nil
+}
+
+// check refuses an event that apply could only apply wrongly: a full document whose _id is not
+// the document key's (one DR server would store it under the other _id, another refuse it), and
+// an event whose DR namespace is in apply's state database.
+func (h *Handler) check(ev *changeevent.Event) error {
+	if ev.FullDocument != nil {
+		key, _ := ev.ID()
+		id, err := ev.FullDocument.LookupErr("_id")
+		if err != nil {
+			return poisoned("fullDocument has no _id (documentKey _id is %s)", key)
+		}
+		if id.Type != key.Type || !bytes.Equal(id.Value, key.Value) {
+			return poisoned("fullDocument _id %s differs from documentKey _id %s", id, key)
+		}
+	}
+	for _, ns := range []*changeevent.Namespace{&ev.NS, ev.To} {
+		if ns != nil && h.opts.NamespaceMap.Map(*ns).DB == h.dr.StateDB() {
+			return poisoned("namespace %s maps into DR_STATE_DB %q, apply's state database", ns, h.dr.StateDB())
+		}
+	}
+	return nil
+}
+
+// barrierPartitions reads the barrier header of a collection event's copy: the number of
+// partitions capture published it to. An event without the header (a capture that predates
+// barriers, or a single-partition topic) counts as published to one partition.
+func barrierPartitions(r *events.KafkaRecord) (int, error) {
+	for _, hdr := range r.Headers {
+		v, ok := hdr[changeevent.HeaderBarrier]
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(string(v)))
+		if err != nil || n < 1 || n > 1<<20 {
+			return 0, poisoned("header %s is %q, not a partition count", changeevent.HeaderBarrier, string(v))
+		}
+		if r.Partition >= int64(n) {
+			return 0, poisoned("header %s says %d partitions, but the record is in partition %d", changeevent.HeaderBarrier, n, r.Partition)
+		}
+		return n, nil
+	}
+	return 1, nil
 }
 
 // fetchClaimCheck reads the full event that a claim-check stub points at and checks that it is

@@ -2,33 +2,157 @@ package apply
 
 import (
 	"context"
+	"errors"
 	"math"
 	"strconv"
+	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
 
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 )
 
-// DR is the DR cluster as apply uses it. MongoWriter implements it over a *mongo.Client.
+// DR is the DR cluster as apply uses it: its documents, and apply's own state database on it
+// (DR_STATE_DB). MongoWriter implements it over a *mongo.Client.
+//
+// A Handler calls a DR from one goroutine at a time (reads and writes of one batch follow each
+// other); a DR shared by several Handlers must be safe for concurrent use, as MongoWriter is.
 type DR interface {
-	// BulkWrite performs writes on one namespace in order, stopping at the first error.
+	Documents
+	State
+}
+
+// Documents reads and writes the replicated collections.
+type Documents interface {
+	// BulkWrite performs writes on one namespace in order, stopping at the first error. A write
+	// that the server refused is reported as a *WriteError giving its index in writes (the
+	// writes before it were performed); any other error leaves unknown how far it got.
 	BulkWrite(ctx context.Context, ns changeevent.Namespace, writes []Write) (BulkResult, error)
 	// FindByIDs reads the documents with the given _ids (those that exist), keyed by KeyOf(_id).
 	FindByIDs(ctx context.Context, ns changeevent.Namespace, ids []bson.RawValue) (map[IDKey]bson.Raw, error)
-	// Drop drops a collection, or the database when ns.Coll is "". Dropping what does not exist
-	// succeeds.
+	// ScanIDs calls fn with the _ids of every document of ns, a batch at a time, in no
+	// particular order; documents fn deletes from ns are not reported again.
+	ScanIDs(ctx context.Context, ns changeevent.Namespace, fn func(ids []bson.RawValue) error) error
+	// Collections lists the collections of database db (none when it does not exist).
+	Collections(ctx context.Context, db string) ([]string, error)
+	// Drop drops a collection. Dropping what does not exist succeeds.
 	Drop(ctx context.Context, ns changeevent.Namespace) error
-	// Rename renames a collection. Renaming a collection that no longer exists succeeds (it was
-	// renamed by an earlier delivery of the same event).
+	// Rename renames a collection within its database, failing when to exists. Renaming a
+	// collection that no longer exists succeeds (an earlier delivery of the event did it).
 	Rename(ctx context.Context, from, to changeevent.Namespace) error
+}
+
+// State is apply's state database on DR (DR_STATE_DB): the archive ledger (collection
+// "archived", one entry per intercepted event), the applied frontiers (collection "applied")
+// and the barrier markers (collection "barriers"). See docs/apply.md.
+type State interface {
+	// StateDB names the state database; apply never replicates into it.
+	StateDB() string
+	// EnsureState creates the state collections' indexes; it is idempotent.
+	EnsureState(ctx context.Context) error
+	// Archived returns which of the event ids have a ledger entry, pending or written.
+	Archived(ctx context.Context, eventIDs []string) (map[string]bool, error)
+	// Claim inserts pending ledger entries (unordered). It returns the event ids that already had
+	// an entry (a duplicate key: someone else claimed them); every other entry was inserted.
+	Claim(ctx context.Context, entries []LedgerEntry) (taken map[string]bool, err error)
+	// Written marks the entries written (their objects are in S3) and removes their lines.
+	Written(ctx context.Context, eventIDs []string) error
+	// Pending returns the pending entries claimed from the partitions of topic, with their
+	// lines.
+	Pending(ctx context.Context, topic string, partitions []int64) ([]LedgerEntry, error)
+	// Frontiers returns the applied frontiers of the partitions of topic.
+	Frontiers(ctx context.Context, topic string, partitions []int64) ([]Frontier, error)
+	// SetFrontiers inserts or replaces frontiers.
+	SetFrontiers(ctx context.Context, fs []Frontier) error
+	// Barrier returns the state of a barrier marker ("" when there is none).
+	Barrier(ctx context.Context, id string) (string, error)
+	// SetBarrier inserts or updates a barrier marker.
+	SetBarrier(ctx context.Context, m BarrierMarker) error
+}
+
+// Ledger entry states.
+const (
+	StatePending = "pending" // claimed; the line is in the entry, the object may not be in S3 yet
+	StateWritten = "written" // the object holding the line is in S3
+)
+
+// LedgerEntry is one intercepted event in the ledger (<DR_STATE_DB>.archived).
+type LedgerEntry struct {
+	EventID     string              // _id
+	DB, Coll    string              // primary namespace (Coll empty for dropDatabase)
+	Op          string              // operation type
+	DocID       bson.RawValue       // the deleted document's _id, type kept; zero for collection events
+	ClusterTime primitive.Timestamp // of the event
+	Object      string              // S3 key of the object holding the line
+	Seq         int                 // the line's position in the object
+	State       string              // StatePending or StateWritten
+	Line        []byte              // the rendered line, while pending
+	Topic       string              // Kafka coordinates of the copy that claimed it
+	Partition   int64
+	Offset      int64
+	At          time.Time // when it was claimed
+}
+
+// Frontier is what apply has applied from one partition (<DR_STATE_DB>.applied): every
+// record at an offset in [Low, High] was applied (or dead-lettered), and ClusterTimes holds,
+// per primary namespace, the cluster time of the newest event applied. A record in [Low, High]
+// whose cluster time is not newer than its namespace's is a redelivery or a consumer-group
+// replay, and is not applied again: a delta applied a second time to a document that has moved
+// on could reorder its fields. (The cluster time tells a recreated topic, whose offsets start
+// again, from a replay.) [IntentLow, IntentHigh], when not empty, is a segment whose writes
+// were started and may have been interrupted: its records are applied again, their versions
+// flagged inexact.
+type Frontier struct {
+	Topic        string
+	Partition    int64
+	Low, High    int64 // High < Low: nothing applied yet
+	ClusterTimes map[changeevent.Namespace]primitive.Timestamp
+	IntentLow    int64
+	IntentHigh   int64 // IntentHigh < IntentLow: no segment in flight
+	At           time.Time
+}
+
+// applied reports whether the record at offset, an event of ns at cluster time ct, was applied.
+func (f *Frontier) applied(offset int64, ns changeevent.Namespace, ct primitive.Timestamp) bool {
+	last, ok := f.ClusterTimes[ns]
+	return f.Low <= offset && offset <= f.High && ok && !ct.After(last)
+}
+
+// inFlight reports whether the record at offset belongs to a segment that may have been
+// interrupted after some of its writes.
+func (f *Frontier) inFlight(offset int64) bool {
+	return f.IntentLow <= offset && offset <= f.IntentHigh && !(f.Low <= offset && offset <= f.High)
+}
+
+// Barrier marker states: a partition's share of a collection event is done in steps.
+const (
+	BarrierTargetMoved = "target" // rename: the displaced target has been moved aside
+	BarrierDone        = "done"   // the share is complete; later events of the partition may be applied
+)
+
+// BarrierMarker records that one partition performed (a step of) its share of a collection
+// event (<DR_STATE_DB>.barriers).
+type BarrierMarker struct {
+	ID         string // <eventId>/<partition>
+	Op         string
+	NS         changeevent.Namespace // DR namespace
+	Partitions int                   // N, the barrier header
+	State      string
+	At         time.Time
 }
 
 // Archive is the object store for delete archives, dead letters and claim checks. archive.S3
 // implements it.
+//
+// Put is called from several goroutines at once (the objects of a batch are written in
+// parallel), Get while they run: an implementation must be safe for concurrent use.
 type Archive interface {
+	// Put creates the object at key unless one is there: a conditional write (If-None-Match:
+	// *) that never overwrites. An existing object is success: every key apply writes names
+	// write-once content (an object recorded in the ledger, the dead letter of one record).
 	Put(ctx context.Context, key string, body []byte) error
-	// Get returns an error wrapping archive.ErrNotFound when there is no object at key.
+	// Get reads a claim check; an error wraps archive.ErrNotFound when there is no object at key.
 	Get(ctx context.Context, key string) ([]byte, error)
 }
 
@@ -38,13 +162,16 @@ type WriteKind uint8
 // The write kinds. Every write selects one document by _id.
 const (
 	// ReplaceOne replaces the document with Doc, inserting it when absent (upsert). Used for
-	// insert, replace, and update events that carry the looked-up full document.
+	// insert and replace events, and for an update that heals a document DR lacks.
 	ReplaceOne WriteKind = iota + 1
 	// UpdateOne applies the update document Doc ($set/$unset/$push) when the document exists; it
 	// never inserts.
 	UpdateOne
-	// DeleteOne deletes the document (only under an "apply" delete policy).
+	// DeleteOne deletes the document (an "apply" delete policy; the first half of DeleteInsert).
 	DeleteOne
+	// InsertOne inserts Doc: after a DeleteOne of the same _id, the form of a replacement that
+	// holds a top-level $-prefixed field, which a replace cannot carry and an insert can.
+	InsertOne
 )
 
 // String names the kind.
@@ -56,12 +183,15 @@ func (k WriteKind) String() string {
 		return "updateOne"
 	case DeleteOne:
 		return "deleteOne"
+	case InsertOne:
+		return "insertOne"
 	}
 	return "unknown"
 }
 
 // Write is one operation of a bulk write. Doc is BSON exactly as it came in the Kafka message
-// (for ReplaceOne) or built around those bytes (for UpdateOne): it never passes through maps.
+// (for ReplaceOne and InsertOne) or built around those bytes (for UpdateOne): it never passes
+// through maps.
 type Write struct {
 	Kind WriteKind
 	ID   bson.RawValue
@@ -75,8 +205,30 @@ func (w Write) size() int { return len(w.Doc) + len(w.ID.Value) + 32 }
 type BulkResult struct {
 	Matched  int64 // documents matched by ReplaceOne and UpdateOne (upserts excluded)
 	Upserted int64 // documents inserted by ReplaceOne
+	Inserted int64 // documents inserted by InsertOne
 	Modified int64
 	Deleted  int64
+}
+
+// add sums two results.
+func (r BulkResult) add(o BulkResult) BulkResult {
+	return BulkResult{Matched: r.Matched + o.Matched, Upserted: r.Upserted + o.Upserted, Inserted: r.Inserted + o.Inserted,
+		Modified: r.Modified + o.Modified, Deleted: r.Deleted + o.Deleted}
+}
+
+// ErrNamespaceExists is wrapped by Rename's error when the target exists.
+var ErrNamespaceExists = errors.New("target namespace exists")
+
+// WriteError is a write the DR server refused, within a bulk write: Index is its position in the
+// writes, and the writes before it were performed (an ordered bulk write stops there).
+type WriteError struct {
+	Index   int
+	Code    int
+	Message string
+}
+
+func (e *WriteError) Error() string {
+	return "write " + strconv.Itoa(e.Index) + " refused (code " + strconv.Itoa(e.Code) + "): " + e.Message
 }
 
 // IDKey identifies a document by _id within a namespace, for grouping and conflict checks.

@@ -72,7 +72,7 @@ func NewFunction(ctx context.Context, env Env) (*Function, error) {
 		log: log,
 		dr:  docdb.NewLazy(cfg.DR, &docdb.SecretsManager{API: secretsmanager.NewFromConfig(env.AWS)}),
 	}
-	var dr DR = lazyDR{f.dr}
+	var dr DR = lazyDR{conn: f.dr, state: cfg.StateDB}
 	if env.WrapDR != nil {
 		dr = env.WrapDR(dr)
 	}
@@ -86,7 +86,8 @@ func NewFunction(ctx context.Context, env Env) (*Function, error) {
 	}
 	log.Info("apply configured", slog.String("dr", cfg.DR.String()), slog.String("bucket", cfg.Archive.Bucket),
 		slog.String("prefix", cfg.Archive.Prefix), slog.String("topic", cfg.Topic),
-		slog.String("policy", opts.Policy.String()), slog.String("namespaceMap", opts.NamespaceMap.String()), slog.Int("maxBulkOps", cfg.MaxBulkOps))
+		slog.String("policy", opts.Policy.String()), slog.String("namespaceMap", opts.NamespaceMap.String()), slog.Int("maxBulkOps", cfg.MaxBulkOps),
+		slog.String("stateDB", cfg.StateDB))
 	return f, nil
 }
 
@@ -129,45 +130,96 @@ func OptionsFromConfig(c config.Apply) (Options, error) {
 	}, nil
 }
 
-// lazyDR is the DR cluster through a MongoWriter, connected on first use.
-type lazyDR struct{ conn *docdb.Lazy }
+// lazyDR is the DR cluster through a MongoWriter, connected on first use. StateDB needs no
+// connection.
+type lazyDR struct {
+	conn  *docdb.Lazy
+	state string
+}
 
 func (l lazyDR) writer(ctx context.Context) (*MongoWriter, error) {
 	c, err := l.conn.Client(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connect to DR: %w", err)
 	}
-	return NewMongoWriter(c), nil
+	return NewMongoWriter(c).WithStateDB(l.state), nil
+}
+
+// do runs f with the connected writer.
+func do[T any](ctx context.Context, l lazyDR, f func(*MongoWriter) (T, error)) (T, error) {
+	w, err := l.writer(ctx)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return f(w)
 }
 
 func (l lazyDR) BulkWrite(ctx context.Context, ns changeevent.Namespace, writes []Write) (BulkResult, error) {
-	w, err := l.writer(ctx)
-	if err != nil {
-		return BulkResult{}, err
-	}
-	return w.BulkWrite(ctx, ns, writes)
+	return do(ctx, l, func(w *MongoWriter) (BulkResult, error) { return w.BulkWrite(ctx, ns, writes) })
 }
 
 func (l lazyDR) FindByIDs(ctx context.Context, ns changeevent.Namespace, ids []bson.RawValue) (map[IDKey]bson.Raw, error) {
-	w, err := l.writer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return w.FindByIDs(ctx, ns, ids)
+	return do(ctx, l, func(w *MongoWriter) (map[IDKey]bson.Raw, error) { return w.FindByIDs(ctx, ns, ids) })
+}
+
+func (l lazyDR) ScanIDs(ctx context.Context, ns changeevent.Namespace, fn func([]bson.RawValue) error) error {
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.ScanIDs(ctx, ns, fn) })
+	return err
+}
+
+func (l lazyDR) Collections(ctx context.Context, db string) ([]string, error) {
+	return do(ctx, l, func(w *MongoWriter) ([]string, error) { return w.Collections(ctx, db) })
 }
 
 func (l lazyDR) Drop(ctx context.Context, ns changeevent.Namespace) error {
-	w, err := l.writer(ctx)
-	if err != nil {
-		return err
-	}
-	return w.Drop(ctx, ns)
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.Drop(ctx, ns) })
+	return err
 }
 
 func (l lazyDR) Rename(ctx context.Context, from, to changeevent.Namespace) error {
-	w, err := l.writer(ctx)
-	if err != nil {
-		return err
-	}
-	return w.Rename(ctx, from, to)
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.Rename(ctx, from, to) })
+	return err
+}
+
+func (l lazyDR) StateDB() string { return l.state }
+
+func (l lazyDR) EnsureState(ctx context.Context) error {
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.EnsureState(ctx) })
+	return err
+}
+
+func (l lazyDR) Archived(ctx context.Context, ids []string) (map[string]bool, error) {
+	return do(ctx, l, func(w *MongoWriter) (map[string]bool, error) { return w.Archived(ctx, ids) })
+}
+
+func (l lazyDR) Claim(ctx context.Context, entries []LedgerEntry) (map[string]bool, error) {
+	return do(ctx, l, func(w *MongoWriter) (map[string]bool, error) { return w.Claim(ctx, entries) })
+}
+
+func (l lazyDR) Written(ctx context.Context, ids []string) error {
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.Written(ctx, ids) })
+	return err
+}
+
+func (l lazyDR) Pending(ctx context.Context, topic string, partitions []int64) ([]LedgerEntry, error) {
+	return do(ctx, l, func(w *MongoWriter) ([]LedgerEntry, error) { return w.Pending(ctx, topic, partitions) })
+}
+
+func (l lazyDR) Frontiers(ctx context.Context, topic string, partitions []int64) ([]Frontier, error) {
+	return do(ctx, l, func(w *MongoWriter) ([]Frontier, error) { return w.Frontiers(ctx, topic, partitions) })
+}
+
+func (l lazyDR) SetFrontiers(ctx context.Context, fs []Frontier) error {
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.SetFrontiers(ctx, fs) })
+	return err
+}
+
+func (l lazyDR) Barrier(ctx context.Context, id string) (string, error) {
+	return do(ctx, l, func(w *MongoWriter) (string, error) { return w.Barrier(ctx, id) })
+}
+
+func (l lazyDR) SetBarrier(ctx context.Context, m BarrierMarker) error {
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.SetBarrier(ctx, m) })
+	return err
 }

@@ -1,7 +1,6 @@
 package apply
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -27,62 +26,11 @@ import (
 // used or dead-lettered, so a poison record can never block its partition. Seed corpora are
 // under testdata/fuzz/.
 
-// fuzzDR is an in-memory DR that never fails.
-type fuzzDR struct{ docs map[string]bson.Raw }
-
-func (d *fuzzDR) BulkWrite(_ context.Context, ns changeevent.Namespace, writes []Write) (BulkResult, error) {
-	var r BulkResult
-	for _, w := range writes {
-		k := ns.String() + "/" + string(KeyOf(w.ID))
-		switch w.Kind {
-		case ReplaceOne:
-			d.docs[k] = bytes.Clone(w.Doc)
-			r.Upserted++
-		case UpdateOne:
-			if _, ok := d.docs[k]; ok {
-				r.Matched++
-			}
-		case DeleteOne:
-			delete(d.docs, k)
-		}
-	}
-	return r, nil
-}
-
-func (d *fuzzDR) FindByIDs(_ context.Context, ns changeevent.Namespace, ids []bson.RawValue) (map[IDKey]bson.Raw, error) {
-	out := map[IDKey]bson.Raw{}
-	for _, id := range ids {
-		if doc, ok := d.docs[ns.String()+"/"+string(KeyOf(id))]; ok {
-			out[KeyOf(id)] = doc
-		}
-	}
-	return out, nil
-}
-
-func (d *fuzzDR) Drop(context.Context, changeevent.Namespace) error { return nil }
-func (d *fuzzDR) Rename(context.Context, changeevent.Namespace, changeevent.Namespace) error {
-	return nil
-}
-
-// fuzzArchive is an in-memory bucket that never fails.
-type fuzzArchive struct{ objects map[string][]byte }
-
-func (a *fuzzArchive) Put(_ context.Context, key string, body []byte) error {
-	a.objects[key] = bytes.Clone(body)
-	return nil
-}
-
-func (a *fuzzArchive) Get(_ context.Context, key string) ([]byte, error) {
-	b, ok := a.objects[key]
-	if !ok {
-		return nil, fmt.Errorf("get %s: %w", key, archive.ErrNotFound)
-	}
-	return b, nil
-}
-
-func fuzzHandler(t *testing.T) (*Handler, *fuzzArchive) {
-	ar := &fuzzArchive{objects: map[string][]byte{}}
-	h, err := New(&fuzzDR{docs: map[string]bson.Raw{}}, ar, Options{
+// fuzzHandler is a handler over the in-memory DR and archive of fakes_test.go, which never fail
+// unless told to.
+func fuzzHandler(t *testing.T) (*Handler, *fakeArchive) {
+	ar := newFakeArchive()
+	h, err := New(newFakeDR(), ar, Options{
 		ArchivePrefix:    "docdbdr/",
 		ClaimCheckBucket: "docdbdr-archive",
 		Logger:           slog.New(slog.NewJSONHandler(io.Discard, nil)),

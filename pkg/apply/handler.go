@@ -1,22 +1,31 @@
 // Package apply is the apply function's logic: it takes a batch of Kafka records from the MSK
 // event source mapping, applies inserts, updates and replaces to the DR cluster with ordered,
-// idempotent bulk writes, and intercepts deletes and drops into the S3 archive instead of
-// applying them (INTERCEPT_POLICY), so that DR only grows. Records that cannot be used are
-// dead-lettered so they never block their partition.
+// idempotent bulk writes, and intercepts deletes, drops, renames and dropDatabase
+// (INTERCEPT_POLICY): each gets exactly one line in the S3 archive, a delete's with the document
+// exactly as it was at the delete, and DR keeps what they removed. Records that cannot be used,
+// or that DR refuses for ever, are dead-lettered so they never block their partition.
+//
+// Reading order: handler.go (options, one invocation), batch.go (decoding, recovery, the
+// order of segments and barriers), segment.go (the walk: versions, writes, lines), ledger.go
+// (exactly-once archive), barrier.go (collection events), writes.go, poison.go, mongo.go.
 //
 // An invocation succeeds only when every DR write and every archive write succeeded; otherwise
 // Handle returns an error and the event source mapping redelivers the batch, which converges to
-// the same DR state and the same archive objects (see docs/apply.md).
+// the same DR state and archives nothing twice (see docs/apply.md).
 package apply
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
+	"sync"
 	"time"
+
+	"strings"
 
 	"github.com/aws/aws-lambda-go/events"
 
@@ -41,8 +50,8 @@ type Options struct {
 	ArchivePrefix string
 	// ClaimCheckBucket, when set, is the only bucket a claim check may name (the archive's).
 	ClaimCheckBucket string
-	Logger           *slog.Logger     // nil: JSON to stderr
-	Metrics          io.Writer        // where EMF lines go; nil: stdout
+	Logger           *slog.Logger     // nil: slog.Default()
+	Metrics          io.Writer        // where EMF lines go; nil: discarded
 	Now              func() time.Time // nil: time.Now
 	PutParallelism   int              // archive objects written at once; 0: 4
 }
@@ -56,6 +65,11 @@ type Handler struct {
 	policy  Policy
 	opts    Options
 	log     *slog.Logger
+	// claimID names one invocation's claims in archive object keys (see archive.Layout).
+	claimID func() string
+
+	stateMu    sync.Mutex
+	stateReady bool // the state collections' indexes exist
 }
 
 // New returns a Handler that writes to dr and archives to ar.
@@ -85,13 +99,16 @@ func New(dr DR, ar Archive, opts Options) (*Handler, error) {
 		opts.PutParallelism = defaultPutParallel
 	}
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+		opts.Logger = slog.Default()
 	}
 	if opts.Metrics == nil {
-		opts.Metrics = os.Stdout
+		opts.Metrics = io.Discard
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if err := checkStateDB(dr.StateDB(), opts.NamespaceMap); err != nil {
+		return nil, err
 	}
 	return &Handler{
 		dr:      dr,
@@ -100,7 +117,40 @@ func New(dr DR, ar Archive, opts Options) (*Handler, error) {
 		policy:  policy,
 		opts:    opts,
 		log:     opts.Logger,
+		claimID: randomClaimID,
 	}, nil
+}
+
+// checkStateDB refuses a state database that is not a valid name or that the namespace map
+// writes into.
+func checkStateDB(db string, m NamespaceMap) error {
+	if _, err := parseNamespace(db); err != nil || db == "" || strings.Contains(db, ".") {
+		return fmt.Errorf("apply: DR_STATE_DB %q is not a database name", db)
+	}
+	if m.Targets(db) {
+		return fmt.Errorf("apply: NAMESPACE_MAP writes into DR_STATE_DB %q, apply's state database", db)
+	}
+	return nil
+}
+
+func randomClaimID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
+
+// ensureState creates the state collections' indexes once per Handler (again after a failure).
+func (h *Handler) ensureState(ctx context.Context) error {
+	h.stateMu.Lock()
+	defer h.stateMu.Unlock()
+	if h.stateReady {
+		return nil
+	}
+	if err := h.dr.EnsureState(ctx); err != nil {
+		return fmt.Errorf("prepare DR_STATE_DB %q: %w", h.dr.StateDB(), err)
+	}
+	h.stateReady = true
+	return nil
 }
 
 // Handle applies one batch from the event source mapping. It returns an error, and the batch is
@@ -113,7 +163,6 @@ func (h *Handler) Handle(ctx context.Context, ev events.KafkaEvent) (Summary, er
 	end := h.opts.Now()
 
 	s := b.sum
-	s.ArchiveObjects = len(b.objects)
 	s.Duration = end.Sub(start)
 	if !b.oldest.IsZero() {
 		s.MaxLag = end.Sub(b.oldest)

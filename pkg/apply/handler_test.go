@@ -8,6 +8,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -18,16 +22,43 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 )
 
-const deletesKey = "docdbdr/deletes/db=bar/coll=foo/dt=2022-07-19/changevents-0-100.json.gz"
+// put stores a document in the fake DR, as an earlier batch would have.
+func (f *fakeDR) put(t testing.TB, ns changeevent.Namespace, doc bson.D) {
+	t.Helper()
+	b := raw(t, doc)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.coll(ns)[KeyOf(b.Lookup("_id"))] = b
+}
+
+// writesOf renders every bulk write as "kind document-as-Extended-JSON".
+func writesOf(dr *fakeDR) []string {
+	var got []string
+	for _, bulk := range dr.bulks {
+		for _, w := range bulk {
+			js, _ := bson.MarshalExtJSON(w.Doc, true, false)
+			got = append(got, w.Kind.String()+" "+string(js))
+		}
+	}
+	return got
+}
 
 func TestHandleOperationsUnderDefaultPolicy(t *testing.T) {
 	full := bson.D{{Key: "x", Value: int32(1)}}
+	existing := bson.D{{Key: "_id", Value: int32(1)}, {Key: "a", Value: bson.D{{Key: "b", Value: int32(1)}}}, {Key: "c", Value: "x"},
+		{Key: "arr", Value: bson.A{int32(1), int32(2), int32(3)}}}
+	withFull := func(e changeevent.Event, doc bson.D) changeevent.Event {
+		e.FullDocument = raw(t, doc)
+		return e
+	}
 	tests := []struct {
 		name       string
+		inDR       bson.D // the document DR holds before the batch, if any
 		ev         changeevent.Event
-		wantWrites []string // kind and update document as Extended JSON
+		wantWrites []string // kind and document as Extended JSON
 		wantCalls  []string
 		wantLines  []string // operations archived
+		wantDR     string   // DR's document afterwards, Extended JSON ("" when not checked)
 	}{
 		{
 			name:       "insert is an upserting replace",
@@ -42,75 +73,95 @@ func TestHandleOperationsUnderDefaultPolicy(t *testing.T) {
 			wantCalls:  []string{"bulk bar.foo 1"},
 		},
 		{
-			name: "update with the looked-up document replaces with it",
-			ev: func() changeevent.Event {
-				e := update(t, fooNS, int32(1), bson.D{{Key: "x", Value: int32(1)}}, nil, nil)
-				e.FullDocument = raw(t, bson.D{{Key: "_id", Value: int32(1)}, {Key: "x", Value: int32(1)}})
-				return e
-			}(),
-			wantWrites: []string{`replaceOne {"_id":{"$numberInt":"1"},"x":{"$numberInt":"1"}}`},
-			wantCalls:  []string{"bulk bar.foo 1"},
+			name: "update of a document DR has is its delta, even with a looked-up document",
+			inDR: existing,
+			ev: withFull(update(t, fooNS, int32(1), bson.D{{Key: "c", Value: "y"}}, nil, nil),
+				bson.D{{Key: "_id", Value: int32(1)}, {Key: "from", Value: "the future"}}),
+			wantWrites: []string{`updateOne {"$set":{"c":"y"}}`},
+			wantCalls:  []string{"find bar.foo 1", "bulk bar.foo 1"},
+			wantDR:     `{"_id":1,"a":{"b":1},"c":"y","arr":[1,2,3]}`,
 		},
 		{
-			name:       "update without it sets, unsets and truncates",
+			name:       "update of a document DR lacks heals it from the looked-up document",
+			ev:         withFull(update(t, fooNS, int32(1), bson.D{{Key: "x", Value: int32(1)}}, nil, nil), bson.D{{Key: "_id", Value: int32(1)}, {Key: "x", Value: int32(1)}}),
+			wantWrites: []string{`replaceOne {"_id":{"$numberInt":"1"},"x":{"$numberInt":"1"}}`},
+			wantCalls:  []string{"find bar.foo 1", "bulk bar.foo 1"},
+		},
+		{
+			name:       "update sets, unsets and truncates",
+			inDR:       existing,
 			ev:         update(t, fooNS, int32(1), bson.D{{Key: "a.b", Value: int32(2)}}, []string{"c"}, []changeevent.TruncatedArray{{Field: "arr", NewSize: 1}}),
 			wantWrites: []string{`updateOne {"$push":{"arr":{"$each":[],"$slice":{"$numberInt":"1"}}},"$set":{"a.b":{"$numberInt":"2"}},"$unset":{"c":""}}`},
-			wantCalls:  []string{"bulk bar.foo 1"},
+			wantCalls:  []string{"find bar.foo 1", "bulk bar.foo 1"},
+			wantDR:     `{"_id":1,"a":{"b":2},"arr":[1]}`,
 		},
 		{
 			name: "truncation of a path that is also set is a separate update, first",
+			inDR: existing,
 			ev:   update(t, fooNS, int32(1), bson.D{{Key: "arr.1", Value: int32(9)}}, nil, []changeevent.TruncatedArray{{Field: "arr", NewSize: 2}}),
 			wantWrites: []string{
 				`updateOne {"$push":{"arr":{"$each":[],"$slice":{"$numberInt":"2"}}}}`,
 				`updateOne {"$set":{"arr.1":{"$numberInt":"9"}}}`,
 			},
-			wantCalls: []string{"bulk bar.foo 2"},
+			wantCalls: []string{"find bar.foo 1", "bulk bar.foo 2"},
+			wantDR:    `{"_id":1,"a":{"b":1},"c":"x","arr":[1,9]}`,
 		},
 		{
 			name:      "update that changes nothing writes nothing",
+			inDR:      existing,
 			ev:        update(t, fooNS, int32(1), nil, nil, nil),
-			wantCalls: nil,
+			wantCalls: []string{"find bar.foo 1"},
+		},
+		{
+			name:      "update of a document DR lacks, without a looked-up document, writes nothing",
+			ev:        update(t, fooNS, int32(1), bson.D{{Key: "x", Value: 1}}, nil, nil),
+			wantCalls: []string{"find bar.foo 1"},
 		},
 		{
 			name:      "delete is archived with its before-image, not applied",
+			inDR:      existing,
 			ev:        evt(t, changeevent.Delete, fooNS, int32(1), nil),
-			wantCalls: []string{"find bar.foo 1"},
+			wantCalls: []string{"find bar.foo 1", "claim 1"},
 			wantLines: []string{"delete"},
+			wantDR:    `{"_id":1,"a":{"b":1},"c":"x","arr":[1,2,3]}`,
 		},
 		{
-			name:      "drop is archived, not applied",
+			name:      "drop is archived and its collection moved aside",
 			ev:        evt(t, changeevent.Drop, fooNS, nil, nil),
+			wantCalls: []string{"rename bar.foo bar.foo.dropped.1658262022-1", "barrier /0 done", "claim 1"},
 			wantLines: []string{"drop"},
 		},
 		{
-			name:      "rename is archived, not applied",
-			ev:        evt(t, changeevent.Rename, fooNS, nil, nil),
+			name: "rename moves the displaced target aside, then the source to the target",
+			ev:   evt(t, changeevent.Rename, fooNS, nil, nil),
+			wantCalls: []string{"rename bar.foo_renamed bar.foo_renamed.dropped.1658262022-1", "barrier /0 target",
+				"rename bar.foo bar.foo_renamed", "barrier /0 done", "claim 1"},
 			wantLines: []string{"rename"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			env := newEnv(t, Options{})
+			if tt.inDR != nil {
+				env.dr.put(t, fooNS, tt.inDR)
+			}
 			sum, err := env.h.Handle(context.Background(), batchOf(t, tt.ev))
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got []string
-			for _, bulk := range env.dr.bulks {
-				for _, w := range bulk {
-					js, _ := bson.MarshalExtJSON(w.Doc, true, false)
-					got = append(got, w.Kind.String()+" "+string(js))
-				}
-			}
-			assertStrings(t, "writes", got, tt.wantWrites)
+			assertStrings(t, "writes", writesOf(env.dr), tt.wantWrites)
 			assertStrings(t, "DR calls", env.dr.calls, tt.wantCalls)
 			var lines []string
-			for _, k := range env.ar.keys("docdbdr/deletes/") {
-				for _, r := range env.ar.records(t, k) {
-					lines = append(lines, r.Operation)
-				}
+			for _, r := range env.ar.lines(t) {
+				lines = append(lines, r.Operation)
 			}
 			assertStrings(t, "archived", lines, tt.wantLines)
+			if tt.wantDR != "" {
+				id, _ := tt.ev.ID()
+				if got := extJSON(t, env.dr.doc(fooNS, id)); got != tt.wantDR {
+					t.Errorf("DR document\n got %s\nwant %s", got, tt.wantDR)
+				}
+			}
 			if sum.Records != 1 || sum.ByOp[string(tt.ev.Operation)] != 1 || sum.Archived != len(tt.wantLines) {
 				t.Errorf("summary %+v", sum)
 			}
@@ -128,15 +179,24 @@ func TestDeleteArchiveRecord(t *testing.T) {
 	if _, err := env.h.Handle(context.Background(), batchOf(t, del)); err != nil {
 		t.Fatal(err)
 	}
-	lines, err := archive.DecodeObject(env.ar.objects[deletesKey])
+	keys := env.ar.keys("docdbdr/deletes/")
+	want := "docdbdr/deletes/db=bar/coll=foo/dt=2022-07-19/1658262022-1-" + del.EventID()[:16] + "-claim.json.gz"
+	if len(keys) != 1 || keys[0] != want {
+		t.Fatalf("keys %v, want [%s]", keys, want)
+	}
+	lines, err := archive.DecodeObject(env.ar.objects[want])
 	if err != nil || len(lines) != 1 {
 		t.Fatalf("lines %q, %v", lines, err)
 	}
-	want := `{"_id":{"$numberInt":"1"},"operation":"delete","timestamp":1658262022,"timestampReadable":"2022-07-19 20:20:22",` +
-		`"db":"bar","coll":"foo","clusterTime":{"$timestamp":{"t":1658262022,"i":1}},"resumeToken":{"_data":"82delete"},` +
-		`"kafka":{"topic":"changevents","partition":0,"offset":100},"before":{"_id":{"$numberInt":"1"},"x":{"$numberInt":"2"}}}`
-	if string(lines[0]) != want {
-		t.Errorf("line\n got %s\nwant %s", lines[0], want)
+	wantLine := `{"eventId":"` + del.EventID() + `","_id":{"$numberInt":"1"},"operation":"delete","timestamp":1658262022,"timestampReadable":"2022-07-19 20:20:22",` +
+		`"db":"bar","coll":"foo","clusterTime":{"$timestamp":{"t":1658262022,"i":1}},"resumeToken":{"_data":"` + del.ResumeToken.Lookup("_data").StringValue() + `"},` +
+		`"kafka":{"topic":"changevents","partition":0,"offset":101},"before":{"_id":{"$numberInt":"1"},"x":{"$numberInt":"2"}},"beforeExact":true}`
+	if string(lines[0]) != wantLine {
+		t.Errorf("line\n got %s\nwant %s", lines[0], wantLine)
+	}
+	e := env.dr.ledger[del.EventID()]
+	if e.State != StateWritten || e.Line != nil || e.Object != want || e.Op != "delete" || KeyOf(e.DocID) != KeyOf(idOf(t, int32(1))) {
+		t.Errorf("ledger entry %+v", e)
 	}
 }
 
@@ -148,13 +208,13 @@ func TestPolicies(t *testing.T) {
 		wantCalls []string
 		wantLines int
 	}{
-		{"delete=apply", del, []string{"bulk bar.foo 1"}, 0},
-		{"delete=apply+archive", del, []string{"find bar.foo 1", "bulk bar.foo 1"}, 1},
-		{"drop=apply", evt(t, changeevent.Drop, fooNS, nil, nil), []string{"drop bar.foo"}, 0},
-		{"drop=apply+archive", evt(t, changeevent.Drop, fooNS, nil, nil), []string{"drop bar.foo"}, 1},
-		{"rename=apply", evt(t, changeevent.Rename, fooNS, nil, nil), []string{"rename bar.foo bar.foo_renamed"}, 0},
-		{"dropDatabase=apply", evt(t, changeevent.DropDatabase, changeevent.Namespace{DB: "bar"}, nil, nil), []string{"drop bar"}, 0},
-		{"dropDatabase=archive", evt(t, changeevent.DropDatabase, changeevent.Namespace{DB: "bar"}, nil, nil), nil, 1},
+		{"delete=apply", del, []string{"find bar.foo 1", "bulk bar.foo 1"}, 0},
+		{"delete=apply+archive", del, []string{"find bar.foo 1", "claim 1", "bulk bar.foo 1"}, 1},
+		{"drop=apply", evt(t, changeevent.Drop, fooNS, nil, nil), []string{"drop bar.foo", "barrier /0 done"}, 0},
+		{"drop=apply+archive", evt(t, changeevent.Drop, fooNS, nil, nil), []string{"drop bar.foo", "barrier /0 done", "claim 1"}, 1},
+		{"rename=apply", evt(t, changeevent.Rename, fooNS, nil, nil), []string{"drop bar.foo_renamed", "barrier /0 target", "rename bar.foo bar.foo_renamed", "barrier /0 done"}, 0},
+		{"dropDatabase=apply", evt(t, changeevent.DropDatabase, changeevent.Namespace{DB: "bar"}, nil, nil), []string{"drop bar.foo", "barrier /0 done"}, 0},
+		{"dropDatabase=archive", evt(t, changeevent.DropDatabase, changeevent.Namespace{DB: "bar"}, nil, nil), []string{"rename bar.foo bar.foo.dropped.1658262022-1", "barrier /0 done", "claim 1"}, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.policy, func(t *testing.T) {
@@ -163,6 +223,8 @@ func TestPolicies(t *testing.T) {
 				t.Fatal(err)
 			}
 			env := newEnv(t, Options{Policy: &p})
+			env.dr.put(t, fooNS, bson.D{{Key: "_id", Value: int32(1)}})
+			env.dr.calls = nil
 			sum, err := env.h.Handle(context.Background(), batchOf(t, tt.ev))
 			if err != nil {
 				t.Fatal(err)
@@ -173,12 +235,17 @@ func TestPolicies(t *testing.T) {
 			}
 		})
 	}
-	t.Run("dropDatabase key uses _ for the collection", func(t *testing.T) {
+	t.Run("dropDatabase key uses _ for the collection, and names the side collections", func(t *testing.T) {
 		env := newEnv(t, Options{})
-		if _, err := env.h.Handle(context.Background(), batchOf(t, evt(t, changeevent.DropDatabase, changeevent.Namespace{DB: "bar"}, nil, nil))); err != nil {
+		ev := evt(t, changeevent.DropDatabase, changeevent.Namespace{DB: "bar"}, nil, nil)
+		if _, err := env.h.Handle(context.Background(), batchOf(t, ev)); err != nil {
 			t.Fatal(err)
 		}
-		assertStrings(t, "keys", env.ar.keys(""), []string{"docdbdr/deletes/db=bar/coll=_/dt=2022-07-19/changevents-0-100.json.gz"})
+		assertStrings(t, "keys", env.ar.keys(""), []string{"docdbdr/deletes/db=bar/coll=_/dt=2022-07-19/1658262022-1-" + ev.EventID()[:16] + "-claim.json.gz"})
+		recs := env.ar.lines(t)
+		if len(recs) != 1 || recs[0].PreservedAs == nil || *recs[0].PreservedAs != (archive.Preserved{DB: "bar", Suffix: ".dropped.1658262022-1"}) {
+			t.Errorf("dropDatabase line %+v", recs)
+		}
 	})
 }
 
@@ -201,16 +268,17 @@ func TestNamespaceMapping(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertStrings(t, "DR calls", env.dr.calls, []string{
-		"bulk bar_dr.exa 1",                       // the delete of exa 1 must see its insert
-		"bulk bar_dr.foo2 1", "find bar_dr.exa 1", // the rename runs after everything before it
-		"rename bar_dr.exa bar_dr.exa_renamed", "drop bar_dr.foo2",
+		"claim 1", // the delete of exa 1 sees its insert in memory: no read
+		"bulk bar_dr.foo2 1", "bulk bar_dr.exa 1",
+		"drop bar_dr.exa_renamed", "barrier /0 target", "rename bar_dr.exa bar_dr.exa_renamed", "barrier /0 done",
+		"drop bar_dr.foo2", "barrier /0 done", "claim 1",
 	})
 	// The archive is keyed by the primary's namespace.
-	assertStrings(t, "keys", env.ar.keys(""), []string{
-		"docdbdr/deletes/db=bar/coll=exa/dt=2022-07-19/changevents-0-102.json.gz",
-		"docdbdr/deletes/db=bar/coll=foo/dt=2022-07-19/changevents-0-104.json.gz",
-	})
-	if recs := env.ar.records(t, env.ar.keys("")[0]); len(recs) != 1 || string(recs[0].Before) != `{"_id":{"$numberInt":"1"}}` {
+	keys := env.ar.keys("")
+	if len(keys) != 2 || !strings.HasPrefix(keys[0], "docdbdr/deletes/db=bar/coll=exa/") || !strings.HasPrefix(keys[1], "docdbdr/deletes/db=bar/coll=foo/") {
+		t.Errorf("keys %v", keys)
+	}
+	if recs := env.ar.records(t, keys[0]); len(recs) != 1 || string(recs[0].Before) != `{"_id":{"$numberInt":"1"}}` {
 		t.Errorf("before-image from the mapped namespace: %+v", recs)
 	}
 }
@@ -220,6 +288,10 @@ func TestPoisonRecordsAreDeadLettered(t *testing.T) {
 	v2 := good
 	v2.Version = 2
 	noFull := evt(t, changeevent.Insert, fooNS, int32(1), nil)
+	otherID := evt(t, changeevent.Insert, fooNS, int32(1), nil)
+	otherID.FullDocument = raw(t, bson.D{{Key: "_id", Value: int32(2)}, {Key: "x", Value: 1}})
+	otherType := evt(t, changeevent.Insert, fooNS, int32(1), nil)
+	otherType.FullDocument = raw(t, bson.D{{Key: "_id", Value: int64(1)}})
 	enc := func(e changeevent.Event) string {
 		b, _ := bson.Marshal(e) // bypasses Marshal's checks on purpose
 		return base64.StdEncoding.EncodeToString(b)
@@ -245,6 +317,15 @@ func TestPoisonRecordsAreDeadLettered(t *testing.T) {
 			r.Headers = []map[string]events.JSONNumberBytes{{changeevent.HeaderFormat: events.JSONNumberBytes("2")}}
 		}, "unknown message format version \"2\""},
 		{"fails validation", func(r *events.KafkaRecord) { r.Value = enc(noFull) }, "insert event has no fullDocument"},
+		{"fullDocument _id is not the documentKey's", func(r *events.KafkaRecord) { r.Value = enc(otherID) }, "fullDocument _id {\"$numberInt\":\"2\"} differs from documentKey _id"},
+		{"fullDocument _id has another type", func(r *events.KafkaRecord) { r.Value = enc(otherType) }, "differs from documentKey _id"},
+		{"namespace maps into the state database", func(r *events.KafkaRecord) {
+			r.Value = enc(evt(t, changeevent.Insert, changeevent.Namespace{DB: DefaultStateDB, Coll: "archived"}, int32(1), bson.D{}))
+		}, "maps into DR_STATE_DB"},
+		{"barrier header is not a number", func(r *events.KafkaRecord) {
+			r.Value = enc(evt(t, changeevent.Drop, fooNS, nil, nil))
+			r.Headers = []map[string]events.JSONNumberBytes{{changeevent.HeaderBarrier: events.JSONNumberBytes("many")}}
+		}, "not a partition count"},
 		{"claim check missing", func(r *events.KafkaRecord) { r.Value = enc(stub(1, "00", "cc/missing")) }, "does not exist"},
 		{"claim check wrong size", func(r *events.KafkaRecord) {
 			r.Value = enc(stub(int64(len(ccBody))+1, hex.EncodeToString(ccSum[:]), "cc/good"))
@@ -285,6 +366,71 @@ func TestPoisonRecordsAreDeadLettered(t *testing.T) {
 	}
 }
 
+// TestRefusedWritesAreDeadLettered: a write DR refuses for ever dead-letters that one record,
+// with the server's error, and the records behind it are applied in order; a transient refusal
+// fails the batch.
+func TestRefusedWritesAreDeadLettered(t *testing.T) {
+	tests := []struct {
+		name       string
+		we         WriteError
+		deadLetter bool
+	}{
+		{"invalid field name", WriteError{Code: 52, Message: "The dollar ($) prefixed field '$x' in '$x' is not valid for storage."}, true},
+		{"not valid for storage under another code", WriteError{Code: 9, Message: "The dollar ($) prefixed field '$x' in '$x' is not valid for storage."}, true},
+		{"_id changed", WriteError{Code: 66, Message: "After applying the update, the (immutable) field '_id' was found to have been altered"}, true},
+		{"duplicate key on a secondary unique index", WriteError{Code: 11000, Message: "E11000 duplicate key error collection: bar.foo index: email_1 dup key: { email: \"a\" }"}, true},
+		{"document too large", WriteError{Code: 10334, Message: "BSONObj size: 16793601 (0x1000401) is invalid"}, true},
+		{"document too large after an update", WriteError{Code: 17419, Message: "Resulting document after update is larger than 16777216"}, true},
+		{"duplicate _id (a concurrent upsert) is transient", WriteError{Code: 11000, Message: "E11000 duplicate key error collection: bar.foo index: _id_ dup key: { _id: 2 }"}, false},
+		{"write conflict is transient", WriteError{Code: 112, Message: "WriteConflict"}, false},
+		{"not primary is transient", WriteError{Code: 10107, Message: "not primary"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newEnv(t, Options{})
+			env.dr.refuse = func(_ changeevent.Namespace, w Write) *WriteError {
+				if w.ID.Int32() == 2 && w.Kind == ReplaceOne {
+					we := tt.we
+					return &we
+				}
+				return nil
+			}
+			sum, err := env.h.Handle(context.Background(), batchOf(t,
+				evt(t, changeevent.Insert, fooNS, int32(1), bson.D{{Key: "v", Value: 1}}),
+				evt(t, changeevent.Insert, fooNS, int32(2), bson.D{{Key: "v", Value: 1}}),
+				evt(t, changeevent.Insert, fooNS, int32(3), bson.D{{Key: "v", Value: 1}}),
+				update(t, fooNS, int32(1), bson.D{{Key: "v", Value: 2}}, nil, nil),
+			))
+			if !tt.deadLetter {
+				var we *WriteError
+				if !errors.As(err, &we) || we.Code != tt.we.Code || sum.DeadLettered != 0 {
+					t.Fatalf("err = %v, dead-lettered %d: want the batch to fail with the write error", err, sum.DeadLettered)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.DeadLettered != 1 || sum.Applied != 3 || sum.ByOp["poison"] != 1 || sum.ByOp["insert"] != 2 {
+				t.Errorf("summary %+v", sum)
+			}
+			if env.dr.doc(fooNS, idOf(t, int32(3))) == nil || !strings.Contains(extJSON(t, env.dr.doc(fooNS, idOf(t, int32(1)))), `"v":2`) {
+				t.Errorf("the records behind the refused one were not applied: %v", env.dr.docs)
+			}
+			var dl archive.DeadLetter
+			if err := json.Unmarshal(env.ar.objects["docdbdr/deadletter/dt=2022-07-19/changevents-0-101.json"], &dl); err != nil {
+				t.Fatalf("dead letter: %v (objects %v)", err, env.ar.keys(""))
+			}
+			if !strings.Contains(dl.Reason, tt.we.Message) || !strings.Contains(dl.Reason, "replaceOne of bar.foo") || dl.Kafka.Offset != 101 {
+				t.Errorf("dead letter %+v", dl)
+			}
+			if ev, _ := base64.StdEncoding.DecodeString(dl.Value); len(ev) == 0 {
+				t.Error("dead letter does not hold the event")
+			}
+		})
+	}
+}
+
 func TestClaimCheckIsFetched(t *testing.T) {
 	env := newEnv(t, Options{})
 	full := evt(t, changeevent.Insert, fooNS, int32(1), bson.D{{Key: "big", Value: strings.Repeat("x", 100)}})
@@ -315,8 +461,9 @@ func TestFailuresFailTheInvocation(t *testing.T) {
 	}{
 		{"DR bulk write", batchOf(t, ins), func(env *handlerEnv) { env.dr.failBulk = errBoom }},
 		{"DR before-image read", batchOf(t, del), func(env *handlerEnv) { env.dr.failFind = errBoom }},
+		{"ledger claim", batchOf(t, del), func(env *handlerEnv) { env.dr.failClaim = errBoom }},
+		{"ledger written", batchOf(t, del), func(env *handlerEnv) { env.dr.failWritten = errBoom }},
 		{"archive put", batchOf(t, del), func(env *handlerEnv) { env.ar.failPut = func(string) error { return errBoom } }},
-		{"archive get before overwrite", batchOf(t, del), func(env *handlerEnv) { env.ar.failGet = errBoom }},
 		{"dead-letter put", bad, func(env *handlerEnv) {
 			env.ar.failPut = func(k string) error {
 				if strings.Contains(k, "deadletter") {
@@ -335,10 +482,42 @@ func TestFailuresFailTheInvocation(t *testing.T) {
 			if !errors.Is(err, errBoom) {
 				t.Fatalf("err = %v, want it to wrap the failure", err)
 			}
-			if !strings.Contains(env.logs.String(), `"level":"ERROR"`) || !strings.Contains(env.metrics.String(), `"Errors":1`) {
+			if !strings.Contains(env.logs.String(), `"level":"ERROR"`) || !strings.Contains(env.logs.String(), `"error":"`) ||
+				!strings.Contains(env.metrics.String(), `"Errors":1`) {
 				t.Errorf("failure not reported: %s %s", env.logs, env.metrics)
 			}
 		})
+	}
+}
+
+// TestCorruptStateFailsTheBatch: a ledger entry apply cannot read is never guessed at: the batch
+// fails, naming it, and the CorruptState metric counts it.
+func TestCorruptStateFailsTheBatch(t *testing.T) {
+	env := newEnv(t, Options{})
+	env.dr.failPending = fmt.Errorf("%w: ledger entry \"abc\" lacks its object or, pending, its line", ErrCorruptState)
+	sum, err := env.h.Handle(context.Background(), batchOf(t, evt(t, changeevent.Insert, fooNS, int32(1), bson.D{})))
+	if !errors.Is(err, ErrCorruptState) || !strings.Contains(err.Error(), `"abc"`) || sum.CorruptState != 1 {
+		t.Fatalf("err %v, summary %+v", err, sum)
+	}
+	if !strings.Contains(env.metrics.String(), `"CorruptState":1`) || len(env.dr.bulks) != 0 {
+		t.Errorf("metrics %s, bulks %d", env.metrics, len(env.dr.bulks))
+	}
+}
+
+// TestNoArchiveReadsAnything: apply's archive path reads nothing from S3 (the role has no
+// s3:GetObject on the archive, and S3 answers a GET of a missing key 403 without ListBucket).
+func TestNoArchiveReadsAnything(t *testing.T) {
+	env := newEnv(t, Options{})
+	env.ar.failGet = errors.New("GET of the archive")
+	env.dr.put(t, fooNS, bson.D{{Key: "_id", Value: int32(1)}})
+	b := batchOf(t, evt(t, changeevent.Delete, fooNS, int32(1), nil), evt(t, changeevent.Drop, fooNS, nil, nil))
+	for range 2 { // and again, as a redelivery
+		if _, err := env.h.Handle(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if env.ar.gets != 0 {
+		t.Errorf("%d GETs", env.ar.gets)
 	}
 }
 
@@ -357,8 +536,9 @@ func TestRedeliveryConverges(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := clone(env.ar.objects)
-	firstBulks := len(env.dr.bulks)
-	if _, err := env.h.Handle(context.Background(), batch); err != nil {
+	firstDocs := extJSON(t, env.dr.doc(fooNS, idOf(t, int32(2))))
+	sum, err := env.h.Handle(context.Background(), batch)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(env.ar.objects) != len(first) || len(first) != 3 {
@@ -369,12 +549,19 @@ func TestRedeliveryConverges(t *testing.T) {
 			t.Errorf("object %s changed on redelivery", k)
 		}
 	}
-	assertSameWrites(t, env.dr.bulks[:firstBulks], env.dr.bulks[firstBulks:])
+	// The document changes are behind the applied frontier: not applied again; the drop's marker
+	// is done and its line in the ledger.
+	if sum.Archived != 0 || sum.AlreadyApplied != 4 || sum.AlreadyArchived != 1 || sum.Applied != 0 || sum.ArchivePuts != 1 /* the dead letter, conditional */ {
+		t.Errorf("redelivery summary %+v", sum)
+	}
+	if got := extJSON(t, env.dr.doc(fooNS, idOf(t, int32(2)))); got != firstDocs || got != `{"_id":2,"v":2}` {
+		t.Errorf("DR after redelivery %s, after the first delivery %s", got, firstDocs)
+	}
 }
 
-// A delete then a re-insert of the same _id in one batch, where the first delivery failed after
-// the re-insert reached DR: the retry reads the re-inserted version, but the archive keeps the
-// before-image read by the first delivery.
+// TestRedeliveryKeepsTheFirstBeforeImage: a delete then a re-insert of the same _id in one
+// batch, where the first delivery failed after the re-insert reached DR. The redelivery reads
+// the re-inserted version, but the ledger holds the line of the first delivery.
 func TestRedeliveryKeepsTheFirstBeforeImage(t *testing.T) {
 	env := newEnv(t, Options{})
 	v0 := evt(t, changeevent.Insert, fooNS, int32(1), bson.D{{Key: "v", Value: "v0"}})
@@ -386,16 +573,150 @@ func TestRedeliveryKeepsTheFirstBeforeImage(t *testing.T) {
 		evt(t, changeevent.Insert, fooNS, int32(1), bson.D{{Key: "v", Value: "v1"}}),
 	)
 	env.dr.failBulk, env.dr.applyThenFail = errBoom, true
+	env.ar.failPut = func(string) error { return errBoom } // nor did its object reach S3
 	if _, err := env.h.Handle(context.Background(), batch); !errors.Is(err, errBoom) {
 		t.Fatalf("first delivery: %v", err)
 	}
-	env.dr.failBulk = nil
-	if _, err := env.h.Handle(context.Background(), batch); err != nil {
+	if len(env.ar.keys("docdbdr/deletes/")) != 0 {
+		t.Fatal("the failed put wrote an object")
+	}
+	env.dr.failBulk, env.ar.failPut = nil, nil
+	sum, err := env.h.Handle(context.Background(), batch)
+	if err != nil {
 		t.Fatal(err)
 	}
-	recs := env.ar.records(t, deletesKey)
-	if len(recs) != 1 || !strings.Contains(string(recs[0].Before), `"v0"`) {
-		t.Errorf("before-image after redelivery: %s", recs[0].Before)
+	recs := env.ar.lines(t)
+	if len(recs) != 1 || !strings.Contains(string(recs[0].Before), `"v0"`) || !recs[0].BeforeExact {
+		t.Errorf("lines after redelivery: %+v", recs)
+	}
+	if sum.RecoveredObjects != 1 || sum.Archived != 0 || sum.AlreadyArchived != 1 {
+		t.Errorf("summary %+v", sum)
+	}
+}
+
+// TestPendingLinesAreWrittenByTheNextBatch: a crash after the claim leaves lines pending; the
+// next invocation for the partition writes them first, whatever its records are.
+func TestPendingLinesAreWrittenByTheNextBatch(t *testing.T) {
+	env := newEnv(t, Options{})
+	env.dr.put(t, fooNS, bson.D{{Key: "_id", Value: int32(1)}, {Key: "v", Value: "a"}})
+	env.dr.put(t, fooNS, bson.D{{Key: "_id", Value: int32(2)}, {Key: "v", Value: "b"}})
+	env.ar.failPut = func(string) error { return errBoom }
+	if _, err := env.h.Handle(context.Background(), batchOf(t, evt(t, changeevent.Delete, fooNS, int32(1), nil), evt(t, changeevent.Delete, fooNS, int32(2), nil))); err == nil {
+		t.Fatal("the put did not fail")
+	}
+	env.ar.failPut = nil
+	next := events.KafkaEvent{Records: map[string][]events.KafkaRecord{"changevents-0": {
+		record(t, "changevents", 0, 500, evt(t, changeevent.Insert, fooNS, int32(9), bson.D{})),
+	}}}
+	other := events.KafkaEvent{Records: map[string][]events.KafkaRecord{"changevents-1": {
+		record(t, "changevents", 1, 7, evt(t, changeevent.Insert, fooNS, int32(8), bson.D{})),
+	}}}
+	if sum, err := env.h.Handle(context.Background(), other); err != nil || sum.RecoveredObjects != 0 {
+		t.Fatalf("another partition's batch recovered %d objects (%v): it must leave partition 0's alone", sum.RecoveredObjects, err)
+	}
+	sum, err := env.h.Handle(context.Background(), next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := env.ar.lines(t)
+	if sum.RecoveredObjects != 1 || len(recs) != 2 || !strings.Contains(string(recs[0].Before), `"a"`) || !strings.Contains(string(recs[1].Before), `"b"`) {
+		t.Errorf("recovered %d objects, lines %+v", sum.RecoveredObjects, recs)
+	}
+	for _, e := range env.dr.ledger {
+		if e.State != StateWritten || e.Line != nil {
+			t.Errorf("ledger entry still pending: %+v", e)
+		}
+	}
+}
+
+// TestOneLinePerEvent: a republished tail in the same batch, a consumer-group offset reset
+// replaying earlier batches, and batches cut differently add no line.
+func TestOneLinePerEvent(t *testing.T) {
+	env := newEnv(t, Options{})
+	var evs []changeevent.Event
+	for i := range 6 {
+		ins := evt(t, changeevent.Insert, fooNS, int32(i), bson.D{{Key: "i", Value: i}})
+		ins.ResumeToken = raw(t, bson.D{{Key: "_data", Value: "ins" + string(rune('0'+i))}})
+		del := evt(t, changeevent.Delete, fooNS, int32(i), nil)
+		del.ResumeToken = raw(t, bson.D{{Key: "_data", Value: "del" + string(rune('0'+i))}})
+		evs = append(evs, ins, del)
+	}
+	tail := append(append([]changeevent.Event(nil), evs...), evs[6:]...) // capture republished its tail
+	all := batchOf(t, tail...).Records["changevents-0"]
+	cuts := [][2]int{{0, 5}, {0, 9}, {3, 16}, {0, 16}, {10, 16}} // redelivered, re-cut, replayed
+	for _, c := range cuts {
+		ev := events.KafkaEvent{Records: map[string][]events.KafkaRecord{"changevents-0": all[c[0]:c[1]]}}
+		if _, err := env.h.Handle(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]int{}
+	for _, r := range env.ar.lines(t) {
+		seen[r.EventID]++
+		if r.Before == nil || string(r.Before) == "null" || !r.BeforeExact {
+			t.Errorf("line without an exact before-image: %+v", r)
+		}
+	}
+	if len(seen) != 6 {
+		t.Errorf("%d distinct lines, want 6", len(seen))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("event %s archived %d times", id, n)
+		}
+	}
+}
+
+// TestConcurrentAppliesArchiveOnce: two invocations racing over overlapping records of one
+// partition (a rebalance) archive every event once, in objects of their own.
+func TestConcurrentAppliesArchiveOnce(t *testing.T) {
+	for round := range 20 {
+		env := newEnv(t, Options{})
+		second, err := New(env.dr, env.ar, Options{Logger: discardLogger(), ArchivePrefix: "docdbdr/", Now: env.h.opts.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		second.claimID = func() string { return "other" }
+		var evs []changeevent.Event
+		for i := range 30 {
+			env.dr.put(t, fooNS, bson.D{{Key: "_id", Value: int32(i)}})
+			del := evt(t, changeevent.Delete, fooNS, int32(i), nil)
+			del.ResumeToken = raw(t, bson.D{{Key: "_data", Value: string(rune('A' + i))}})
+			evs = append(evs, del)
+		}
+		all := batchOf(t, evs...).Records["changevents-0"]
+		done := make(chan error, 2)
+		go func() {
+			_, err := env.h.Handle(context.Background(), events.KafkaEvent{Records: map[string][]events.KafkaRecord{"p": all[:20]}})
+			done <- err
+		}()
+		go func() {
+			_, err := second.Handle(context.Background(), events.KafkaEvent{Records: map[string][]events.KafkaRecord{"p": all[round%10:]}})
+			done <- err
+		}()
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		seen := map[string]int{}
+		for _, r := range env.ar.lines(t) {
+			seen[r.EventID]++
+		}
+		if len(seen) != 30 {
+			for id, e := range env.dr.ledger {
+				if seen[id] == 0 {
+					t.Logf("missing %s: %+v", id, e)
+				}
+			}
+			t.Logf("keys %v", env.ar.keys(""))
+			t.Fatalf("round %d: %d distinct lines, want 30", round, len(seen))
+		}
+		for id, n := range seen {
+			if n != 1 {
+				t.Fatalf("round %d: event %s archived %d times", round, id, n)
+			}
+		}
 	}
 }
 
@@ -415,7 +736,7 @@ func TestBeforeImagesFollowBatchOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs := env.ar.records(t, "docdbdr/deletes/db=bar/coll=foo/dt=2022-07-19/changevents-0-101.json.gz")
+	recs := env.ar.lines(t)
 	want := []string{`"inserted"`, `"old"`, `null`}
 	if len(recs) != len(want) {
 		t.Fatalf("records %+v", recs)
@@ -425,8 +746,50 @@ func TestBeforeImagesFollowBatchOrder(t *testing.T) {
 			t.Errorf("record %d before = %s, want %s", i, recs[i].Before, w)
 		}
 	}
-	if sum.Archived != 3 || sum.Applied != 2 {
+	if recs[2].BeforeExact || recs[2].BeforeNote != "DR had no version of the document at the delete" {
+		t.Errorf("missing before-image line %+v", recs[2])
+	}
+	if sum.Archived != 3 || sum.Applied != 2 || sum.BeforeMissing != 1 || sum.BeforeInexact != 0 {
 		t.Errorf("summary %+v", sum)
+	}
+	if !strings.Contains(env.logs.String(), `"delete archived without a before-image`) || !strings.Contains(env.logs.String(), "changevents-0@105") {
+		t.Errorf("missing before-image not logged with its coordinates: %s", env.logs)
+	}
+}
+
+// TestEventTimeBeforeImages is issue 11's scenario: an update's looked-up full document comes from
+// after a later delete and re-insert of the same _id. The delete's line must hold the version the
+// update made (DR's version plus the delta), not the looked-up one.
+func TestEventTimeBeforeImages(t *testing.T) {
+	env := newEnv(t, Options{})
+	env.dr.put(t, fooNS, bson.D{{Key: "_id", Value: int32(1)}, {Key: "v", Value: "v0"}, {Key: "keep", Value: true}})
+	future := update(t, fooNS, int32(1), bson.D{{Key: "v", Value: "v1"}}, nil, nil)
+	future.FullDocument = raw(t, bson.D{{Key: "_id", Value: int32(1)}, {Key: "v", Value: "recreated"}})
+	sum, err := env.h.Handle(context.Background(), batchOf(t,
+		future,
+		evt(t, changeevent.Delete, fooNS, int32(1), nil),
+		evt(t, changeevent.Insert, fooNS, int32(1), bson.D{{Key: "v", Value: "recreated"}}),
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := env.ar.lines(t)
+	if len(recs) != 1 || string(recs[0].Before) != `{"_id":{"$numberInt":"1"},"v":"v1","keep":true}` || !recs[0].BeforeExact {
+		t.Errorf("line %+v", recs)
+	}
+	if sum.BeforeInexact != 0 {
+		t.Errorf("summary %+v", sum)
+	}
+
+	// Without a version in DR the update heals from the looked-up document: inexact, and said so.
+	env = newEnv(t, Options{})
+	sum, err = env.h.Handle(context.Background(), batchOf(t, future, evt(t, changeevent.Delete, fooNS, int32(1), nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs = env.ar.lines(t)
+	if len(recs) != 1 || recs[0].BeforeExact || !strings.Contains(recs[0].BeforeNote, "healed from the update at changevents-0@100") || sum.BeforeInexact != 1 {
+		t.Errorf("healed line %+v, summary %+v", recs, sum)
 	}
 }
 
@@ -443,8 +806,23 @@ func TestMissingDocumentUpdatesAreCounted(t *testing.T) {
 	if sum.MissingDocumentUpdates != 1 {
 		t.Errorf("missing = %d, want 1", sum.MissingDocumentUpdates)
 	}
-	if !strings.Contains(env.logs.String(), `"updates matched no document in DR"`) || !strings.Contains(env.logs.String(), "changevents-0@102") {
+	if !strings.Contains(env.logs.String(), `"updates of documents DR does not have`) || !strings.Contains(env.logs.String(), "changevents-0@102") {
 		t.Errorf("missing update not logged: %s", env.logs)
+	}
+	// A delta that matches nothing (DR lost the document after it was read) is counted too.
+	env = newEnv(t, Options{})
+	env.dr.refuse = func(_ changeevent.Namespace, w Write) *WriteError {
+		if w.Kind == UpdateOne {
+			delete(env.dr.docs[fooNS], KeyOf(w.ID)) // the document vanishes between the read and the write
+		}
+		return nil
+	}
+	env.dr.put(t, fooNS, bson.D{{Key: "_id", Value: int32(1)}})
+	if sum, err = env.h.Handle(context.Background(), batchOf(t, update(t, fooNS, int32(1), bson.D{{Key: "a", Value: 1}}, nil, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if sum.MissingDocumentUpdates != 1 || !strings.Contains(env.logs.String(), `"updates matched no document in DR"`) {
+		t.Errorf("missing = %d, want 1; logs %s", sum.MissingDocumentUpdates, env.logs)
 	}
 }
 
@@ -476,22 +854,42 @@ func TestBulksAreBoundedAndOrdered(t *testing.T) {
 
 func TestSummaryLogAndMetrics(t *testing.T) {
 	env := newEnv(t, Options{})
-	if _, err := env.h.Handle(context.Background(), batchOf(t, evt(t, changeevent.Insert, fooNS, int32(1), bson.D{}))); err != nil {
+	if _, err := env.h.Handle(context.Background(), batchOf(t, evt(t, changeevent.Insert, fooNS, int32(1), bson.D{}), evt(t, changeevent.Delete, fooNS, int32(2), nil))); err != nil {
 		t.Fatal(err)
 	}
 	var line map[string]any
-	if err := json.Unmarshal(env.logs.Bytes(), &line); err != nil {
-		t.Fatalf("log is not one JSON line: %v: %s", err, env.logs)
+	logs := env.logs.Bytes()
+	last := logs[bytes.LastIndexByte(logs[:len(logs)-1], '\n')+1:]
+	if err := json.Unmarshal(last, &line); err != nil {
+		t.Fatalf("log is not JSON lines: %v: %s", err, env.logs)
 	}
-	if line["msg"] != "apply batch" || line["records"] != 1.0 || line["applied"] != 1.0 || line["maxLagMs"] != 38000.0 {
+	if line["msg"] != "apply batch" || line["records"] != 2.0 || line["applied"] != 1.0 || line["maxLagMs"] != 38000.0 ||
+		line["archived"] != 1.0 || line["beforeMissing"] != 1.0 || line["beforeInexact"] != 0.0 {
 		t.Errorf("summary line %v", line)
 	}
 	var emf map[string]any
 	if err := json.Unmarshal(env.metrics.Bytes(), &emf); err != nil {
 		t.Fatal(err)
 	}
-	if emf["Function"] != "apply" || emf["Records"] != 1.0 || emf["MaxLag"] != 38.0 {
+	if emf["Function"] != "apply" || emf["Records"] != 2.0 || emf["MaxLag"] != 38.0 || emf["BeforeMissing"] != 1.0 || emf["BeforeInexact"] != 0.0 {
 		t.Errorf("metrics %v", emf)
+	}
+}
+
+func TestNewDefaults(t *testing.T) {
+	h, err := New(newFakeDR(), newFakeArchive(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.log != slog.Default() || h.opts.Metrics != io.Discard {
+		t.Errorf("defaults: logger %v, metrics %v; want slog.Default() and io.Discard", h.log, h.opts.Metrics)
+	}
+	if id := h.claimID(); !regexp.MustCompile(`^[0-9a-f]{8}$`).MatchString(id) || id == h.claimID() {
+		t.Errorf("claim ids %q are not random 8-digit hex", id)
+	}
+	m, _ := ParseNamespaceMap("bar=" + DefaultStateDB)
+	if _, err := New(newFakeDR(), newFakeArchive(), Options{NamespaceMap: m}); err == nil || !strings.Contains(err.Error(), "DR_STATE_DB") {
+		t.Errorf("a map into the state database: %v", err)
 	}
 }
 
@@ -499,23 +897,6 @@ func assertStrings(t *testing.T, what string, got, want []string) {
 	t.Helper()
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("%s:\n got %q\nwant %q", what, got, want)
-	}
-}
-
-func assertSameWrites(t *testing.T, a, b [][]Write) {
-	t.Helper()
-	if len(a) != len(b) {
-		t.Fatalf("%d bulks then %d", len(a), len(b))
-	}
-	for i := range a {
-		if len(a[i]) != len(b[i]) {
-			t.Fatalf("bulk %d: %d writes then %d", i, len(a[i]), len(b[i]))
-		}
-		for j := range a[i] {
-			if a[i][j].Kind != b[i][j].Kind || !bytes.Equal(a[i][j].Doc, b[i][j].Doc) || !a[i][j].ID.Equal(b[i][j].ID) {
-				t.Errorf("bulk %d write %d differs", i, j)
-			}
-		}
 	}
 }
 

@@ -30,6 +30,64 @@ func (m NamespaceMap) Map(ns changeevent.Namespace) changeevent.Namespace {
 	return ns
 }
 
+// Targets reports whether the map writes into database db.
+func (m NamespaceMap) Targets(db string) bool {
+	for _, to := range m.colls {
+		if to.DB == db {
+			return true
+		}
+	}
+	for _, to := range m.dbs {
+		if to == db {
+			return true
+		}
+	}
+	return false
+}
+
+// DatabaseCollections returns the DR namespaces that hold the collections of primary database db,
+// given the collections that exist in DR (list): those of db's DR database that no collection-level
+// entry takes elsewhere or brings in from another database, and the targets of db's
+// collection-level entries. Each comes with its primary collection name.
+func (m NamespaceMap) DatabaseCollections(db string, list func(drDB string) ([]string, error)) (map[changeevent.Namespace]string, error) {
+	out := map[changeevent.Namespace]string{}
+	drDB := m.Map(changeevent.Namespace{DB: db}).DB
+	colls, err := list(drDB)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range colls {
+		dr := changeevent.Namespace{DB: drDB, Coll: c}
+		if m.Map(changeevent.Namespace{DB: db, Coll: c}) != dr {
+			continue // db's collection c is mapped elsewhere
+		}
+		foreign := false
+		for from, to := range m.colls {
+			if to == dr && from.DB != db {
+				foreign = true
+			}
+		}
+		if !foreign {
+			out[dr] = c
+		}
+	}
+	for from, to := range m.colls {
+		if from.DB != db {
+			continue
+		}
+		have, err := list(to.DB)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range have {
+			if c == to.Coll {
+				out[to] = from.Coll
+			}
+		}
+	}
+	return out, nil
+}
+
 // String renders the map in the form ParseNamespaceMap reads, sorted.
 func (m NamespaceMap) String() string {
 	var items []string

@@ -14,16 +14,38 @@ type Summary struct {
 	ByOp    map[string]int // records by operation type ("poison" for dead-lettered ones)
 	// Applied counts DR operations performed: document writes and drop/rename commands.
 	Applied int
-	// Archived counts records written to delete archive objects; ArchiveObjects the objects
-	// and ArchivePuts the PUT requests (an object may be written more than once, see docs/apply.md).
-	Archived       int
-	ArchiveObjects int
-	ArchivePuts    int
-	DeadLettered   int
-	// MissingDocumentUpdates counts update operations (delta updates, without the full document)
-	// that matched no DR document: DR lacks a document that the primary had.
+	// Archived counts the archive lines this invocation claimed in the ledger (each intercepted
+	// event is counted once, by the one invocation that archived it); AlreadyArchived the lines
+	// it did not write because the ledger or an earlier copy in the batch had the event.
+	// ArchiveObjects counts the objects written and marked, ArchivePuts the PUT requests
+	// (archive objects and dead letters), RecoveredObjects the objects an earlier invocation
+	// left pending that this one wrote.
+	Archived        int
+	AlreadyArchived int
+	// AlreadyApplied counts document changes not applied again because the applied frontier
+	// shows an earlier delivery applied them (a redelivery, a consumer-group replay).
+	AlreadyApplied   int
+	ArchiveObjects   int
+	ArchivePuts      int
+	RecoveredObjects int
+	// BeforeMissing counts archived deletes whose before-image is null because DR had no version
+	// of the document; BeforeInexact those whose before-image is not proven to be the version
+	// at the delete (beforeExact false: healed from updateLookup, or an update that did not apply).
+	BeforeMissing int
+	BeforeInexact int
+	// DeadLettered counts records set aside: undecodable, or refused by DR for ever.
+	DeadLettered int
+	// MissingDocumentUpdates counts updates of documents DR does not have that carried no full
+	// document to heal them with (not applied), and delta updates that matched nothing.
 	MissingDocumentUpdates int
-	Duration               time.Duration
+	// Barriers counts the partition shares of collection events performed; MovedDocuments the
+	// documents they moved into side collections or rename targets.
+	Barriers       int
+	MovedDocuments int
+	// CorruptState counts state entries (ledger, barrier markers) that could not be read: the
+	// batch fails rather than guess.
+	CorruptState int
+	Duration     time.Duration
 	// MaxLag is the longest end-to-end delay in the batch: end of apply minus cluster time.
 	MaxLag time.Duration
 }
@@ -44,10 +66,18 @@ func (h *Handler) report(s Summary, err error, now time.Time) {
 		slog.Group("byOp", byOp...),
 		slog.Int("applied", s.Applied),
 		slog.Int("archived", s.Archived),
+		slog.Int("alreadyArchived", s.AlreadyArchived),
+		slog.Int("alreadyApplied", s.AlreadyApplied),
 		slog.Int("archiveObjects", s.ArchiveObjects),
 		slog.Int("archivePuts", s.ArchivePuts),
+		slog.Int("recoveredObjects", s.RecoveredObjects),
+		slog.Int("beforeMissing", s.BeforeMissing),
+		slog.Int("beforeInexact", s.BeforeInexact),
 		slog.Int("deadLettered", s.DeadLettered),
 		slog.Int("missingDocumentUpdates", s.MissingDocumentUpdates),
+		slog.Int("barriers", s.Barriers),
+		slog.Int("movedDocuments", s.MovedDocuments),
+		slog.Int("corruptState", s.CorruptState),
 		slog.Int64("durationMs", s.Duration.Milliseconds()),
 		slog.Int64("maxLagMs", s.MaxLag.Milliseconds()),
 	}
@@ -58,6 +88,11 @@ func (h *Handler) report(s Summary, err error, now time.Time) {
 	m.Add("Archived", metrics.Count, float64(s.Archived))
 	m.Add("DeadLettered", metrics.Count, float64(s.DeadLettered))
 	m.Add("MissingDocumentUpdates", metrics.Count, float64(s.MissingDocumentUpdates))
+	m.Add("BeforeMissing", metrics.Count, float64(s.BeforeMissing))
+	m.Add("BeforeInexact", metrics.Count, float64(s.BeforeInexact))
+	m.Add("AlreadyArchived", metrics.Count, float64(s.AlreadyArchived))
+	m.Add("Barriers", metrics.Count, float64(s.Barriers))
+	m.Add("CorruptState", metrics.Count, float64(s.CorruptState))
 	m.Duration("Duration", s.Duration)
 	m.Put("MaxLag", metrics.Seconds, s.MaxLag.Seconds())
 	if err != nil {

@@ -5,36 +5,50 @@ import (
 	"strings"
 
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 )
 
-// documentWrites returns the DR writes for an insert, replace or update event. The rule (see
-// docs/apply.md) makes every write absolute, so applying a batch twice converges to the same DR
-// state:
-//
-//   - insert, replace: ReplaceOne by _id with the full document, upsert.
-//   - update carrying the full document (updateLookup): the same ReplaceOne. The looked-up
-//     document may be newer than the event; replacing with it is still correct, as the later
-//     events of that document follow in the same partition.
-//   - update without it (the document was gone when capture looked it up): the delta as
-//     UpdateOne without upsert: truncatedArrays as $push {$each: [], $slice: newSize}, then
-//     updatedFields as $set and removedFields as $unset. A truncation and a $set/$unset on
-//     overlapping paths cannot share one update (MongoDB reports a path conflict), so they are
-//     sent as two UpdateOnes, truncation first. An update that changes nothing gives no write.
-func documentWrites(ev *changeevent.Event) ([]Write, error) {
-	id, err := ev.ID()
-	if err != nil {
-		return nil, err
+// replaceWrites returns the DR writes that make the document with _id id equal to full: a
+// ReplaceOne with upsert, or, when full has a top-level $-prefixed field (MongoDB 5.0+ accepts
+// one on insert, never in a replacement), a DeleteOne then an InsertOne, the form that a server
+// accepting such fields takes.
+func replaceWrites(id bson.RawValue, full bson.Raw) []Write {
+	if topLevelDollar(full) {
+		return []Write{{Kind: DeleteOne, ID: id}, {Kind: InsertOne, ID: id, Doc: full}}
 	}
-	if ev.FullDocument != nil {
-		return []Write{{Kind: ReplaceOne, ID: id, Doc: ev.FullDocument}}, nil
-	}
-	if ev.Operation != changeevent.Update || ev.UpdateDescription == nil {
-		return nil, fmt.Errorf("%s event has no fullDocument", ev.Operation)
-	}
-	ud := ev.UpdateDescription
+	return []Write{{Kind: ReplaceOne, ID: id, Doc: full}}
+}
 
+// topLevelDollar reports whether a document has a top-level field whose name starts with $. It
+// reads the element headers in place, allocating nothing (it runs for every insert and replace).
+func topLevelDollar(doc bson.Raw) bool {
+	if len(doc) < 5 {
+		return false
+	}
+	rest := []byte(doc[4 : len(doc)-1])
+	for len(rest) > 0 {
+		if len(rest) > 1 && rest[1] == '$' {
+			return true
+		}
+		_, r, ok := bsoncore.ReadElement(rest)
+		if !ok {
+			return false
+		}
+		rest = r
+	}
+	return false
+}
+
+// deltaWrites returns an update event's delta as DR writes, so that DR's server computes the new
+// version from the one it holds exactly as the primary did: UpdateOne without upsert,
+// truncatedArrays as $push {$each: [], $slice: newSize}, then updatedFields as $set and
+// removedFields as $unset. A truncation and a $set/$unset on overlapping paths cannot share one
+// update (MongoDB reports a path conflict), so they are sent as two UpdateOnes, truncation first.
+// Every write is absolute: applying it twice gives the same document. An update that changes
+// nothing gives no write.
+func deltaWrites(id bson.RawValue, ud *changeevent.UpdateDescription) ([]Write, error) {
 	var set bson.Raw
 	if len(ud.UpdatedFields) > 5 { // 5 bytes is the empty document
 		set = ud.UpdatedFields
@@ -70,7 +84,7 @@ func documentWrites(ev *changeevent.Event) ([]Write, error) {
 	for _, d := range docs {
 		b, err := bson.Marshal(d)
 		if err != nil {
-			return nil, fmt.Errorf("encode update of %s: %w", ev.NS, err)
+			return nil, fmt.Errorf("encode update: %w", err)
 		}
 		writes = append(writes, Write{Kind: UpdateOne, ID: id, Doc: b})
 	}

@@ -2,14 +2,19 @@
 // checks are stored (the key layout), what the stored objects hold (the record formats), and an
 // S3-backed store to put and get them.
 //
-// Every key is a function of Kafka coordinates or content, never of the time of writing, so a
-// redelivered batch overwrites the objects its first delivery wrote instead of adding new ones.
+// Objects are write-once: every write is conditional (If-None-Match: *), so an object, once
+// written, is never replaced. Which delete archive object holds which line is decided once, by
+// apply's ledger in DR, not by where a Kafka batch was cut (docs/apply.md).
 package archive
 
 import (
 	"fmt"
 	"net/url"
 	"time"
+
+	"go.mongodb.org/mongo-driver/bson/primitive"
+
+	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 )
 
 // Layout builds object keys under a key prefix (ARCHIVE_PREFIX, e.g. "docdbdr/"). The prefix is
@@ -21,20 +26,27 @@ type Layout struct {
 // CollectionlessName stands for the collection in the key of a dropDatabase event, which has none.
 const CollectionlessName = "_"
 
-// DeleteObject is the key of the object that holds the intercepted deletes (and drops, renames,
-// dropDatabase) of one namespace from one Kafka partition in one apply batch:
+// ArchiveObject is the key of one delete archive object: intercepted events (deletes, drops,
+// renames, dropDatabase) of one primary namespace, claimed together by one apply invocation:
 //
-//	<prefix>deletes/db=<db>/coll=<coll>/dt=YYYY-MM-DD/<topic>-<partition>-<firstOffset>.json.gz
+//	<prefix>deletes/db=<db>/coll=<coll>/dt=YYYY-MM-DD/<T>-<I>-<eventId[0:16]>-<claim>.json.gz
 //
-// firstOffset is the offset of the first record of that namespace in the batch and day is that
-// record's cluster time. The key deliberately has no last offset: a redelivered batch may be cut
-// at a different end, and keying by the first offset alone makes the retry write the same object.
-func (l Layout) DeleteObject(db, coll string, day time.Time, topic string, partition, firstOffset int64) string {
+// T and I are the cluster time of the object's first line, eventId that line's event id, and dt
+// the cluster time's day (UTC); coll is "_" for dropDatabase. claim is a random value of the
+// claiming invocation: two applies that race for overlapping events (a rebalance) never name the
+// same object, so neither's conditional write can swallow the other's lines. The key is recorded
+// in the ledger with each line it holds; readers take lines from objects and never need to derive
+// a key.
+func (l Layout) ArchiveObject(ns changeevent.Namespace, first primitive.Timestamp, eventID, claim string) string {
+	coll := ns.Coll
 	if coll == "" {
 		coll = CollectionlessName
 	}
-	return fmt.Sprintf("%sdeletes/db=%s/coll=%s/dt=%s/%s-%d-%d.json.gz",
-		l.Prefix, segment(db), segment(coll), day.UTC().Format(time.DateOnly), segment(topic), partition, firstOffset)
+	if len(eventID) > 16 {
+		eventID = eventID[:16]
+	}
+	return fmt.Sprintf("%sdeletes/db=%s/coll=%s/dt=%s/%d-%d-%s-%s.json.gz",
+		l.Prefix, segment(ns.DB), segment(coll), changeevent.Time(first).Format(time.DateOnly), first.T, first.I, eventID, segment(claim))
 }
 
 // DeletesPrefix is the key prefix of every delete object of one namespace (coll "" means all

@@ -32,11 +32,15 @@ type Namespace struct {
 }
 
 // Record is one line of a delete archive object: one intercepted delete, drop, rename or
-// dropDatabase. The object is gzip'd newline-delimited JSON. The fields that hold BSON values
-// (_id, before, clusterTime, resumeToken) are canonical Extended JSON, which keeps every BSON type
-// ({"$oid": ...}, {"$numberLong": ...}); the descriptive fields are plain JSON so that Athena and
-// people can read them (timestamp is a number, as in the original write-up).
+// dropDatabase, written exactly once (apply's ledger, docs/apply.md). The object is gzip'd
+// newline-delimited JSON. The fields that hold BSON values (_id, before, clusterTime,
+// resumeToken) are canonical Extended JSON, which keeps every BSON type ({"$oid": ...},
+// {"$numberLong": ...}); the descriptive fields are plain JSON so that Athena and people can read
+// them (timestamp is a number, as in the original write-up). Fields are written in this order.
 type Record struct {
+	// EventID identifies the event (changeevent.Event.EventID): every copy of one event, and so
+	// every attempt to archive it, has the same EventID. An archive holds each at most once.
+	EventID string `json:"eventId"`
 	// ID is the document's _id; null for drop, rename and dropDatabase.
 	ID                json.RawMessage `json:"_id"`
 	Operation         string          `json:"operation"`
@@ -47,18 +51,40 @@ type Record struct {
 	To                *Namespace      `json:"to,omitempty"`   // rename target
 	ClusterTime       json.RawMessage `json:"clusterTime"`
 	ResumeToken       json.RawMessage `json:"resumeToken"`
-	Kafka             Kafka           `json:"kafka"`
-	// Before is the document as it stood in DR just before the delete, or null when DR did not
-	// have it. Always null for drop, rename and dropDatabase.
+	// Kafka locates the copy of the event that was archived (informational: a republished or
+	// barrier copy of the same event has other coordinates and the same EventID).
+	Kafka Kafka `json:"kafka"`
+	// Before is, for a delete, the document exactly as it was in the primary immediately before
+	// the delete, or null when DR had no version of it (BeforeNote says so). Always null for
+	// drop, rename and dropDatabase, whose documents are kept in DR under PreservedAs.
 	Before json.RawMessage `json:"before"`
+	// BeforeExact is true when Before is proven to be the version at the event; false when it
+	// could not be (BeforeNote says why) and when Before is null. True for collection events.
+	BeforeExact bool   `json:"beforeExact"`
+	BeforeNote  string `json:"beforeNote,omitempty"`
+	// PreservedAs names, for a drop, rename or dropDatabase under the archive policy, where DR
+	// now keeps what the event removed from the live namespace (see docs/apply.md).
+	PreservedAs *Preserved `json:"preservedAs,omitempty"`
+}
+
+// Preserved names the DR side collection(s) holding what a collection event removed: a drop or
+// rename gives DB and Coll (the side collection); a dropDatabase gives DB and Suffix, meaning
+// that every collection c of the database is kept as c+Suffix.
+type Preserved struct {
+	DB     string `json:"db"`
+	Coll   string `json:"coll,omitempty"`
+	Suffix string `json:"suffix,omitempty"`
 }
 
 var jsonNull = json.RawMessage("null")
 
-// NewRecord builds the record of an intercepted event. before is the DR document read just before
-// the delete (nil when absent or not a document change).
+// NewRecord builds the record of an intercepted event. before is the document's version just
+// before a delete (nil when DR had none, and for collection events); BeforeExact is set to
+// whether there is a before-image (or the event is a collection event); the caller corrects it,
+// and sets BeforeNote and PreservedAs, when it knows better.
 func NewRecord(ev *changeevent.Event, at Kafka, before bson.Raw) (Record, error) {
 	r := Record{
+		EventID:           ev.EventID(),
 		ID:                jsonNull,
 		Operation:         string(ev.Operation),
 		Timestamp:         int64(ev.ClusterTime.T),
@@ -67,6 +93,7 @@ func NewRecord(ev *changeevent.Event, at Kafka, before bson.Raw) (Record, error)
 		Coll:              ev.NS.Coll,
 		Kafka:             at,
 		Before:            jsonNull,
+		BeforeExact:       before != nil || !ev.Operation.IsDocumentChange(),
 		ResumeToken:       jsonNull,
 	}
 	if ev.To != nil {
@@ -199,19 +226,4 @@ func DecodeObject(body []byte) ([][]byte, error) {
 		return nil, fmt.Errorf("read archive object: %w", err)
 	}
 	return lines, nil
-}
-
-// LineKafka reads only the Kafka coordinates of a line, for merging objects without decoding
-// every before-image.
-func LineKafka(line []byte) (Kafka, error) {
-	var r struct {
-		Kafka *Kafka `json:"kafka"`
-	}
-	if err := json.Unmarshal(line, &r); err != nil {
-		return Kafka{}, fmt.Errorf("decode archive record: %w", err)
-	}
-	if r.Kafka == nil {
-		return Kafka{}, errors.New("archive record has no kafka coordinates")
-	}
-	return *r.Kafka, nil
 }

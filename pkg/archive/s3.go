@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -24,33 +26,79 @@ type S3API interface {
 	ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input, opts ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
 }
 
-// S3 stores archive objects in one bucket. Keys are full object keys (see Layout).
+// S3 stores archive objects in one bucket. Keys are full object keys (see Layout). It is safe
+// for concurrent use (the SDK client is).
 type S3 struct {
 	client S3API
 	bucket string
+	// retry is how often a conditional write that S3 answers 409 (a concurrent conditional
+	// write of the same key) or 503 (SlowDown) is attempted again, after the SDK's own retries,
+	// and backoff the first pause (doubled each time).
+	retry   int
+	backoff time.Duration
 }
 
 // NewS3 returns a store over bucket.
 func NewS3(client S3API, bucket string) *S3 {
-	return &S3{client: client, bucket: bucket}
+	return &S3{client: client, bucket: bucket, retry: 6, backoff: 100 * time.Millisecond}
 }
 
 // Bucket returns the bucket the store writes to.
 func (s *S3) Bucket() string { return s.bucket }
 
-// Put writes body at key, replacing any object there.
+// Put creates the object at key with body unless an object is already there: the write is
+// conditional (If-None-Match: *), so an object is never overwritten. It returns nil when it
+// wrote the object and when S3 answered 412 Precondition Failed (one is there already): every key
+// of this layout names write-once content (an archive object recorded in apply's ledger, a dead
+// letter of one Kafka record, a claim check named by its SHA-256), so an existing object is the
+// one this write would have made. 409 ConditionalRequestConflict (another conditional write of
+// the key in flight) and 503 SlowDown are retried with exponential backoff; Put needs only
+// s3:PutObject, never a GET, HEAD or list.
 func (s *S3) Put(ctx context.Context, key string, body []byte) error {
-	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
-		Bucket:        aws.String(s.bucket),
-		Key:           aws.String(key),
-		Body:          bytes.NewReader(body),
-		ContentLength: aws.Int64(int64(len(body))),
-		ContentType:   aws.String(contentType(key)),
-	})
-	if err != nil {
-		return fmt.Errorf("put s3://%s/%s: %w", s.bucket, key, err)
+	pause := s.backoff
+	for attempt := 0; ; attempt++ {
+		_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+			Bucket:        aws.String(s.bucket),
+			Key:           aws.String(key),
+			Body:          bytes.NewReader(body),
+			ContentLength: aws.Int64(int64(len(body))),
+			ContentType:   aws.String(contentType(key)),
+			IfNoneMatch:   aws.String("*"),
+		})
+		switch status := httpStatus(err); {
+		case err == nil, status == http.StatusPreconditionFailed:
+			return nil
+		case (status == http.StatusConflict || status == http.StatusServiceUnavailable) && attempt < s.retry:
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("put s3://%s/%s: %w (after %v)", s.bucket, key, ctx.Err(), err)
+			case <-time.After(pause):
+			}
+			pause *= 2
+		default:
+			return fmt.Errorf("put s3://%s/%s: %w", s.bucket, key, err)
+		}
 	}
-	return nil
+}
+
+// httpStatus is the HTTP status of an S3 error response, or 0.
+func httpStatus(err error) int {
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) {
+		switch apiErr.ErrorCode() {
+		case "PreconditionFailed":
+			return http.StatusPreconditionFailed
+		case "ConditionalRequestConflict":
+			return http.StatusConflict
+		case "SlowDown":
+			return http.StatusServiceUnavailable
+		}
+	}
+	return 0
 }
 
 // Get reads the object at key. A missing object gives an error wrapping ErrNotFound.

@@ -83,6 +83,7 @@ type Apply struct {
 	InterceptPolicy string // parsed by pkg/apply
 	NamespaceMap    string // parsed by pkg/apply
 	MaxBulkOps      int
+	StateDB         string // DR_STATE_DB: apply's state database on DR (archive ledger, barrier markers)
 	LogLevel        slog.Level
 }
 
@@ -97,6 +98,7 @@ type CLI struct {
 	WatchCollections []string
 	StateDB          string
 	StateCollection  string
+	DRStateDB        string // DR_STATE_DB, as apply reads it
 	LogLevel         slog.Level
 }
 
@@ -146,8 +148,10 @@ func LoadApply(getenv func(string) string) (Apply, error) {
 		InterceptPolicy: r.pairs("INTERCEPT_POLICY", true),
 		NamespaceMap:    r.pairs("NAMESPACE_MAP", false),
 		MaxBulkOps:      int(r.integer("MAX_BULK_OPS", 1, 100_000)),
+		StateDB:         r.str("DR_STATE_DB"),
 		LogLevel:        r.logLevel(),
 	}
+	r.dbName("DR_STATE_DB", a.StateDB)
 	return a, r.err()
 }
 
@@ -163,11 +167,13 @@ func LoadCLI(getenv func(string) string) (CLI, error) {
 		WatchCollections: r.list("WATCH_COLLECTIONS"),
 		StateDB:          r.str("STATE_DB"),
 		StateCollection:  r.str("STATE_COLLECTION"),
+		DRStateDB:        r.str("DR_STATE_DB"),
 		LogLevel:         r.logLevel(),
 	}
 	// How capture produces: replay-deadletters publishes capture's dead letters the same way.
 	c.Kafka.Compression = r.oneOf("KAFKA_COMPRESSION", Compressions...)
 	c.Kafka.MaxMessageBytes = int(r.integer("KAFKA_MAX_MESSAGE_BYTES", 1024, 100<<20))
+	r.dbName("DR_STATE_DB", c.DRStateDB)
 	if c.WatchDB == "" && len(c.WatchCollections) > 0 {
 		r.fail("WATCH_DB", "required when WATCH_COLLECTIONS is set")
 	}

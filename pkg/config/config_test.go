@@ -155,11 +155,15 @@ func TestLoadApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	if a.Topic != "changevents" || a.MaxBulkOps != 1000 || a.DR.TLS != "required" ||
-		a.InterceptPolicy != "delete=archive,drop=archive,rename=archive,dropDatabase=archive" || a.Archive.Prefix != "docdbdr/" {
+		a.InterceptPolicy != "delete=archive,drop=archive,rename=archive,dropDatabase=archive" || a.Archive.Prefix != "docdbdr/" ||
+		a.StateDB != "docdbdr" {
 		t.Errorf("defaults: %+v", a)
 	}
-	_, err = LoadApply(env(base, "DR_URI", "", "NAMESPACE_MAP", "bar.foo=bar_dr.foo,oops", "MAX_BULK_OPS", "0", "ARCHIVE_BUCKET", ""))
-	for _, n := range []string{"DR_URI", "NAMESPACE_MAP", "MAX_BULK_OPS", "ARCHIVE_BUCKET"} {
+	if a, err := LoadApply(env(base, "DR_STATE_DB", "dr_state")); err != nil || a.StateDB != "dr_state" {
+		t.Errorf("DR_STATE_DB: %+v, %v", a, err)
+	}
+	_, err = LoadApply(env(base, "DR_URI", "", "NAMESPACE_MAP", "bar.foo=bar_dr.foo,oops", "MAX_BULK_OPS", "0", "ARCHIVE_BUCKET", "", "DR_STATE_DB", "no.dots"))
+	for _, n := range []string{"DR_URI", "NAMESPACE_MAP", "MAX_BULK_OPS", "ARCHIVE_BUCKET", "DR_STATE_DB"} {
 		if err == nil || !strings.Contains(err.Error(), n+":") {
 			t.Errorf("error does not name %s: %v", n, err)
 		}
@@ -171,7 +175,7 @@ func TestLoadCLINothingRequired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Primary.URI != "" || c.Kafka.Topic != "changevents" || c.StateDB != "docdbdr" {
+	if c.Primary.URI != "" || c.Kafka.Topic != "changevents" || c.StateDB != "docdbdr" || c.DRStateDB != "docdbdr" {
 		t.Errorf("got %+v", c)
 	}
 	if _, err := LoadCLI(env(nil, "WATCH_COLLECTIONS", "foo")); err == nil || !strings.Contains(err.Error(), "WATCH_DB:") {

@@ -74,6 +74,7 @@ var variables = []Variable{
 	{"INTERCEPT_POLICY", apply, "delete=archive,drop=archive,rename=archive,dropDatabase=archive", "per operation: archive, apply or apply+archive"},
 	{"NAMESPACE_MAP", apply, "", "src=dst pairs, e.g. bar.foo=bar_dr.foo,bar=bar_dr"},
 	{"MAX_BULK_OPS", apply, "1000", "operations per bulk write"},
+	{"DR_STATE_DB", applyCLI, "docdbdr", "apply's state database on the DR cluster: the archive ledger and barrier markers; never replicated into"},
 
 	// Common.
 	{"LOG_LEVEL", all, "info", "debug, info, warn or error"},

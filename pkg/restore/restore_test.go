@@ -69,7 +69,8 @@ func archiveDeletes(t *testing.T, store memStore, dels []deletion) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		key := layout.DeleteObject("bar", d.coll, d.at, "changevents", 0, 0)
+		day := primitive.Timestamp{T: uint32(d.at.UTC().Truncate(24 * time.Hour).Unix())} // one object per collection and day
+		key := layout.ArchiveObject(changeevent.Namespace{DB: "bar", Coll: d.coll}, day, "0", "test")
 		objects[key] = append(objects[key], line)
 	}
 	for key, lines := range objects {
