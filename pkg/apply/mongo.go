@@ -48,10 +48,71 @@ func (m *MongoWriter) coll(ns changeevent.Namespace) *mongo.Collection {
 	return m.client.Database(ns.DB).Collection(ns.Coll)
 }
 
-// BulkWrite performs writes as one ordered bulk write (the driver splits it into commands within
+// BulkWrite performs writes as ordered bulk writes (the driver splits them into commands within
 // the server's limits). Documents are passed to the driver as bson.Raw and reach the server
 // byte for byte. A write the server refused comes back as a *WriteError.
+//
+// A DeleteOne followed by an InsertOne of the same _id (how a document with a top-level
+// $-prefixed field is replaced, see replaceWrites) is run on its own and never loses the
+// version DR held: the document is read first, and put back when the server refuses the insert;
+// the pair is then reported refused at the DeleteOne's index.
 func (m *MongoWriter) BulkWrite(ctx context.Context, ns changeevent.Namespace, writes []Write) (BulkResult, error) {
+	var total BulkResult
+	for start := 0; start < len(writes); {
+		pair := start
+		for pair+1 < len(writes) && !isDeleteInsertPair(writes[pair], writes[pair+1]) {
+			pair++
+		}
+		if pair+1 >= len(writes) {
+			res, err := m.bulk(ctx, ns, writes[start:], start)
+			return total.add(res), err
+		}
+		res, err := m.bulk(ctx, ns, writes[start:pair], start)
+		total = total.add(res)
+		if err != nil {
+			return total, err
+		}
+		res, err = m.deleteInsert(ctx, ns, writes[pair], writes[pair+1], pair)
+		total = total.add(res)
+		if err != nil {
+			return total, err
+		}
+		start = pair + 2
+	}
+	return total, nil
+}
+
+func isDeleteInsertPair(a, b Write) bool {
+	return a.Kind == DeleteOne && b.Kind == InsertOne && KeyOf(a.ID) == KeyOf(b.ID)
+}
+
+// deleteInsert runs one DeleteOne+InsertOne pair, restoring the deleted version when the insert
+// is refused. index is the DeleteOne's position in the caller's writes.
+func (m *MongoWriter) deleteInsert(ctx context.Context, ns changeevent.Namespace, del, ins Write, index int) (BulkResult, error) {
+	coll := m.coll(ns)
+	var held bson.Raw
+	err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: del.ID}}).Decode(&held)
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return BulkResult{}, err
+	}
+	res, err := m.bulk(ctx, ns, []Write{del, ins}, index)
+	var we *WriteError
+	if !errors.As(err, &we) || we.Index != index+1 {
+		return res, err
+	}
+	// The insert was refused after the delete: put back what DR held.
+	if held != nil {
+		if _, rerr := coll.InsertOne(ctx, held); rerr != nil && !mongo.IsDuplicateKeyError(rerr) {
+			return res, fmt.Errorf("DR refused the insert of %s (%v) and restoring the version it held failed: %w", ns, we, rerr)
+		}
+	}
+	we.Index = index
+	return BulkResult{}, we
+}
+
+// bulk is one ordered bulk write; offset is the position of writes[0] in the caller's writes,
+// added to a refused write's index.
+func (m *MongoWriter) bulk(ctx context.Context, ns changeevent.Namespace, writes []Write, offset int) (BulkResult, error) {
 	if len(writes) == 0 {
 		return BulkResult{}, nil
 	}
@@ -68,7 +129,7 @@ func (m *MongoWriter) BulkWrite(ctx context.Context, ns changeevent.Namespace, w
 		case InsertOne:
 			models[i] = mongo.NewInsertOneModel().SetDocument(w.Doc)
 		default:
-			return BulkResult{}, fmt.Errorf("write %d has unknown kind %d", i, w.Kind)
+			return BulkResult{}, fmt.Errorf("write %d has unknown kind %d", offset+i, w.Kind)
 		}
 	}
 	res, err := m.coll(ns).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
@@ -80,7 +141,7 @@ func (m *MongoWriter) BulkWrite(ctx context.Context, ns changeevent.Namespace, w
 	var bwe mongo.BulkWriteException
 	if errors.As(err, &bwe) && bwe.WriteConcernError == nil && len(bwe.WriteErrors) > 0 {
 		we := bwe.WriteErrors[0]
-		return out, &WriteError{Index: we.Index, Code: we.Code, Message: we.Message}
+		return out, &WriteError{Index: offset + we.Index, Code: we.Code, Message: we.Message}
 	}
 	return out, err
 }

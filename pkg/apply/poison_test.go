@@ -11,6 +11,8 @@ import (
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver"
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver/mongotest"
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 )
@@ -23,6 +25,7 @@ func TestPoisonOnTheEmbeddedServer(t *testing.T) {
 	big := strings.Repeat("x", 9<<20)
 	tests := []struct {
 		name   string
+		wire   int // DR's maxWireVersion; 0: 7, DocumentDB 4.0
 		setup  func(t *testing.T, c *mongo.Collection)
 		bad    func(t *testing.T) changeevent.Event
 		reason string // "" when the record is applied
@@ -30,10 +33,21 @@ func TestPoisonOnTheEmbeddedServer(t *testing.T) {
 	}{
 		{
 			name: "top-level $-prefixed field: delete then insert",
+			wire: 13, // MongoDB 5.0 stores top-level $ fields on insert
 			bad: func(t *testing.T) changeevent.Event {
 				return evt(t, changeevent.Replace, fooNS, int32(2), bson.D{{Key: "$price", Value: 50}, {Key: "q", Value: 30}})
 			},
 			want: `{"_id":2,"$price":50,"q":30}`,
+		},
+		{
+			// A 4.0 server stores no top-level $ field in any form: the record is dead-lettered and
+			// DR keeps the version it held (the delete of the delete+insert pair is undone).
+			name: "top-level $-prefixed field on a server that cannot store it",
+			bad: func(t *testing.T) changeevent.Event {
+				return evt(t, changeevent.Replace, fooNS, int32(2), bson.D{{Key: "$price", Value: 50}, {Key: "q", Value: 30}})
+			},
+			reason: "refused the replacement",
+			want:   `{"_id":2,"v":0}`,
 		},
 		{
 			name: "duplicate key on a unique secondary index",
@@ -72,7 +86,7 @@ func TestPoisonOnTheEmbeddedServer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			nextOffset.Store(100)
-			client := startMongo(t)
+			_, client := mongotest.Start(t, mongoserver.Options{WireVersion: tt.wire})
 			c := client.Database(fooNS.DB).Collection(fooNS.Coll)
 			for _, id := range []int32{1, 2, 3} {
 				if _, err := c.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "v", Value: 0}}); err != nil {

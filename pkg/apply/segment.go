@@ -410,7 +410,11 @@ func (b *batch) bulk(ctx context.Context, q *queue, start, end int) (int, error)
 	bad := start + we.Index
 	b.sum.Applied += we.Index
 	owner := q.owners[bad]
-	reason := fmt.Sprintf("DR refused the %s of %s (server error %d: %s)", q.writes[bad].Kind, q.ns, we.Code, we.Message)
+	what := q.writes[bad].Kind.String()
+	if bad+1 < len(q.writes) && q.owners[bad+1] == owner && q.writes[bad+1].Kind == InsertOne {
+		what = "replacement (a delete then an insert: the document has a top-level $-prefixed field)"
+	}
+	reason := fmt.Sprintf("DR refused the %s of %s (server error %d: %s)", what, q.ns, we.Code, we.Message)
 	if err := b.addDeadLetter(owner.rec, reason); err != nil {
 		return 0, err
 	}
