@@ -49,7 +49,7 @@ var ErrInapplicable = errors.New("update description does not apply to the docum
 // $-prefixed field, or is ambiguous because a document on the way has a field whose own name
 // contains a dot ("a.b" could then be that field or b inside a).
 func (ud *UpdateDescription) ApplyTo(doc bson.Raw) (bson.Raw, error) {
-	root, err := openContainer(bsoncore.Value{Type: bsontype.EmbeddedDocument, Data: doc})
+	root, err := openContainer(bsoncore.Value{Type: bson.TypeEmbeddedDocument, Data: doc})
 	if err != nil {
 		return nil, fmt.Errorf("%w: document: %v", ErrInapplicable, err)
 	}
@@ -110,11 +110,11 @@ type element struct {
 	sub *container     // the value, opened for changes
 }
 
-var nullValue = bsoncore.Value{Type: bsontype.Null}
+var nullValue = bsoncore.Value{Type: bson.TypeNull}
 
 func openContainer(v bsoncore.Value) (*container, error) {
-	c := &container{array: v.Type == bsontype.Array}
-	if v.Type != bsontype.EmbeddedDocument && v.Type != bsontype.Array {
+	c := &container{array: v.Type == bson.TypeArray}
+	if v.Type != bson.TypeEmbeddedDocument && v.Type != bson.TypeArray {
 		return nil, fmt.Errorf("%s is not a document or an array", v.Type)
 	}
 	elems, err := bsoncore.Document(v.Data).Elements()
@@ -129,7 +129,7 @@ func openContainer(v bsoncore.Value) (*container, error) {
 }
 
 func isContainer(t bsontype.Type) bool {
-	return t == bsontype.EmbeddedDocument || t == bsontype.Array
+	return t == bson.TypeEmbeddedDocument || t == bson.TypeArray
 }
 
 // arrayIndex reads a path segment as an array index: a decimal number without sign or leading
@@ -338,9 +338,9 @@ func (c *container) appendTo(dst []byte) ([]byte, error) {
 			dst = bsoncore.AppendValueElement(dst, key, e.val)
 			continue
 		}
-		t := bsontype.EmbeddedDocument
+		t := bson.TypeEmbeddedDocument
 		if e.sub.array {
-			t = bsontype.Array
+			t = bson.TypeArray
 		}
 		dst = bsoncore.AppendHeader(dst, t, key)
 		if dst, err = e.sub.appendTo(dst); err != nil {
