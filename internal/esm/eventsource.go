@@ -14,12 +14,15 @@
 //     until it succeeds: records are never skipped. After
 //     WarnAfterAttempts failures every further failure is logged as an error.
 //
+// Invoker invokes a real bootstrap through internal/lambdarun instead of an in-process handler.
+//
 // What it does not: parallel pollers, on-failure destinations, the
 // retry/record-age limits of the real ESM, or LogAppendTime timestamps.
 package esm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +33,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/docdb-dr/docdb-dr/internal/lambdarun"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
 )
 
@@ -241,5 +245,27 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// Invoker is a Handler that invokes a function through the Runtime API stand-in
+// (internal/lambdarun), as the real mapping invokes Lambda: synchronously, the event as JSON,
+// a fresh request id per invocation (a retry of the batch is a new invocation). A function error
+// (its own, a timeout, a crash) fails the batch, which the mapping retries. done, when set, sees
+// every invocation's result.
+func Invoker(f *lambdarun.Function, done func(events.KafkaEvent, lambdarun.Result)) Handler {
+	return func(ctx context.Context, ev events.KafkaEvent) error {
+		payload, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("eventsource: encode the event: %w", err)
+		}
+		r, err := f.Invoke(ctx, payload)
+		if err != nil {
+			return err
+		}
+		if done != nil {
+			done(ev, r)
+		}
+		return r.Error()
 	}
 }

@@ -41,7 +41,7 @@ func (f *Function) InvokeEvent(ctx context.Context, payload []byte, cfg EventInv
 	if len(delays) == 0 {
 		delays = []time.Duration{time.Minute, 2 * time.Minute}
 	}
-	id, queued := newRequestID(), time.Now()
+	id, queued := NewRequestID(), time.Now()
 	var results []Result
 	for attempt := 0; attempt <= cfg.MaximumRetryAttempts; attempt++ {
 		if attempt > 0 {

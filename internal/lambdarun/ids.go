@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-// newRequestID is a random (version 4) UUID, the form of Lambda's request ids.
-func newRequestID() string {
+// NewRequestID is a random (version 4) UUID, the form of Lambda's request ids.
+func NewRequestID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40

@@ -176,7 +176,7 @@ func (c Config) environ(api string) []string {
 		fmt.Sprintf("AWS_LAMBDA_FUNCTION_MEMORY_SIZE=%d", c.MemoryMB),
 		"AWS_LAMBDA_INITIALIZATION_TYPE=on-demand",
 		"AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/" + c.Name,
-		"AWS_LAMBDA_LOG_STREAM_NAME=" + time.Now().UTC().Format("2006/01/02") + "/[$LATEST]" + strings.ReplaceAll(newRequestID(), "-", ""),
+		"AWS_LAMBDA_LOG_STREAM_NAME=" + time.Now().UTC().Format("2006/01/02") + "/[$LATEST]" + strings.ReplaceAll(NewRequestID(), "-", ""),
 		"AWS_REGION=" + c.Region,
 		"AWS_DEFAULT_REGION=" + c.Region,
 		"_HANDLER=bootstrap",
@@ -274,7 +274,17 @@ func (f *Function) Invoke(ctx context.Context, payload []byte) (Result, error) {
 	if len(payload) > MaxSyncPayload {
 		return Result{}, fmt.Errorf("lambdarun: RequestEntityTooLargeException: %d byte payload exceeds %d bytes", len(payload), MaxSyncPayload)
 	}
-	return f.invoke(ctx, newRequestID(), payload)
+	return f.invoke(ctx, NewRequestID(), payload)
+}
+
+// InvokeAs is Invoke with a request id the caller chose: a caller that retries an asynchronous
+// event itself keeps its id, as Lambda's retries do. Give each new invocation a fresh one
+// (NewRequestID).
+func (f *Function) InvokeAs(ctx context.Context, requestID string, payload []byte) (Result, error) {
+	if len(payload) > MaxSyncPayload {
+		return Result{}, fmt.Errorf("lambdarun: RequestEntityTooLargeException: %d byte payload exceeds %d bytes", len(payload), MaxSyncPayload)
+	}
+	return f.invoke(ctx, requestID, payload)
 }
 
 // PID returns the sandbox's process id, or 0 when no process is running.

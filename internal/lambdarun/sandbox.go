@@ -450,7 +450,7 @@ func (sb *sandbox) register(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "InvalidRequest", "missing Lambda-Extension-Name")
 		return
 	}
-	id := newRequestID()
+	id := NewRequestID()
 	sb.extensions[id] = false
 	sb.mu.Unlock()
 	w.Header().Set("Lambda-Extension-Identifier", id)
