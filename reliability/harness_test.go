@@ -441,7 +441,7 @@ func (h *harness) invokeProcess(owner string, payload []byte) (capture.Summary, 
 // error, then apply is given time to commit every record in the topic.
 func (h *harness) settle() {
 	h.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(max(60*time.Second, h.opts.LeaseTTL+30*time.Second))
 	for {
 		sum, err := h.capture(nil)
 		if err == nil && sum.StopReason == capture.StopIdle {
