@@ -56,7 +56,7 @@ var variants = []struct {
 	{"scram+existing-bucket", required(map[string]any{
 		"KafkaAuth": "scram-sha-512", "KafkaSecretArn": kafkaSecret, "SecretsKmsKeyArn": secretsKey,
 		"ArchiveBucketName": "corp-dr-archive", "ArchivePrefix": "dr/prod/",
-		"WatchCollections": "foo,baz", "NamespaceMap": "bar.foo=bar_dr.foo",
+		"WatchCollections": "baz,foo", "NamespaceMap": "bar.foo=bar_dr.foo",
 	})},
 	{"tls-only+object-lock+kms+alarms+glue", required(map[string]any{
 		"KafkaAuth": "none", "ObjectLockMode": "COMPLIANCE", "ObjectLockRetentionDays": float64(30),
@@ -418,7 +418,7 @@ func TestLogGroups(t *testing.T) {
 func TestOutputs(t *testing.T) {
 	eachVariant(t, func(t *testing.T, s *stack) {
 		want := []string{"CaptureFunctionArn", "ApplyFunctionArn", "ArchiveBucketName", "ArchivePrefix",
-			"CaptureLogGroupName", "ApplyLogGroupName", "ApplyFailureQueueUrl"}
+			"CaptureLogGroupName", "ApplyLogGroupName", "ApplyFailureQueueUrl", "DashboardName"}
 		if s.params["AlarmEmail"] != "" {
 			want = append(want, "AlarmTopicArn")
 		}
