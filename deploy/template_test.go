@@ -223,7 +223,8 @@ func TestApplyMSKEvent(t *testing.T) {
 		}
 		allowed := []string{"Stream", "Topics", "StartingPosition", "StartingPositionTimestamp", "BatchSize",
 			"MaximumBatchingWindowInSeconds", "ConsumerGroupId", "SourceAccessConfigurations",
-			"DestinationConfig", "Enabled", "FilterCriteria", "KmsKeyArn", "ProvisionedPollerConfig", "SchemaRegistryConfig"}
+			"DestinationConfig", "Enabled", "FilterCriteria", "KmsKeyArn", "ProvisionedPollerConfig", "SchemaRegistryConfig",
+			"BisectBatchOnFunctionError", "MaximumRetryAttempts", "MaximumRecordAgeInSeconds"}
 		for k := range p {
 			if !slices.Contains(allowed, k) {
 				t.Errorf("MSK event property %s is not a SAM MSK property", k)

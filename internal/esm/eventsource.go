@@ -11,13 +11,19 @@
 //     offset order, keys and values base64, headers as signed byte arrays;
 //   - offsets are committed only after the handler returns nil;
 //   - a failed batch is retried, the same records from the same offsets,
-//     until it succeeds: records are never skipped. After
-//     WarnAfterAttempts failures every further failure is logged as an error.
+//     until it succeeds: records are never skipped (the template sets no
+//     MaximumRetryAttempts or MaximumRecordAgeInSeconds, -1 each). After
+//     WarnAfterAttempts failures every further failure is logged as an error;
+//   - BisectBatchOnFunctionError: a failed batch of several records is split
+//     in two halves, each handled (and split again) in turn, so the records
+//     before a failing one are applied while it is retried; the offsets are
+//     committed once the whole batch is through.
 //
 // Invoker invokes a real bootstrap through internal/lambdarun instead of an in-process handler.
 //
-// What it does not: parallel pollers, on-failure destinations, the
-// retry/record-age limits of the real ESM, or LogAppendTime timestamps.
+// What it does not: parallel pollers, on-failure destinations, finite
+// retry/record-age limits (the template never sets them), or LogAppendTime
+// timestamps.
 package esm
 
 import (
@@ -79,6 +85,9 @@ type Config struct {
 	WarnAfterAttempts int
 	// HandlerTimeout bounds one invocation, like a Lambda timeout (0: none).
 	HandlerTimeout time.Duration
+	// BisectBatchOnFunctionError splits a failed batch in two and handles each
+	// half in turn (the mapping's setting of that name). Retries stay unlimited.
+	BisectBatchOnFunctionError bool
 
 	// Sarama is the client configuration (TLS, SASL, version), normally
 	// from kafka.SaramaConfig. Nil means kafka.SaramaConfig with no TLS and

@@ -119,6 +119,9 @@ type Options struct {
 	ApplyTimeout    time.Duration // one apply invocation's timeout; default 5m
 	RetryBackoff    time.Duration // first wait before a failed batch is retried
 	MaxRetryBackoff time.Duration
+	// BisectBatchOnError is the template's ApplyBisectBatchOnError: a failed batch is split in
+	// two halves, each retried (without limit) in turn.
+	BisectBatchOnError bool
 
 	// Logger receives both functions' logs; default JSON on stderr at LOG_LEVEL.
 	Logger *slog.Logger
@@ -261,6 +264,8 @@ func New(ctx context.Context, opts Options) (_ *Pipeline, err error) {
 		HandlerTimeout:  p.applyHandlerTimeout(),
 		Sarama:          sc,
 		Logger:          log,
+
+		BisectBatchOnFunctionError: opts.BisectBatchOnError,
 	}, p.applyHandler())
 	if err != nil {
 		return nil, fmt.Errorf("localrun: %w", err)
