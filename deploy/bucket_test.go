@@ -1,13 +1,16 @@
 package deploy
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/awslabs/goformation/v7/cloudformation/cloudwatch"
 	"github.com/awslabs/goformation/v7/cloudformation/policies"
+
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
 func TestArchiveBucket(t *testing.T) {
@@ -194,11 +197,26 @@ func alarmFor(t *testing.T, s *stack, namespace, metric, dimValue string) string
 	return found[0]
 }
 
+// emittedDimensions is the dimension set each function emits its DocdbDR metrics with
+// (pkg/capture: Function and Scope, the scope's id; pkg/apply: Function), for a stack's
+// parameters. alarms_test.go checks it against what the functions really emit.
+func emittedDimensions(s *stack, function string) map[string]string {
+	if function != "capture" {
+		return map[string]string{"Function": function}
+	}
+	sc := scope.Scope{DB: s.params["WatchDb"].(string)}
+	if c, _ := s.params["WatchCollections"].(string); c != "" {
+		sc.Collections = strings.Split(c, ",")
+	}
+	return map[string]string{"Function": "capture", "Scope": sc.ID()}
+}
+
 func TestAlarms(t *testing.T) {
 	eachVariant(t, func(t *testing.T, s *stack) {
 		emf := []struct{ metric, function string }{
 			{"ReplicationLagSeconds", "capture"},
 			{"HistoryLost", "capture"},
+			{"LeaseHeld", "capture"},
 			{"DeadLettered", "apply"},
 		}
 		for _, m := range emf {
@@ -206,14 +224,31 @@ func TestAlarms(t *testing.T) {
 			if name == "" {
 				continue
 			}
+			// CloudWatch matches a metric by its whole dimension set: the alarm must name every
+			// dimension the function emits, with the same values, and no other.
 			a := s.tpl.GetAllCloudWatchAlarmResources()[name]
-			if len(a.Dimensions) != 1 || a.Dimensions[0].Name != "Function" {
-				t.Errorf("%s dimensions = %+v, want exactly Function (the EMF dimension set)", name, a.Dimensions)
+			got := map[string]string{}
+			for _, d := range a.Dimensions {
+				got[d.Name] = d.Value
+			}
+			if want := emittedDimensions(s, m.function); !maps.Equal(got, want) {
+				t.Errorf("%s dimensions = %v, want %v (what %s emits)", name, got, want, m.function)
 			}
 		}
-		lag := s.tpl.GetAllCloudWatchAlarmResources()[alarmFor(t, s, "DocdbDR", "ReplicationLagSeconds", "capture")]
+		alarms := s.tpl.GetAllCloudWatchAlarmResources()
+		lag := alarms[alarmFor(t, s, "DocdbDR", "ReplicationLagSeconds", "capture")]
 		if lag == nil || lag.Threshold == nil || *lag.Threshold != s.params["ReplicationLagThresholdSeconds"] {
 			t.Errorf("ReplicationLagSeconds alarm threshold is not ReplicationLagThresholdSeconds")
+		}
+		// Every capture run emits the lag: its absence (capture silent, or a Scope spelled
+		// differently) must alarm.
+		if lag != nil && str(lag.TreatMissingData) != "breaching" {
+			t.Errorf("ReplicationLagAlarm TreatMissingData = %q, want breaching", str(lag.TreatMissingData))
+		}
+		lease := alarms[alarmFor(t, s, "DocdbDR", "LeaseHeld", "capture")]
+		if lease == nil || lease.EvaluationPeriods != int(s.params["LeaseHeldAlarmMinutes"].(float64)) ||
+			lease.DatapointsToAlarm == nil || *lease.DatapointsToAlarm != lease.EvaluationPeriods {
+			t.Errorf("LeaseHeldAlarm must need LeaseHeldAlarmMinutes consecutive minutes of LeaseHeld")
 		}
 		for _, m := range []struct{ metric, fn string }{
 			{"Errors", "<CaptureFunction>"}, {"Invocations", "<CaptureFunction>"},
@@ -223,7 +258,7 @@ func TestAlarms(t *testing.T) {
 		}
 		alarmFor(t, s, "AWS/SQS", "ApproximateNumberOfMessagesVisible", "<ApplyFailureQueue.QueueName>")
 
-		for name, a := range s.tpl.GetAllCloudWatchAlarmResources() {
+		for name, a := range alarms {
 			if str(a.AlarmDescription) == "" {
 				t.Errorf("%s has no description", name)
 			}
@@ -241,40 +276,37 @@ func TestAlarms(t *testing.T) {
 	})
 }
 
-// TestAlarmMetricsAreEmitted checks that each DocdbDR metric an alarm watches is emitted by the
-// package of its function. It skips a function whose package has not landed yet.
-func TestAlarmMetricsAreEmitted(t *testing.T) {
-	s := render(t, required(nil))
-	for name, a := range s.tpl.GetAllCloudWatchAlarmResources() {
-		if str(a.Namespace) != "DocdbDR" {
-			continue
-		}
-		fn := a.Dimensions[0].Value
-		dir := filepath.Join("..", "pkg", fn)
-		files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
-		if len(files) == 0 {
-			t.Logf("%s: pkg/%s not present yet; not checked", name, fn)
-			continue
-		}
-		metric := regexp.MustCompile(`"` + regexp.QuoteMeta(str(a.MetricName)) + `"`)
-		dim := regexp.MustCompile(`Dimension\("Function",\s*"` + fn + `"\)`)
-		var emits, dims bool
-		for _, f := range files {
-			if strings.HasSuffix(f, "_test.go") {
-				continue
-			}
-			b, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			emits = emits || metric.Match(b)
-			dims = dims || dim.Match(b)
-		}
-		if !emits {
-			t.Errorf("%s watches DocdbDR %s, which pkg/%s never names", name, str(a.MetricName), fn)
-		}
-		if !dims {
-			t.Errorf("%s: pkg/%s does not set the Function=%s dimension", name, fn, fn)
+// TestScopeDimensionSpelling checks the template's spelling of the Scope dimension against
+// scope.ID for every number of collections the template accepts; a list out of order is spelled
+// differently (the parameter's description asks for sorted names, and ReplicationLagAlarm then
+// alarms on missing data instead of staying quiet).
+func TestScopeDimensionSpelling(t *testing.T) {
+	names := []string{"a1", "b2", "c3", "d4", "e5", "f6", "g7", "h8", "i9", "j10"}
+	for n := 0; n <= len(names); n++ {
+		s := render(t, required(map[string]any{"WatchCollections": strings.Join(names[:n], ",")}))
+		a := s.tpl.GetAllCloudWatchAlarmResources()["HistoryLostAlarm"]
+		want := emittedDimensions(s, "capture")["Scope"]
+		if got := dimension(a.Dimensions, "Scope"); got != want {
+			t.Errorf("%d collections: Scope %q, want %q", n, got, want)
 		}
 	}
+	s := render(t, required(map[string]any{"WatchCollections": "foo,baz"}))
+	if got := dimension(s.tpl.GetAllCloudWatchAlarmResources()["HistoryLostAlarm"].Dimensions, "Scope"); got == emittedDimensions(s, "capture")["Scope"] {
+		t.Errorf("an unsorted list is spelled %q, like capture's sorted id: the check above cannot fail", got)
+	}
+	if _, err := renderFile("../template.yaml", required(map[string]any{"WatchCollections": strings.Join(append(names, "k11"), ",")})); err == nil {
+		t.Error("11 collections accepted; the template spells at most 10")
+	}
+	if _, err := renderFile("../template.yaml", required(map[string]any{"WatchCollections": "foo, baz"})); err == nil {
+		t.Error("a space in WatchCollections accepted; capture trims it, the alarms would not")
+	}
+}
+
+func dimension(ds []cloudwatch.Alarm_Dimension, name string) string {
+	for _, d := range ds {
+		if d.Name == name {
+			return d.Value
+		}
+	}
+	return ""
 }

@@ -56,7 +56,7 @@ var variants = []struct {
 	{"scram+existing-bucket", required(map[string]any{
 		"KafkaAuth": "scram-sha-512", "KafkaSecretArn": kafkaSecret, "SecretsKmsKeyArn": secretsKey,
 		"ArchiveBucketName": "corp-dr-archive", "ArchivePrefix": "dr/prod/",
-		"WatchCollections": "foo,baz", "NamespaceMap": "bar.foo=bar_dr.foo",
+		"WatchCollections": "baz,foo", "NamespaceMap": "bar.foo=bar_dr.foo",
 	})},
 	{"tls-only+object-lock+kms+alarms+glue", required(map[string]any{
 		"KafkaAuth": "none", "ObjectLockMode": "COMPLIANCE", "ObjectLockRetentionDays": float64(30),
@@ -223,7 +223,8 @@ func TestApplyMSKEvent(t *testing.T) {
 		}
 		allowed := []string{"Stream", "Topics", "StartingPosition", "StartingPositionTimestamp", "BatchSize",
 			"MaximumBatchingWindowInSeconds", "ConsumerGroupId", "SourceAccessConfigurations",
-			"DestinationConfig", "Enabled", "FilterCriteria", "KmsKeyArn", "ProvisionedPollerConfig", "SchemaRegistryConfig"}
+			"DestinationConfig", "Enabled", "FilterCriteria", "KmsKeyArn", "ProvisionedPollerConfig", "SchemaRegistryConfig",
+			"BisectBatchOnFunctionError", "MaximumRetryAttempts", "MaximumRecordAgeInSeconds"}
 		for k := range p {
 			if !slices.Contains(allowed, k) {
 				t.Errorf("MSK event property %s is not a SAM MSK property", k)
@@ -418,7 +419,7 @@ func TestLogGroups(t *testing.T) {
 func TestOutputs(t *testing.T) {
 	eachVariant(t, func(t *testing.T, s *stack) {
 		want := []string{"CaptureFunctionArn", "ApplyFunctionArn", "ArchiveBucketName", "ArchivePrefix",
-			"CaptureLogGroupName", "ApplyLogGroupName", "ApplyFailureQueueUrl"}
+			"CaptureLogGroupName", "ApplyLogGroupName", "ApplyFailureQueueUrl", "DashboardName"}
 		if s.params["AlarmEmail"] != "" {
 			want = append(want, "AlarmTopicArn")
 		}

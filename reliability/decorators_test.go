@@ -20,8 +20,85 @@ import (
 
 // The decorators below wrap the interfaces capture and apply talk through (capture.Deps,
 // apply.DR, apply.Archive) to stop an invocation at a chosen boundary. No product code is
-// changed: the functions see collaborators that fail or stall, exactly as they would if the
-// Lambda process died or the network stalled at that point.
+// changed: the functions are built by capture.NewFunction and apply.NewFunction, whose Env.Wrap,
+// WrapDR and WrapArchive install the decorators once; what one invocation does differently (and
+// its crash switch) reaches them through that invocation's context. The functions see
+// collaborators that fail or stall, exactly as they would if the Lambda process died or the
+// network stalled at that point. (A real process death is reliability/kill_test.go's business.)
+
+// --- routing one capture invocation's decorations ------------------------------------------
+
+// captureDepsKey carries one capture invocation's decorated collaborators in its context.
+type captureDepsKey struct{}
+
+func withCaptureDeps(ctx context.Context, d capture.Deps) context.Context {
+	return context.WithValue(ctx, captureDepsKey{}, &d)
+}
+
+func captureDepsOf(ctx context.Context) *capture.Deps {
+	d, _ := ctx.Value(captureDepsKey{}).(*capture.Deps)
+	return d
+}
+
+// routeCapture is capture.Env.Wrap: it keeps what NewFunction built (the base the per-invocation
+// decorators wrap) and returns collaborators that call, for each call, the decorated ones of
+// the invocation whose context the call carries, or the base ones. Capture passes the
+// invocation's context (or one derived from it, values kept) to every call.
+func (h *harness) routeCapture(base capture.Deps) capture.Deps {
+	h.captureBase = base
+	routed := base
+	routed.Streams = routedStreams{base.Streams}
+	routed.Publisher = routedPublisher{base.Publisher}
+	routed.Checkpoints = routedCheckpoints{base.Checkpoints}
+	return routed
+}
+
+type routedStreams struct{ base capture.StreamOpener }
+
+func (r routedStreams) Open(ctx context.Context, sc scope.Scope, start capture.Start) (capture.Stream, error) {
+	if d := captureDepsOf(ctx); d != nil {
+		return d.Streams.Open(ctx, sc, start)
+	}
+	return r.base.Open(ctx, sc, start)
+}
+
+type routedPublisher struct{ base capture.Publisher }
+
+func (r routedPublisher) Begin(ctx context.Context, window int) (capture.Batch, error) {
+	if d := captureDepsOf(ctx); d != nil {
+		return d.Publisher.Begin(ctx, window)
+	}
+	return r.base.Begin(ctx, window)
+}
+
+type routedCheckpoints struct{ base capture.Checkpoints }
+
+func (r routedCheckpoints) pick(ctx context.Context) capture.Checkpoints {
+	if d := captureDepsOf(ctx); d != nil {
+		return d.Checkpoints
+	}
+	return r.base
+}
+
+func (r routedCheckpoints) Load(ctx context.Context, scope string) (checkpoint.State, error) {
+	return r.pick(ctx).Load(ctx, scope)
+}
+
+func (r routedCheckpoints) Acquire(ctx context.Context, scope, owner string, ttl time.Duration) (checkpoint.Lease, error) {
+	return r.pick(ctx).Acquire(ctx, scope, owner, ttl)
+}
+
+func (r routedCheckpoints) Save(ctx context.Context, lease checkpoint.Lease, pos checkpoint.Position) error {
+	return r.pick(ctx).Save(ctx, lease, pos)
+}
+
+func (r routedCheckpoints) Release(ctx context.Context, lease checkpoint.Lease) error {
+	return r.pick(ctx).Release(ctx, lease)
+}
+
+func (r routedCheckpoints) Renew(ctx context.Context, lease checkpoint.Lease) (checkpoint.Lease, error) {
+	return r.pick(ctx).Renew(ctx, lease)
+}
 
 // errCrashed is what every call of a crashed invocation returns.
 var errCrashed = errors.New("injected crash: the process is gone")
@@ -161,6 +238,13 @@ func (c hookedCheckpoints) Save(ctx context.Context, lease checkpoint.Lease, pos
 		return c.afterSave(n)
 	}
 	return nil
+}
+
+func (c hookedCheckpoints) Renew(ctx context.Context, lease checkpoint.Lease) (checkpoint.Lease, error) {
+	if c.crash.dead() {
+		return lease, errCrashed // a dead process renews nothing: its lease lapses
+	}
+	return c.Checkpoints.Renew(ctx, lease)
 }
 
 func (c hookedCheckpoints) Release(ctx context.Context, lease checkpoint.Lease) error {

@@ -7,10 +7,14 @@
 //     servers (internal/devstack/mongoserver, with their fault hooks DropConnections and
 //     SetUnavailable), kfake behind a TCP proxy that can be slowed down or cut off
 //     (proxy_test.go), and gofakes3 behind an endpoint that can be made unreachable.
-//   - harness_test.go: capture and apply wired as the Lambda functions wire them (real driver,
-//     real Kafka protocol, real S3 API), plus the local event source mapping; decorators_test.go
-//     holds the wrappers that crash or stall them at a chosen boundary, without touching
+//   - harness_test.go: capture and apply built only by their shipped constructors
+//     (capture.NewFunction, apply.NewFunction) from environment variables (real driver, real
+//     Kafka protocol, real S3 API), or capture as the real bootstrap process behind
+//     internal/lambdarun, plus the local event source mapping; decorators_test.go holds the
+//     wrappers that crash or stall them at a chosen boundary (installed through Env.Wrap,
+//     WrapDR and WrapArchive, routed per invocation through its context), without touching
 //     product code.
+//   - kill_test.go: kill -9 of the real capture process at random points while writes go on.
 //   - ledger_test.go: after every fault, accounts for every change event of the watched scope
 //     (applied to DR, archived, or dead-lettered; lost must be 0) and compares DR with the
 //     primary.

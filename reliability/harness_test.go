@@ -1,38 +1,53 @@
 package reliability
 
 import (
+	"bytes"
 	"context"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
 	"github.com/docdb-dr/docdb-dr/internal/esm"
+	"github.com/docdb-dr/docdb-dr/internal/lambdarun"
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
+	"github.com/docdb-dr/docdb-dr/pkg/config"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
 	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
-// harnessOptions change how a test's functions are built. The zero value is the plain localrun.
+// harnessOptions change how a test's functions are built. The zero value is the plain
+// functions, as functions/capture and functions/apply build them.
 type harnessOptions struct {
 	CheckpointEvery int           // capture's CHECKPOINT_EVERY; default 1000 (one save per run)
 	LeaseTTL        time.Duration // capture's LEASE_TTL; default 2s, so a crashed holder's lease frees soon
-	// DR, Archive and Handler decorate apply's DR writer, its archive, and the whole apply
-	// invocation (what the event source mapping calls).
+	// Env overrides or adds function variables (both functions'), after the harness's own.
+	Env map[string]string
+	// DR, Archive and Handler decorate apply's DR writer, its archive (apply.Env.WrapDR and
+	// WrapArchive), and the whole apply invocation (what the event source mapping calls).
 	DR      func(apply.DR) apply.DR
 	Archive func(apply.Archive) apply.Archive
 	Handler func(next applyFunc) applyFunc
+	// CaptureProcess runs capture out of process: the real functions/capture bootstrap behind
+	// internal/lambdarun (frozen between invocations, SIGKILLed past its timeout or by Kill,
+	// cold-started after). Its invocations cannot be decorated.
+	CaptureProcess bool
 	// GroupID is the event source mapping's consumer group (default "reliability-apply").
 	GroupID string
 	// Timeout bounds the whole test (default 2 minutes).
@@ -43,6 +58,9 @@ type harnessOptions struct {
 	// successful invocation).
 	Lean bool
 }
+
+// captureTimeout is every capture invocation's Lambda timeout in these tests.
+const captureTimeout = 30 * time.Second
 
 // applyFunc is one apply invocation.
 type applyFunc func(ctx context.Context, ev events.KafkaEvent) (apply.Summary, error)
@@ -62,12 +80,15 @@ type coord struct {
 
 // harness is one test's world: the stack, the capture function (invoked by the test, as the
 // schedule would), the apply function behind the local event source mapping (running in the
-// background), and what the ledger needs to account for every change.
+// background), and what the ledger needs to account for every change. Both functions are built
+// only by their shipped constructors (capture.NewFunction, apply.NewFunction) from environment
+// variables, or, with CaptureProcess, capture is the shipped bootstrap itself.
 type harness struct {
 	t   *testing.T
 	ctx context.Context
 	*stack
 	opts harnessOptions
+	env  map[string]string // the functions' variables
 
 	logs    *syncBuffer // every log line of capture, apply and the mapping (nil when Lean)
 	metrics *syncBuffer // every EMF line (nil when Lean)
@@ -76,13 +97,13 @@ type harness struct {
 	calls   atomic.Int64
 	failed  atomic.Int64
 
-	capOpts     capture.Options
+	captureFn   *capture.Function   // in process, or
+	captureProc *lambdarun.Function // out of process
+	captureBase capture.Deps        // what capture.NewFunction built, before the routing decorators
 	checkpoints *checkpoint.Store
-	pubMu       sync.Mutex
-	pub         *kafka.Publisher // connected on first use, dropped after a delivery failure
+	scope       scope.Scope
 	invocations atomic.Int64
 
-	handler *apply.Handler
 	applyFn applyFunc
 	esm     *esm.EventSource
 	applyMu sync.Mutex
@@ -112,7 +133,32 @@ func testContext(t *testing.T, opts harnessOptions) context.Context {
 	return ctx
 }
 
-// buildHarness wires the functions to a stack.
+// functionEnv is both functions' environment on the stack: the variables docs/configuration.md
+// lists, with the bounds these tests use.
+func (h *harness) functionEnv() map[string]string {
+	env := map[string]string{
+		"PRIMARY_URI": h.primaryURI, "PRIMARY_TLS": "disabled",
+		"DR_URI": h.drURI, "DR_TLS": "disabled",
+		"KAFKA_BROKERS": strings.Join(h.brokers, ","), "KAFKA_TOPIC": topic, "KAFKA_TLS": "false",
+		"KAFKA_COMPRESSION": "lz4", "KAFKA_MAX_MESSAGE_BYTES": "1000000",
+		"ARCHIVE_BUCKET": bucket, "ARCHIVE_PREFIX": prefix, "S3_ENDPOINT": h.s3URL,
+		"AWS_REGION": devstack.Region, "AWS_ACCESS_KEY_ID": devstack.AccessKeyID, "AWS_SECRET_ACCESS_KEY": devstack.SecretAccessKey,
+		"WATCH_DB": watchDB, "WATCH_COLLECTIONS": watchColl, "STATE_DB": stateDB, "STATE_COLLECTION": stateColl,
+		"MAX_EVENTS": "1000000", "MAX_BYTES": strconv.Itoa(1 << 30),
+		"CHECKPOINT_EVERY": strconv.Itoa(h.opts.CheckpointEvery),
+		"IDLE_TIMEOUT":     "300ms", "MAX_AWAIT": "50ms",
+		// A run ends DEADLINE_MARGIN before its lease expires (capture never outlives its lease;
+		// pkg/config wants LEASE_TTL > DEADLINE_MARGIN).
+		"DEADLINE_MARGIN": (h.opts.LeaseTTL / 4).String(), "LEASE_TTL": h.opts.LeaseTTL.String(),
+		"CHANGE_STREAM_RETENTION": "3h", "LOG_LEVEL": "debug",
+	}
+	for k, v := range h.opts.Env {
+		env[k] = v
+	}
+	return env
+}
+
+// buildHarness builds the functions on a stack with their constructors.
 func buildHarness(t *testing.T, ctx context.Context, st *stack, opts harnessOptions) *harness {
 	t.Helper()
 	if opts.CheckpointEvery == 0 {
@@ -130,42 +176,41 @@ func buildHarness(t *testing.T, ctx context.Context, st *stack, opts harnessOpti
 		h.logOut, h.emfOut = h.logs, h.metrics
 	}
 	h.witness = h.streamPosition()
-
-	h.capOpts = capture.Options{
-		Scope:           scope.Scope{DB: watchDB, Collections: []string{watchColl}},
-		MaxEvents:       1_000_000,
-		MaxBytes:        1 << 30,
-		CheckpointEvery: opts.CheckpointEvery,
-		IdleTimeout:     300 * time.Millisecond,
-		// A run ends DEADLINE_MARGIN before its lease expires (capture never outlives its lease;
-		// pkg/config wants LEASE_TTL > 2 x DEADLINE_MARGIN).
-		DeadlineMargin:        opts.LeaseTTL / 4,
-		LeaseTTL:              opts.LeaseTTL,
-		ChangeStreamRetention: 3 * time.Hour,
-		MaxMessageBytes:       1_000_000,
-		ArchivePrefix:         prefix,
+	h.env = h.functionEnv()
+	getenv := func(name string) string { return h.env[name] }
+	awsCfg, err := config.LoadAWS(ctx, getenv)
+	if err != nil {
+		t.Fatal(err)
 	}
+	capCfg, err := config.LoadCapture(getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.scope = capture.OptionsFromConfig(capCfg).Scope
 	h.checkpoints = checkpoint.New(h.primary.Database(stateDB).Collection(stateColl), nil)
 
-	var dr apply.DR = apply.NewMongoWriter(h.dr)
-	if opts.DR != nil {
-		dr = opts.DR(dr)
+	if opts.CaptureProcess {
+		h.captureProc = h.captureSandbox()
+	} else {
+		h.captureFn, err = capture.NewFunction(ctx, capture.Env{
+			Getenv: getenv, AWS: awsCfg, Logger: jsonLogger(h.logOut).With("function", "capture"), Metrics: h.emfOut,
+			Wrap: h.routeCapture,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.captureFn.Close)
 	}
-	var ar apply.Archive = h.archive
-	if opts.Archive != nil {
-		ar = opts.Archive(ar)
-	}
-	handler, err := apply.New(dr, ar, apply.Options{
-		ArchivePrefix:    prefix,
-		ClaimCheckBucket: bucket,
-		Logger:           jsonLogger(h.logOut).With("function", "apply"),
-		Metrics:          h.emfOut,
+
+	applyFn, err := apply.NewFunction(ctx, apply.Env{
+		Getenv: getenv, AWS: awsCfg, Logger: jsonLogger(h.logOut).With("function", "apply"), Metrics: h.emfOut,
+		WrapDR: opts.DR, WrapArchive: opts.Archive,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.handler = handler
-	h.applyFn = handler.Handle
+	t.Cleanup(applyFn.Close)
+	h.applyFn = applyFn.Handle
 	if opts.Handler != nil {
 		h.applyFn = opts.Handler(h.applyFn)
 	}
@@ -179,10 +224,63 @@ func buildHarness(t *testing.T, ctx context.Context, st *stack, opts harnessOpti
 	return h
 }
 
-// kafkaSettings are capture's Kafka settings (KAFKA_BROKERS, KAFKA_TOPIC; no TLS or SASL on
-// loopback).
-func (h *harness) kafkaSettings() kafka.Settings {
-	return kafka.Settings{Brokers: h.brokers, Topic: topic, Compression: "lz4", MaxMessageBytes: 1_000_000}
+// captureSandbox is functions/capture's bootstrap behind the Runtime API stand-in, with the
+// capture variables of the harness's environment.
+func (h *harness) captureSandbox() *lambdarun.Function {
+	h.t.Helper()
+	env := map[string]string{}
+	for _, name := range config.VariablesOf(config.FuncCapture) {
+		if v, ok := h.env[name]; ok {
+			env[name] = v
+		}
+	}
+	f, err := lambdarun.New(lambdarun.Config{
+		Name:        "reliability-capture",
+		Bootstrap:   captureBootstrap(h.t),
+		Env:         env,
+		Timeout:     captureTimeout,
+		Region:      devstack.Region,
+		Credentials: lambdarun.Credentials{AccessKeyID: devstack.AccessKeyID, SecretAccessKey: devstack.SecretAccessKey},
+		Output:      emfSplitter{metrics: h.emfOut, logs: h.logOut},
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+// emfSplitter sends a sandbox's EMF lines (one per Write) to metrics and the rest to logs.
+type emfSplitter struct{ metrics, logs io.Writer }
+
+func (e emfSplitter) Write(line []byte) (int, error) {
+	if bytes.HasPrefix(line, []byte("{")) && bytes.Contains(line, []byte(`"_aws":`)) {
+		return e.metrics.Write(line)
+	}
+	return e.logs.Write(line)
+}
+
+var (
+	bootstrapOnce sync.Once
+	bootstrapPath string
+	bootstrapErr  error
+	bootstrapDir  string
+)
+
+// captureBootstrap builds functions/capture once per test binary (removed by TestMain).
+func captureBootstrap(t testing.TB) string {
+	bootstrapOnce.Do(func() {
+		if bootstrapDir, bootstrapErr = os.MkdirTemp("", "reliability-capture-"); bootstrapErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		bootstrapPath, bootstrapErr = lambdarun.Build(ctx, "github.com/docdb-dr/docdb-dr/functions/capture", bootstrapDir)
+	})
+	if bootstrapErr != nil {
+		t.Fatal(bootstrapErr)
+	}
+	return bootstrapPath
 }
 
 // startMapping runs the local event source mapping in the background until the test ends.
@@ -270,71 +368,72 @@ func (h *harness) failedApplies() int {
 	return n
 }
 
-// publisher returns the container's Kafka publisher, connecting it when there is none, as
-// functions/capture does.
+// publisher is a standalone producer on the stack's topic, for tests of pkg/kafka itself (the
+// functions own theirs); it is closed when the test ends.
 func (h *harness) publisher() (*kafka.Publisher, error) {
-	h.pubMu.Lock()
-	defer h.pubMu.Unlock()
-	if h.pub != nil {
-		return h.pub, nil
-	}
-	pub, err := kafka.NewPublisher(h.ctx, h.kafkaSettings())
+	pub, err := kafka.NewPublisher(h.ctx, kafka.Settings{Brokers: h.brokers, Topic: topic, Compression: "lz4", MaxMessageBytes: 1_000_000})
 	if err != nil {
 		return nil, err
 	}
-	h.pub = pub
 	h.t.Cleanup(func() { _ = pub.Close(5 * time.Second) })
 	return pub, nil
-}
-
-// dropPublisher forgets a publisher that failed to deliver (functions/capture does the same).
-func (h *harness) dropPublisher(pub *kafka.Publisher) {
-	h.pubMu.Lock()
-	defer h.pubMu.Unlock()
-	if h.pub == pub {
-		h.pub = nil
-	}
 }
 
 // decorate wraps one capture invocation's collaborators; c is that invocation's crash switch.
 type decorate func(d capture.Deps, c *crash) capture.Deps
 
-// capture runs one capture invocation with a new owner (a new Lambda request id), as a
+// capture runs one capture invocation with a new owner (a fresh random Lambda request id), as a
 // schedule tick does.
 func (h *harness) capture(wrap decorate) (capture.Summary, error) {
-	return h.captureAs(fmt.Sprintf("request-%d", h.invocations.Add(1)), wrap)
+	h.invocations.Add(1)
+	return h.captureAs(lambdarun.NewRequestID(), wrap)
 }
 
-// captureAs runs one capture invocation as owner, with a Lambda-like deadline of 30 s.
+// captureAs runs one capture invocation as owner (its request id), with a Lambda-like deadline
+// of captureTimeout.
 func (h *harness) captureAs(owner string, wrap decorate) (capture.Summary, error) {
 	return h.invoke(owner, capture.Overrides{}, wrap)
 }
 
-// invoke runs one capture invocation as owner with a manual invoke's overrides.
+// invoke runs one capture invocation as owner with a manual invoke's overrides, through the
+// function's Handle (or the sandbox). wrap decorates this invocation only: its decorated
+// collaborators travel in the invocation's context to the routing decorators installed at
+// construction (routeCapture), with the invocation's crash switch.
 func (h *harness) invoke(owner string, overrides capture.Overrides, wrap decorate) (capture.Summary, error) {
-	pub, err := h.publisher()
+	payload, err := json.Marshal(overrides)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if h.captureProc != nil {
+		if wrap != nil {
+			h.t.Fatal("an out-of-process capture cannot be decorated")
+		}
+		return h.invokeProcess(owner, payload)
+	}
+	ctx, cancel := context.WithDeadline(h.ctx, time.Now().Add(captureTimeout))
+	defer cancel()
+	ctx = lambdacontext.NewContext(ctx, &lambdacontext.LambdaContext{AwsRequestID: owner})
+	if wrap != nil {
+		ctx = withCaptureDeps(ctx, wrap(h.captureBase, &crash{cancel: cancel}))
+	}
+	return h.captureFn.Handle(ctx, payload)
+}
+
+// invokeProcess invokes the capture sandbox; a failed invocation has no summary (Lambda returns
+// only the error), so one is made from the error.
+func (h *harness) invokeProcess(owner string, payload []byte) (capture.Summary, error) {
+	r, err := h.captureProc.InvokeAs(h.ctx, owner, payload)
 	if err != nil {
 		return capture.Summary{StopReason: capture.StopError, Error: err.Error()}, err
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	ctx, cancel := context.WithDeadline(h.ctx, deadline)
-	defer cancel()
-	deps := capture.Deps{
-		Streams:     capture.MongoStreams{Client: h.primary, MaxAwait: 50 * time.Millisecond},
-		Publisher:   capture.KafkaPublisher{P: pub},
-		Checkpoints: h.checkpoints,
-		Blobs:       h.archive,
-		Logger:      jsonLogger(h.logOut).With("function", "capture"),
-		Metrics:     h.emfOut,
+	if r.Err != nil {
+		return capture.Summary{Owner: owner, StopReason: capture.StopError, Error: r.Err.Error()}, r.Err
 	}
-	if wrap != nil {
-		deps = wrap(deps, &crash{cancel: cancel})
+	var sum capture.Summary
+	if err := json.Unmarshal(r.Payload, &sum); err != nil {
+		return sum, fmt.Errorf("capture response %q: %w", r.Payload, err)
 	}
-	sum, err := capture.New(h.capOpts, deps).Run(ctx, capture.Invocation{Owner: owner, Deadline: deadline, Overrides: overrides})
-	if errors.Is(err, kafka.ErrNotAcknowledged) {
-		h.dropPublisher(pub)
-	}
-	return sum, err
+	return sum, nil
 }
 
 // settle brings the pipeline to rest after a fault: capture runs (a lease left by a crashed
@@ -342,7 +441,7 @@ func (h *harness) invoke(owner string, overrides capture.Overrides, wrap decorat
 // error, then apply is given time to commit every record in the topic.
 func (h *harness) settle() {
 	h.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(max(60*time.Second, h.opts.LeaseTTL+30*time.Second))
 	for {
 		sum, err := h.capture(nil)
 		if err == nil && sum.StopReason == capture.StopIdle {
@@ -410,7 +509,7 @@ func (h *harness) eventsAfter(pos bson.Raw) int {
 // checkpoint returns the scope's state document.
 func (h *harness) checkpoint() checkpoint.State {
 	h.t.Helper()
-	st, err := h.checkpoints.Load(h.ctx, h.capOpts.Scope.ID())
+	st, err := h.checkpoints.Load(h.ctx, h.scope.ID())
 	if err != nil {
 		h.t.Fatal(err)
 	}

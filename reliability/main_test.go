@@ -25,7 +25,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv(stackChildEnv) == "1" {
 		os.Exit(serveStack())
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if bootstrapDir != "" {
+		_ = os.RemoveAll(bootstrapDir)
+	}
+	os.Exit(code)
 }
 
 // serveStack runs devstack until its standard input closes (the parent test ended or died),
@@ -90,10 +94,10 @@ func startStackProcess(t *testing.T, ctx context.Context) *stack {
 		t.Fatalf("stack child did not give %s", name)
 		return ""
 	}
-	st := &stack{brokers: strings.Split(get("KAFKA_BROKERS"), ",")}
-	st.primary = connect(t, ctx, get("PRIMARY_URI"))
-	st.dr = connect(t, ctx, get("DR_URI"))
-	st.s3c = devstack.NewS3Client(get("S3_ENDPOINT"))
+	st := &stack{brokers: strings.Split(get("KAFKA_BROKERS"), ","), primaryURI: get("PRIMARY_URI"), drURI: get("DR_URI"), s3URL: get("S3_ENDPOINT")}
+	st.primary = connect(t, ctx, st.primaryURI)
+	st.dr = connect(t, ctx, st.drURI)
+	st.s3c = devstack.NewS3Client(st.s3URL)
 	st.archive = archive.NewS3(st.s3c, bucket)
 	enableStreams(t, ctx, st.primary)
 	return st

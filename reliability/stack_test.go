@@ -47,6 +47,8 @@ const (
 type stack struct {
 	primarySrv, drSrv *mongoserver.Server
 	primary, dr       *mongo.Client
+	primaryURI, drURI string // what the functions connect to (PRIMARY_URI, DR_URI)
+	s3URL             string // S3_ENDPOINT
 
 	kafka   *kfake.Cluster
 	kproxy  *faultProxy // every Kafka connection goes through it
@@ -65,8 +67,9 @@ func startStack(t testing.TB, ctx context.Context) *stack {
 	// plain replica set.
 	st.primarySrv = startMongo(t, mongoserver.Options{DocumentDB: true})
 	st.drSrv = startMongo(t, mongoserver.Options{})
-	st.primary = connect(t, ctx, st.primarySrv.URI())
-	st.dr = connect(t, ctx, st.drSrv.URI())
+	st.primaryURI, st.drURI = st.primarySrv.URI(), st.drSrv.URI()
+	st.primary = connect(t, ctx, st.primaryURI)
+	st.dr = connect(t, ctx, st.drURI)
 
 	// kfake serves on a hidden port and advertises the proxy's, so that every client's
 	// connections (after the bootstrap one too) pass through the proxy.
@@ -91,7 +94,8 @@ func startStack(t testing.TB, ctx context.Context) *stack {
 	t.Cleanup(func() { proxy.Close(); cluster.Close() })
 
 	st.s3ep = startS3(t)
-	st.s3c = devstack.NewS3Client(st.s3ep.URL)
+	st.s3URL = st.s3ep.URL
+	st.s3c = devstack.NewS3Client(st.s3URL)
 	if _, err := st.s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		t.Fatal(err)
 	}

@@ -11,15 +11,24 @@
 //     offset order, keys and values base64, headers as signed byte arrays;
 //   - offsets are committed only after the handler returns nil;
 //   - a failed batch is retried, the same records from the same offsets,
-//     until it succeeds: records are never skipped. After
-//     WarnAfterAttempts failures every further failure is logged as an error.
+//     until it succeeds: records are never skipped (the template sets no
+//     MaximumRetryAttempts or MaximumRecordAgeInSeconds, -1 each). After
+//     WarnAfterAttempts failures every further failure is logged as an error;
+//   - BisectBatchOnFunctionError: a failed batch of several records is split
+//     in two halves, each handled (and split again) in turn, so the records
+//     before a failing one are applied while it is retried; the offsets are
+//     committed once the whole batch is through.
 //
-// What it does not: parallel pollers, on-failure destinations, the
-// retry/record-age limits of the real ESM, or LogAppendTime timestamps.
+// Invoker invokes a real bootstrap through internal/lambdarun instead of an in-process handler.
+//
+// What it does not: parallel pollers, on-failure destinations, finite
+// retry/record-age limits (the template never sets them), or LogAppendTime
+// timestamps.
 package esm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,6 +39,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/docdb-dr/docdb-dr/internal/lambdarun"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
 )
 
@@ -75,6 +85,9 @@ type Config struct {
 	WarnAfterAttempts int
 	// HandlerTimeout bounds one invocation, like a Lambda timeout (0: none).
 	HandlerTimeout time.Duration
+	// BisectBatchOnFunctionError splits a failed batch in two and handles each
+	// half in turn (the mapping's setting of that name). Retries stay unlimited.
+	BisectBatchOnFunctionError bool
 
 	// Sarama is the client configuration (TLS, SASL, version), normally
 	// from kafka.SaramaConfig. Nil means kafka.SaramaConfig with no TLS and
@@ -241,5 +254,27 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// Invoker is a Handler that invokes a function through the Runtime API stand-in
+// (internal/lambdarun), as the real mapping invokes Lambda: synchronously, the event as JSON,
+// a fresh request id per invocation (a retry of the batch is a new invocation). A function error
+// (its own, a timeout, a crash) fails the batch, which the mapping retries. done, when set, sees
+// every invocation's result.
+func Invoker(f *lambdarun.Function, done func(events.KafkaEvent, lambdarun.Result)) Handler {
+	return func(ctx context.Context, ev events.KafkaEvent) error {
+		payload, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("eventsource: encode the event: %w", err)
+		}
+		r, err := f.Invoke(ctx, payload)
+		if err != nil {
+			return err
+		}
+		if done != nil {
+			done(ev, r)
+		}
+		return r.Error()
 	}
 }

@@ -445,3 +445,65 @@ func TestConfigValidation(t *testing.T) {
 		})
 	}
 }
+
+// TestBisectBatchOnFunctionError: a record that keeps failing is isolated by bisecting; the
+// records before it are handled while it is retried, none after it is handled before it, nothing
+// is committed past it, and once it succeeds everything is, in order. Without bisecting the
+// whole batch waits (the control).
+func TestBisectBatchOnFunctionError(t *testing.T) {
+	for _, bisect := range []bool{true, false} {
+		t.Run(fmt.Sprint("bisect=", bisect), func(t *testing.T) {
+			brokers := newCluster(t, 1)
+			produce(t, brokers, 0, 10)
+			var mu sync.Mutex
+			fixed := false
+			var handled []int64 // offsets of successful invocations, in order
+			poison := int64(6)
+			h := func(ctx context.Context, ev events.KafkaEvent) error {
+				mu.Lock()
+				defer mu.Unlock()
+				recs := ev.Records[testTopic+"-0"]
+				for _, r := range recs {
+					if r.Offset == poison && !fixed {
+						return errors.New("record 6 is refused")
+					}
+				}
+				for _, r := range recs {
+					handled = append(handled, r.Offset)
+				}
+				return nil
+			}
+			group := "g-bisect-" + fmt.Sprint(bisect)
+			start(t, Config{Brokers: brokers, GroupID: group, BatchSize: 10, BatchingWindow: 300 * time.Millisecond,
+				RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 20 * time.Millisecond, BisectBatchOnFunctionError: bisect}, h)
+			time.Sleep(2 * time.Second)
+			mu.Lock()
+			before := append([]int64(nil), handled...)
+			fixed = true
+			mu.Unlock()
+			want := []int64{0, 1, 2, 3, 4, 5}
+			if !bisect {
+				want = nil
+			}
+			if !reflect.DeepEqual(before, want) {
+				t.Errorf("handled while record 6 failed: %v, want %v", before, want)
+			}
+			if c := committed(t, brokers, group, 0); c > poison {
+				t.Errorf("committed offset %d is past the failing record %d", c, poison)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for committed(t, brokers, group, 0) != 10 {
+				if time.Now().After(deadline) {
+					t.Fatalf("committed %d after the fix, want 10", committed(t, brokers, group, 0))
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			last := handled[len(handled)-4:]
+			if !reflect.DeepEqual(last, []int64{6, 7, 8, 9}) && !reflect.DeepEqual(handled, []int64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}) {
+				t.Errorf("handled %v: the records after 6 must follow it, in order", handled)
+			}
+		})
+	}
+}

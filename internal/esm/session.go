@@ -132,30 +132,46 @@ func (b *batcher) collect() []*sarama.ConsumerMessage {
 	return batch
 }
 
-// deliver invokes the handler with the batch until it succeeds, then marks
+// deliver hands the batch to the handler until it is through, then marks
 // and commits every record's offset. It returns false when the session ended
-// before success; nothing of the batch is committed then.
+// first; nothing of the batch is committed then.
 func (b *batcher) deliver(runCtx context.Context, batch []*sarama.ConsumerMessage) bool {
+	start := time.Now()
+	if !b.handle(runCtx, batch) {
+		return false
+	}
+	for _, m := range batch {
+		b.sess.MarkMessage(m, "")
+	}
+	b.sess.Commit()
+	b.src.log.Debug("batch handled", "records", len(batch), "duration", time.Since(start))
+	return true
+}
+
+// handle invokes the handler with the records until it succeeds, retrying
+// with backoff for ever; with BisectBatchOnFunctionError a failed batch of
+// several records is split in two halves instead, handled in order (each
+// record of a partition stays behind the ones before it). It returns false
+// when the session ended first.
+func (b *batcher) handle(runCtx context.Context, batch []*sarama.ConsumerMessage) bool {
 	src, cfg := b.src, b.src.cfg
 	ev := buildEvent(batch, cfg.EventSourceARN, src.bootstrap())
-	position := describePosition(ev)
-	log := src.log.With("records", len(batch), "position", position)
+	log := src.log.With("records", len(batch), "position", describePosition(ev))
 
 	wait := cfg.RetryBackoff
 	for attempt := 1; ; attempt++ {
-		start := time.Now()
 		err := src.invoke(runCtx, ev)
 		if err == nil {
-			for _, m := range batch {
-				b.sess.MarkMessage(m, "")
-			}
-			b.sess.Commit()
-			log.Debug("batch handled", "attempt", attempt, "duration", time.Since(start))
 			return true
 		}
 		if runCtx.Err() != nil || b.sess.Context().Err() != nil {
 			log.Info("batch not committed: session ended; it will be redelivered", "err", err)
 			return false
+		}
+		if cfg.BisectBatchOnFunctionError && len(batch) > 1 {
+			half := len(batch) / 2
+			log.Warn("handler failed; bisecting the batch", "err", err, "halves", fmt.Sprintf("%d+%d", half, len(batch)-half))
+			return b.handle(runCtx, batch[:half]) && b.handle(runCtx, batch[half:])
 		}
 		if attempt >= cfg.WarnAfterAttempts {
 			log.Error("BATCH STUCK: handler keeps failing; retrying the same records, none are skipped",

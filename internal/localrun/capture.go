@@ -7,16 +7,21 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
+
+	"github.com/docdb-dr/docdb-dr/internal/lambdarun"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 )
 
 // stopGrace is how long Stop lets a scheduled capture invocation in progress finish before
-// cancelling it (a cancelled invocation is a failed one, and logs as such).
+// cancelling it (a cancelled invocation is a failed one, and logs as such; out of process, its
+// sandbox is killed).
 const stopGrace = 5 * time.Second
 
 // schedule invokes capture every CaptureInterval until ctx is done. A tick that comes while an
 // invocation runs is kept (one at most) and served when it ends, as a throttled scheduled
-// invocation of a function with reserved concurrency 1 is served late rather than dropped.
+// invocation of a function with reserved concurrency 1 is served late rather than dropped. Each
+// tick is an asynchronous invocation: a failed one is retried CaptureRetryAttempts times with
+// the same request id (template.yaml: none).
 func (p *Pipeline) schedule(ctx context.Context) {
 	tick := time.NewTicker(p.opts.CaptureInterval)
 	defer tick.Stop()
@@ -25,7 +30,7 @@ func (p *Pipeline) schedule(ctx context.Context) {
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })
 	defer stop()
 	for {
-		p.invoke(invCtx, capture.Overrides{})
+		p.invokeEvent(invCtx, ctx)
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
@@ -34,32 +39,59 @@ func (p *Pipeline) schedule(ctx context.Context) {
 	}
 }
 
-// CaptureOnce runs one capture invocation now (after the one in progress, if any) and returns its
-// summary. Overrides are those of a manual invoke.
+// invokeEvent is one scheduled (asynchronous) invocation with its retries; schedCtx ends the
+// retries when the schedule stops.
+func (p *Pipeline) invokeEvent(ctx, schedCtx context.Context) {
+	id := lambdarun.NewRequestID()
+	for attempt := 0; attempt <= p.opts.CaptureRetryAttempts; attempt++ {
+		if attempt > 0 {
+			t := time.NewTimer(p.opts.CaptureRetryDelay)
+			select {
+			case <-t.C:
+			case <-schedCtx.Done():
+				t.Stop()
+				return
+			}
+		}
+		if r := p.invoke(ctx, id, attempt, capture.Overrides{}); r.Err == nil {
+			return
+		}
+	}
+}
+
+// CaptureOnce runs one capture invocation now (after the one in progress, if any) with a fresh
+// request id, as a manual (synchronous) invoke, and returns its summary. Overrides are those of
+// a manual invoke.
 func (p *Pipeline) CaptureOnce(ctx context.Context, o capture.Overrides) (capture.Summary, error) {
-	r := p.invoke(ctx, o)
+	r := p.invoke(ctx, lambdarun.NewRequestID(), 0, o)
 	return r.Summary, r.Err
 }
 
-// invoke runs one capture invocation with a Lambda-like deadline and records its result.
-func (p *Pipeline) invoke(ctx context.Context, o capture.Overrides) CaptureResult {
+// invoke runs one capture invocation as request id (in process, or in the emulated Lambda
+// sandbox) and records its result.
+func (p *Pipeline) invoke(ctx context.Context, id string, attempt int, o capture.Overrides) CaptureResult {
 	p.captureMu.Lock()
 	defer p.captureMu.Unlock()
 	if err := ctx.Err(); err != nil {
 		return CaptureResult{Err: err}
 	}
-	n := p.invocations.Add(1)
-	r := CaptureResult{Owner: fmt.Sprintf("%s-%d", p.ownerPrefix, n), Started: time.Now()}
-	deadline := r.Started.Add(p.opts.CaptureTimeout)
+	p.invocations.Add(1)
 	payload, err := json.Marshal(o)
 	if err != nil {
 		return CaptureResult{Err: fmt.Errorf("localrun: capture overrides: %w", err)}
 	}
-	// Every invocation gets a new request id, as Lambda gives one, and so a new lease owner.
-	ictx, cancel := context.WithDeadline(lambdacontext.NewContext(ctx, &lambdacontext.LambdaContext{AwsRequestID: r.Owner}), deadline)
-	r.Summary, r.Err = p.capture.Handle(ictx, payload)
-	cancel()
-	r.Ended = time.Now()
+	var r CaptureResult
+	if p.captureProc != nil {
+		r = p.invokeProcess(ctx, id, payload)
+	} else {
+		r = CaptureResult{Owner: id, Started: time.Now()}
+		deadline := r.Started.Add(p.opts.CaptureTimeout)
+		ictx, cancel := context.WithDeadline(lambdacontext.NewContext(ctx, &lambdacontext.LambdaContext{AwsRequestID: id}), deadline)
+		r.Summary, r.Err = p.capture.Handle(ictx, payload)
+		cancel()
+		r.Ended = time.Now()
+	}
+	r.Attempt = attempt
 	if p.opts.OnCapture != nil {
 		p.opts.OnCapture(r)
 	}
@@ -70,6 +102,25 @@ func (p *Pipeline) invoke(ctx context.Context, o capture.Overrides) CaptureResul
 	close(p.notify)
 	p.notify = make(chan struct{})
 	p.mu.Unlock()
+	return r
+}
+
+// invokeProcess invokes the capture bootstrap through the Runtime API emulator. A failed
+// invocation returns no summary, as Lambda's Invoke API returns only the error.
+func (p *Pipeline) invokeProcess(ctx context.Context, id string, payload []byte) CaptureResult {
+	res, err := p.captureProc.InvokeAs(ctx, id, payload)
+	r := CaptureResult{Owner: id, Started: res.Started, Ended: res.Ended, PID: res.PID, ColdStart: res.ColdStart, Killed: res.Killed}
+	switch {
+	case err != nil:
+		r.Err = err
+	case res.Err != nil:
+		r.Err = res.Err
+		r.Summary = capture.Summary{Owner: id, StopReason: capture.StopError, Error: res.Err.Error()}
+	default:
+		if err := json.Unmarshal(res.Payload, &r.Summary); err != nil {
+			r.Err = fmt.Errorf("localrun: capture response %q: %w", res.Payload, err)
+		}
+	}
 	return r
 }
 

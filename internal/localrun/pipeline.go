@@ -1,16 +1,27 @@
 // Package localrun runs docdb-dr's two functions on one machine, the way AWS runs them:
 //
 //   - capture is invoked on a schedule (EventBridge in AWS), one invocation at a time (the
-//     function has reserved concurrency 1), each invocation with a fresh request id and a
-//     deadline like a Lambda timeout;
+//     function has reserved concurrency 1), each invocation with a fresh random request id and
+//     a deadline like a Lambda timeout; a scheduled invocation that fails is retried as
+//     template.yaml's EventInvokeConfig says (MaximumRetryAttempts 0: not at all);
 //   - apply is invoked by internal/esm, the local stand-in for the MSK event source mapping,
-//     with batches of Kafka records, and retried with the same batch until it succeeds.
+//     with batches of Kafka records, and retried with the same batch until it succeeds (the
+//     template leaves the mapping's retries unlimited).
 //
-// Both functions are built by the same constructors as functions/capture and functions/apply
-// (capture.NewFunction, apply.NewFunction), from the same environment variables (pkg/config),
-// through a getenv that layers the caller's overrides over the local stack's Env() (see Getenv).
-// When the variables point at real clusters, brokers and buckets, the same runner runs against
-// them.
+// Each function runs in one of two ways:
+//
+//   - in process (the default): built by the same constructors as functions/capture and
+//     functions/apply (capture.NewFunction, apply.NewFunction), from the same environment
+//     variables (pkg/config), so that tests can wrap their collaborators (Hooks);
+//   - out of process (Options.CaptureBootstrap, Options.ApplyBootstrap): the real bootstrap
+//     executable behind internal/lambdarun, the Runtime API stand-in. Then an invocation past
+//     its timeout is killed with its process, the process is frozen between invocations and
+//     cold-started after a crash, exactly as a Lambda sandbox, and nothing of the caller's
+//     process is shared.
+//
+// The variables come through a getenv that layers the caller's overrides over the local stack's
+// Env() (see Getenv). When they point at real clusters, brokers and buckets, the same runner runs
+// against them.
 //
 // Typical use (the demo, the end-to-end suite and the benchmark do this):
 //
@@ -20,13 +31,16 @@
 //	... write to the primary ...
 //	err = p.Sync(ctx)   // everything written so far is in DR (or in the archive)
 //
-// Tests inject faults through Hooks, which may wrap capture's collaborators (for instance a
-// Checkpoints whose Save fails: a crash after Kafka acknowledged but before the checkpoint moved),
-// apply's DR writer or its archive. faults.go has ready-made failing decorators.
+// Tests inject faults through Hooks (in-process functions only), which may wrap capture's
+// collaborators (for instance a Checkpoints whose Save fails: a crash after Kafka acknowledged but
+// before the checkpoint moved), apply's DR writer or its archive; internal/faults has ready-made
+// failing decorators.
 package localrun
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,10 +51,12 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"go.mongodb.org/mongo-driver/mongo"
 
 	"github.com/docdb-dr/docdb-dr/internal/esm"
+	"github.com/docdb-dr/docdb-dr/internal/lambdarun"
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
@@ -59,6 +75,13 @@ const (
 	DefaultGroupID         = "docdbdr-apply-local"
 )
 
+// What template.yaml configures for the capture schedule's asynchronous invocations
+// (CaptureFunction's EventInvokeConfig); deploy/localrun_test.go checks the two agree.
+const (
+	TemplateCaptureRetryAttempts = 0
+	TemplateCaptureMaxEventAge   = 60 * time.Second
+)
+
 // Options configure a Pipeline. Only Getenv is required.
 type Options struct {
 	// Getenv reads the functions' environment variables (see Getenv and docs/configuration.md).
@@ -73,6 +96,21 @@ type Options struct {
 	CaptureTimeout time.Duration
 	// ManualCapture turns the schedule off: capture runs only through CaptureOnce and Sync.
 	ManualCapture bool
+	// CaptureRetryAttempts is how many times a failed scheduled invocation is retried, with the
+	// same request id, after CaptureRetryDelay (default: TemplateCaptureRetryAttempts, none;
+	// Lambda waits a minute, the default delay).
+	CaptureRetryAttempts int
+	CaptureRetryDelay    time.Duration
+
+	// CaptureBootstrap and ApplyBootstrap, when set, run that function out of process: the
+	// executable (functions/capture or functions/apply, see lambdarun.Build) behind the
+	// internal/lambdarun Runtime API, with the function's variables from Getenv and nothing
+	// else. Hooks cannot reach into another process: New refuses a hook for such a function.
+	CaptureBootstrap string
+	ApplyBootstrap   string
+	// FunctionLogs receives the out-of-process functions' log lines (their JSON logs and the
+	// platform's START/END/REPORT lines); their EMF lines go to Metrics. Default os.Stderr.
+	FunctionLogs io.Writer
 
 	// The event source mapping (internal/esm defaults when zero).
 	BatchSize       int
@@ -81,6 +119,9 @@ type Options struct {
 	ApplyTimeout    time.Duration // one apply invocation's timeout; default 5m
 	RetryBackoff    time.Duration // first wait before a failed batch is retried
 	MaxRetryBackoff time.Duration
+	// BisectBatchOnError is the template's ApplyBisectBatchOnError: a failed batch is split in
+	// two halves, each retried (without limit) in turn.
+	BisectBatchOnError bool
 
 	// Logger receives both functions' logs; default JSON on stderr at LOG_LEVEL.
 	Logger *slog.Logger
@@ -104,11 +145,18 @@ type Hooks struct {
 
 // CaptureResult is one capture invocation.
 type CaptureResult struct {
-	Owner   string
+	Owner   string // the request id, which capture uses as its lease owner
+	Attempt int    // 0, or the retry number of a scheduled invocation (same Owner)
 	Started time.Time
 	Ended   time.Time
-	Summary capture.Summary
+	Summary capture.Summary // out of process, a failed invocation has only StopReason and Error
 	Err     error
+
+	// Out of process only: the sandbox's process, whether it was started for this invocation,
+	// and whether it died during it (timeout, crash).
+	PID       int
+	ColdStart bool
+	Killed    bool
 }
 
 // ApplyResult is one apply invocation (one delivery of a batch; a retried batch is delivered
@@ -128,16 +176,17 @@ type Pipeline struct {
 	capCfg   config.Capture
 	applyCfg config.Apply
 
-	capture *capture.Function
-	apply   *apply.Function
-	esm     *esm.EventSource
+	capture     *capture.Function   // in process, or
+	captureProc *lambdarun.Function // out of process
+	apply       *apply.Function
+	applyProc   *lambdarun.Function
+	esm         *esm.EventSource
 
 	// Clients of the test workload and of the checks, separate from the functions' own.
 	primary, dr *mongo.Client
 	checkpoints *checkpoint.Store
 	archive     *archive.S3
 
-	ownerPrefix string
 	invocations atomic.Int64
 	captureMu   sync.Mutex // one capture invocation at a time
 
@@ -168,12 +217,7 @@ func New(ctx context.Context, opts Options) (_ *Pipeline, err error) {
 	if log == nil {
 		log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: capCfg.LogLevel}))
 	}
-	host, _ := os.Hostname()
-	p := &Pipeline{
-		opts: opts, log: log, capCfg: capCfg, applyCfg: applyCfg,
-		ownerPrefix: fmt.Sprintf("local-%s-%d", host, os.Getpid()),
-		notify:      make(chan struct{}),
-	}
+	p := &Pipeline{opts: opts, log: log, capCfg: capCfg, applyCfg: applyCfg, notify: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, p.Close())
@@ -184,18 +228,8 @@ func New(ctx context.Context, opts Options) (_ *Pipeline, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("localrun: %w", err)
 	}
-	p.capture, err = capture.NewFunction(ctx, capture.Env{
-		Getenv: opts.Getenv, AWS: awsCfg, Logger: log.With("function", "capture"), Metrics: opts.Metrics, Wrap: opts.Hooks.CaptureDeps,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("localrun: %w", err)
-	}
-	p.apply, err = apply.NewFunction(ctx, apply.Env{
-		Getenv: opts.Getenv, AWS: awsCfg, Logger: log.With("function", "apply"), Metrics: opts.Metrics,
-		WrapDR: opts.Hooks.DR, WrapArchive: opts.Hooks.Archive,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("localrun: %w", err)
+	if err := p.buildFunctions(ctx, awsCfg); err != nil {
+		return nil, err
 	}
 
 	secrets := &docdb.SecretsManager{API: secretsmanager.NewFromConfig(awsCfg)}
@@ -227,17 +261,91 @@ func New(ctx context.Context, opts Options) (_ *Pipeline, err error) {
 		BatchingWindow:  opts.BatchingWindow,
 		RetryBackoff:    opts.RetryBackoff,
 		MaxRetryBackoff: opts.MaxRetryBackoff,
-		HandlerTimeout:  opts.ApplyTimeout,
+		HandlerTimeout:  p.applyHandlerTimeout(),
 		Sarama:          sc,
 		Logger:          log,
-	}, p.handle)
+
+		BisectBatchOnFunctionError: opts.BisectBatchOnError,
+	}, p.applyHandler())
 	if err != nil {
 		return nil, fmt.Errorf("localrun: %w", err)
 	}
 	log.Info("local run configured", "primary", capCfg.Primary.String(), "dr", applyCfg.DR.String(),
 		"kafka", ks.String(), "bucket", applyCfg.Archive.Bucket, "scope", p.Scope().String(),
-		"captureInterval", opts.CaptureInterval.String(), "manualCapture", opts.ManualCapture)
+		"captureInterval", opts.CaptureInterval.String(), "manualCapture", opts.ManualCapture,
+		"captureProcess", opts.CaptureBootstrap != "", "applyProcess", opts.ApplyBootstrap != "")
 	return p, nil
+}
+
+// buildFunctions builds capture and apply in process with their constructors, or as Lambda
+// sandboxes of their bootstrap executables.
+func (p *Pipeline) buildFunctions(ctx context.Context, awsCfg aws.Config) error {
+	opts, log := p.opts, p.log
+	var err error
+	if opts.CaptureBootstrap != "" {
+		if opts.Hooks.CaptureDeps != nil {
+			return errors.New("localrun: Hooks.CaptureDeps cannot wrap an out-of-process capture (CaptureBootstrap)")
+		}
+		p.captureProc, err = p.sandbox("docdbdr-capture", opts.CaptureBootstrap, config.FuncCapture, opts.CaptureTimeout)
+	} else {
+		p.capture, err = capture.NewFunction(ctx, capture.Env{
+			Getenv: opts.Getenv, AWS: awsCfg, Logger: log.With("function", "capture"), Metrics: opts.Metrics, Wrap: opts.Hooks.CaptureDeps,
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("localrun: %w", err)
+	}
+	if opts.ApplyBootstrap != "" {
+		if opts.Hooks.DR != nil || opts.Hooks.Archive != nil {
+			return errors.New("localrun: Hooks.DR and Hooks.Archive cannot wrap an out-of-process apply (ApplyBootstrap)")
+		}
+		p.applyProc, err = p.sandbox("docdbdr-apply", opts.ApplyBootstrap, config.FuncApply, opts.ApplyTimeout)
+	} else {
+		p.apply, err = apply.NewFunction(ctx, apply.Env{
+			Getenv: opts.Getenv, AWS: awsCfg, Logger: log.With("function", "apply"), Metrics: opts.Metrics,
+			WrapDR: opts.Hooks.DR, WrapArchive: opts.Hooks.Archive,
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("localrun: %w", err)
+	}
+	return nil
+}
+
+// sandbox is function fn's bootstrap behind the Runtime API emulator, given exactly the
+// variables pkg/config reads for fn (what template.yaml sets), and the AWS credentials and
+// region as Lambda gives them from the execution role.
+func (p *Pipeline) sandbox(name, bootstrap, fn string, timeout time.Duration) (*lambdarun.Function, error) {
+	get := p.opts.Getenv
+	env := map[string]string{}
+	for _, v := range config.VariablesOf(fn) {
+		if val := get(v); val != "" {
+			env[v] = val
+		}
+	}
+	return lambdarun.New(lambdarun.Config{
+		Name:      name,
+		Bootstrap: bootstrap,
+		Env:       env,
+		Timeout:   timeout,
+		Region:    get("AWS_REGION"),
+		Credentials: lambdarun.Credentials{
+			AccessKeyID: get("AWS_ACCESS_KEY_ID"), SecretAccessKey: get("AWS_SECRET_ACCESS_KEY"), SessionToken: get("AWS_SESSION_TOKEN"),
+		},
+		Output: &splitEMF{metrics: p.opts.Metrics, logs: p.opts.FunctionLogs},
+		Logger: p.log.With("component", "lambdarun"),
+	})
+}
+
+// splitEMF routes an out-of-process function's log lines (one per Write): EMF lines to metrics,
+// the rest to logs, as CloudWatch Logs keeps both and extracts the metrics.
+type splitEMF struct{ metrics, logs io.Writer }
+
+func (s *splitEMF) Write(line []byte) (int, error) {
+	if bytes.HasPrefix(line, []byte("{")) && bytes.Contains(line, []byte(`"_aws":`)) {
+		return s.metrics.Write(line)
+	}
+	return s.logs.Write(line)
 }
 
 func (o Options) withDefaults() Options {
@@ -256,11 +364,17 @@ func (o Options) withDefaults() Options {
 	if o.Metrics == nil {
 		o.Metrics = io.Discard
 	}
+	if o.FunctionLogs == nil {
+		o.FunctionLogs = os.Stderr
+	}
+	if o.CaptureRetryDelay <= 0 {
+		o.CaptureRetryDelay = time.Minute
+	}
 	return o
 }
 
 // Scope is what capture replicates.
-func (p *Pipeline) Scope() scope.Scope { return p.capture.Scope() }
+func (p *Pipeline) Scope() scope.Scope { return capture.OptionsFromConfig(p.capCfg).Scope }
 
 // CaptureConfig and ApplyConfig are the configurations read in New.
 func (p *Pipeline) CaptureConfig() config.Capture { return p.capCfg }
@@ -334,6 +448,11 @@ func (p *Pipeline) Close() error {
 	if p.apply != nil {
 		p.apply.Close()
 	}
+	for _, f := range []*lambdarun.Function{p.captureProc, p.applyProc} {
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
+	}
 	for _, c := range []*mongo.Client{p.primary, p.dr} {
 		if c != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -345,18 +464,48 @@ func (p *Pipeline) Close() error {
 	return p.closeErr
 }
 
-// handle is the event source mapping's handler: one apply invocation.
-func (p *Pipeline) handle(ctx context.Context, ev events.KafkaEvent) error {
-	started := time.Now()
-	sum, err := p.apply.Handle(ctx, ev)
-	if p.opts.OnApply != nil {
-		n := 0
-		for _, recs := range ev.Records {
-			n += len(recs)
-		}
-		p.opts.OnApply(ApplyResult{Records: n, Started: started, Ended: time.Now(), Summary: sum, Err: err})
+// applyHandler is the event source mapping's handler: one apply invocation, in process or
+// through the apply sandbox.
+func (p *Pipeline) applyHandler() esm.Handler {
+	if p.applyProc != nil {
+		return esm.Invoker(p.applyProc, func(ev events.KafkaEvent, r lambdarun.Result) {
+			if p.opts.OnApply == nil {
+				return
+			}
+			res := ApplyResult{Records: records(ev), Started: r.Started, Ended: r.Ended, Err: r.Error()}
+			if r.Err == nil {
+				if err := json.Unmarshal(r.Payload, &res.Summary); err != nil {
+					res.Err = fmt.Errorf("localrun: apply response %q: %w", r.Payload, err)
+				}
+			}
+			p.opts.OnApply(res)
+		})
 	}
-	return err
+	return func(ctx context.Context, ev events.KafkaEvent) error {
+		started := time.Now()
+		sum, err := p.apply.Handle(ctx, ev)
+		if p.opts.OnApply != nil {
+			p.opts.OnApply(ApplyResult{Records: records(ev), Started: started, Ended: time.Now(), Summary: sum, Err: err})
+		}
+		return err
+	}
+}
+
+// applyHandlerTimeout bounds one in-process apply invocation; out of process the sandbox
+// enforces the timeout itself (and kills the process), so the mapping only keeps a backstop.
+func (p *Pipeline) applyHandlerTimeout() time.Duration {
+	if p.applyProc != nil {
+		return p.opts.ApplyTimeout + 30*time.Second
+	}
+	return p.opts.ApplyTimeout
+}
+
+func records(ev events.KafkaEvent) int {
+	n := 0
+	for _, recs := range ev.Records {
+		n += len(recs)
+	}
+	return n
 }
 
 // WaitCaughtUp returns once apply has handled (and the event source mapping committed) every
@@ -367,3 +516,7 @@ func (p *Pipeline) WaitCaughtUp(ctx context.Context) error {
 	}
 	return nil
 }
+
+// CaptureSandbox is the out-of-process capture's Lambda sandbox (nil in process): tests kill it
+// (Kill) as a crash of the function's process would.
+func (p *Pipeline) CaptureSandbox() *lambdarun.Function { return p.captureProc }
