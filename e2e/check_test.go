@@ -172,6 +172,7 @@ type archiveCounts struct {
 	missing, duplicate int // events with no line; events with more than one
 	null, wrong        int // lines whose before is null; lines whose before is not the version deleted
 	inexact            int // lines marked beforeExact: false
+	inexactNotes       map[string]int
 	republished        int // delete records in Kafka beyond one per event (capture's replays)
 }
 
@@ -194,7 +195,7 @@ func checkArchive(ctx context.Context, t *testing.T, p *localrun.Pipeline, w *wo
 	for _, d := range deletes {
 		kafkaEvents[d.eventID] = true
 	}
-	c := archiveCounts{lines: len(lines), republished: len(deletes) - len(kafkaEvents)}
+	c := archiveCounts{lines: len(lines), republished: len(deletes) - len(kafkaEvents), inexactNotes: map[string]int{}}
 	for _, n := range w.watched {
 		c.events += w.deletes[n]
 	}
@@ -262,6 +263,7 @@ func checkArchive(ctx context.Context, t *testing.T, p *localrun.Pipeline, w *wo
 				}
 				if !r.BeforeExact {
 					c.inexact++
+					c.inexactNotes[r.BeforeNote]++
 				}
 				switch {
 				case before == nil:
@@ -283,6 +285,9 @@ func checkArchive(ctx context.Context, t *testing.T, p *localrun.Pipeline, w *wo
 	}
 	t.Logf("archive: %d lines for %d delete events: %d missing, %d duplicate, %d null, %d wrong, %d inexact before-images; Kafka: %d delete records (%d republished by capture after crashes), %d records in all",
 		c.lines, c.events, c.missing, c.duplicate, c.null, c.wrong, c.inexact, len(deletes), c.republished, records)
+	for note, k := range c.inexactNotes {
+		t.Logf("  inexact (%d): %s", k, note)
+	}
 	return c
 }
 

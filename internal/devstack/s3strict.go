@@ -26,6 +26,12 @@ type strictS3 struct {
 	rng *rand.Rand
 }
 
+// StrictS3 wraps an S3 server's handler in the strict mode: see strictS3. The reliability suite
+// puts it in front of its own gofakes3.
+func StrictS3(next http.Handler, slowDownRate float64, seed uint64) http.Handler {
+	return newStrictS3(next, slowDownRate, seed)
+}
+
 func newStrictS3(next http.Handler, slowDownRate float64, seed uint64) *strictS3 {
 	return &strictS3{next: next, slowDownRate: slowDownRate, rng: rand.New(rand.NewPCG(seed, 0x53))}
 }
