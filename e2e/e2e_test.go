@@ -261,6 +261,7 @@ func runSeed(t *testing.T, seed uint64) seedRow {
 
 	checkDR(ctx, t, p, w)
 	c := checkArchive(ctx, t, p, w, st)
+	checkRestore(ctx, t, p, w)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return seedRow{seed: seed, archive: c, captureCrashes: s.saveCrashes + s.cancelCrashes, applyFailures: s.applyErrors,
