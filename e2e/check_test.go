@@ -22,6 +22,7 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/restore"
+	"github.com/docdb-dr/docdb-dr/pkg/verify"
 )
 
 // maxDiffs bounds the differences printed per check.
@@ -445,4 +446,20 @@ func checkRestore(ctx context.Context, t *testing.T, p *localrun.Pipeline, w *wo
 		restored += rep.Restored
 	}
 	t.Logf("restore round trip: %d documents restored into a fresh primary, byte for byte", restored)
+}
+
+// checkVerifyArchive runs the operator's archive check (docdbdr verify --archive) over the run:
+// it must agree with the oracle, from the primary's change stream and the archive alone.
+func checkVerifyArchive(ctx context.Context, t *testing.T, p *localrun.Pipeline, c archiveCounts, started time.Time) {
+	t.Helper()
+	reader := restore.ArchiveReader{Store: p.Archive(), Layout: archive.Layout{Prefix: p.ApplyConfig().Archive.Prefix}}
+	rep, err := verify.CheckArchive(ctx, verify.ArchiveOptions{Primary: p.Primary(), Scope: p.Scope(), Archive: reader,
+		Since: started.Add(-time.Second), Settle: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Events != c.events || rep.Lines != c.lines || rep.Missing != c.missing || rep.Duplicated != c.duplicate ||
+		rep.NullBefore != c.null || rep.Inexact != c.inexact || rep.InFlight != 0 || rep.Unknown != 0 {
+		t.Errorf("verify --archive disagrees with the oracle: %+v, oracle %+v", rep, c)
+	}
 }

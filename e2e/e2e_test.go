@@ -209,6 +209,7 @@ func runSeed(t *testing.T, seed uint64) seedRow {
 	if err := docdb.EnableChangeStreams(ctx, p.Primary(), p.Scope()); err != nil {
 		t.Fatal(err)
 	}
+	started := time.Now()
 	if _, err := p.CaptureOnce(ctx, capture.Overrides{}); err != nil { // pins the start
 		t.Fatal(err)
 	}
@@ -261,6 +262,7 @@ func runSeed(t *testing.T, seed uint64) seedRow {
 
 	checkDR(ctx, t, p, w)
 	c := checkArchive(ctx, t, p, w, st)
+	checkVerifyArchive(ctx, t, p, c, started)
 	checkRestore(ctx, t, p, w)
 	s.mu.Lock()
 	defer s.mu.Unlock()
