@@ -25,6 +25,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
 	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver/mongotest"
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
@@ -71,7 +72,7 @@ func TestApplyS3ActionsAreTheGrantedOnes(t *testing.T) {
 	if err := backend.CreateBucket("archive"); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(gofakes3.New(backend).Server())
+	srv := httptest.NewServer(devstack.StrictS3(gofakes3.New(backend).Server(), 0, 0)) // as S3 answers apply's role
 	defer srv.Close()
 	rec := &recordingS3{S3API: s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL), UsePathStyle: true,
 		Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")})}
