@@ -61,12 +61,9 @@ flags:`)
 		fmt.Fprintln(stderr, err)
 		return errUsage
 	}
-	reader, ok, err := env.archiveReader(ctx)
+	reader, err := env.requireArchive(ctx, "restore-collection")
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return errors.New("ARCHIVE_BUCKET is required: restore-collection reads the archive")
 	}
 	primary, dr, err := env.connectBoth(ctx)
 	if err != nil {

@@ -26,12 +26,9 @@ func runVerifyArchive(ctx context.Context, env *toolEnv, sc scope.Scope, primary
 		fmt.Fprintln(stderr, err)
 		return errUsage
 	}
-	reader, ok, err := env.archiveReader(ctx)
+	reader, err := env.requireArchive(ctx, "verify --archive")
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return errors.New("ARCHIVE_BUCKET is required: verify --archive reads the archive")
 	}
 	rep, err := verify.CheckArchive(ctx, verify.ArchiveOptions{Primary: primary, Scope: sc, Archive: reader,
 		Since: start, Settle: settle, MaxListed: list})
