@@ -287,6 +287,8 @@ func (nullDR) Frontiers(context.Context, string, []int64) ([]Frontier, error)   
 func (nullDR) SetFrontiers(context.Context, []Frontier) error                             { return nil }
 func (nullDR) Barrier(context.Context, string) (string, error)                            { return "", nil }
 func (nullDR) SetBarrier(context.Context, BarrierMarker) error                            { return nil }
+func (nullDR) MarkHistory(context.Context, []changeevent.Namespace, time.Time) error      { return nil }
+func (nullDR) ClearHistory(context.Context) error                                         { return nil }
 
 // BenchmarkMemory6MB handles a batch at the Lambda payload limit (about 6 MB of base64 record
 // values: 6,000 inserts of ~630-byte documents) and reports allocation per batch and the peak
