@@ -33,9 +33,24 @@ type ArchiveReader struct {
 // in key order (collection, day, Kafka partition and offset); day folders outside the range are
 // not read at all.
 func (a ArchiveReader) Records(ctx context.Context, db, coll string, from, to time.Time, fn func(archive.Record) error) error {
-	keys, err := a.Store.List(ctx, a.Layout.DeletesPrefix(db, coll))
+	return a.area(ctx, "delete archive", a.Layout.DeletesPrefix(db, coll), db, coll, from, to, fn)
+}
+
+// Versions implements VersionArchive: every line of one collection in the version history and
+// in the delete archive (whose deletes carry their before-images) with a cluster time in
+// [from, to), the history's first. Lines come in key order within each area, not in cluster-time
+// order.
+func (a ArchiveReader) Versions(ctx context.Context, db, coll string, from, to time.Time, fn func(archive.Record) error) error {
+	if err := a.area(ctx, "version history", a.Layout.HistoryPrefix(db, coll), db, coll, from, to, fn); err != nil {
+		return err
+	}
+	return a.Records(ctx, db, coll, from, to, fn)
+}
+
+func (a ArchiveReader) area(ctx context.Context, what, prefix, db, coll string, from, to time.Time, fn func(archive.Record) error) error {
+	keys, err := a.Store.List(ctx, prefix)
 	if err != nil {
-		return fmt.Errorf("list the delete archive of %s: %w", nsString(db, coll), err)
+		return fmt.Errorf("list the %s of %s: %w", what, nsString(db, coll), err)
 	}
 	slices.Sort(keys)
 	for _, key := range keys {
