@@ -65,7 +65,9 @@ func relaxed(t *testing.T, v json.RawMessage) string {
 func TestHistory(t *testing.T) {
 	store := memStore{}
 	ns := changeevent.Namespace{DB: "bar", Coll: "foo"}
-	doc := func(v bson.D) bson.Raw { return must(bson.Marshal(append(bson.D{{Key: "_id", Value: int32(7)}}, v...))) }
+	doc := func(v bson.D) bson.Raw {
+		return must(bson.Marshal(append(bson.D{{Key: "_id", Value: int32(7)}}, v...)))
+	}
 	type ev struct {
 		op     changeevent.OperationType
 		t      uint32
