@@ -118,10 +118,14 @@ func BenchmarkApply10k(b *testing.B) {
 type countingS3 struct {
 	archive.S3API
 	puts, gets atomic.Int64
+	bytes      atomic.Int64 // bodies PUT
 }
 
 func (c *countingS3) PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
 	c.puts.Add(1)
+	if in.ContentLength != nil {
+		c.bytes.Add(*in.ContentLength)
+	}
 	return c.S3API.PutObject(ctx, in, opts...)
 }
 
