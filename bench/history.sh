@@ -15,3 +15,15 @@ for r in $(seq "$ROUNDS"); do
 	done
 done
 echo "load after: $(uptime | sed 's/.*load average: //')"
+
+# The time to restore 100,000 documents (BenchmarkRestoreAsOf100k): dry run, in place, and the
+# raw replaces of the same documents, interleaved.
+if [ "${RESTORE:-1}" = 1 ]; then
+	go test -c -o /tmp/restore-history.test ./pkg/restore
+	for r in $(seq "$ROUNDS"); do
+		for c in dryRun inPlace rawReplaces; do
+			/tmp/restore-history.test -test.run x -test.bench "RestoreAsOf100k/$c\$" -test.benchtime 1x | grep '^Benchmark'
+		done
+	done
+	echo "load after: $(uptime | sed 's/.*load average: //')"
+fi

@@ -105,4 +105,11 @@ func historyBench(b *testing.B, kind changeevent.OperationType, history bool) {
 	b.ReportMetric(float64(s3c.puts.Load())*per1M, "PUTs/1M")
 	b.ReportMetric(float64(s3c.bytes.Load())*per1M/1e6, "S3MB/1M")
 	b.ReportMetric(float64(dr.ledgerBytes.Load())*per1M/1e6, "ledgerMB/1M")
+	if history { // what stays in the ledger per event once its object is written
+		e, err := client.Database(DefaultStateDB).Collection(LedgerCollection).FindOne(ctx, bson.D{{Key: "state", Value: StateWritten}}).Raw()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(len(e)), "ledgerEntryB")
+	}
 }
