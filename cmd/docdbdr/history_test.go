@@ -86,7 +86,10 @@ func TestHistoryAndAsOfCommands(t *testing.T) {
 			return err
 		}
 	}
-	write(func() error { _, err := foo.InsertOne(ctx, bson.D{{Key: "_id", Value: int32(1)}, {Key: "p", Value: int32(1)}}); return err })
+	write(func() error {
+		_, err := foo.InsertOne(ctx, bson.D{{Key: "_id", Value: int32(1)}, {Key: "p", Value: int32(1)}})
+		return err
+	})
 	write(set(2))
 	write(func() error { return p.Sync(ctx) })
 	time.Sleep(1100 * time.Millisecond)
