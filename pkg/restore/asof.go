@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -165,6 +166,9 @@ func RunAsOf(ctx context.Context, opts AsOfOptions) (AsOfReport, error) {
 	rep := AsOfReport{DryRun: !opts.Apply, NS: opts.NS.String(), Into: opts.Into, AsOf: cut}
 	primary := opts.Primary.Database(opts.NS.DB).Collection(opts.NS.Coll)
 
+	if err := checkCollectionEvents(ctx, opts, cut); err != nil {
+		return rep, err
+	}
 	want, err := opts.selection(ctx)
 	if err != nil {
 		return rep, err
@@ -269,6 +273,30 @@ func checkLimits(ctx context.Context, opts AsOfOptions, cut time.Time) error {
 	return nil
 }
 
+// checkCollectionEvents refuses a T before a drop, rename or dropDatabase that moved the
+// collection's documents (documents with no line after T would otherwise count as unchanged).
+// DR names the side collection of a drop, a dropDatabase and a displacing rename after the
+// event's cluster time (<coll>.dropped.<T>-<I>, see docs/apply.md); a rename of the collection
+// itself is in its delete archive (versionsAt).
+func checkCollectionEvents(ctx context.Context, opts AsOfOptions, cut time.Time) error {
+	drNS := opts.MapNamespace(opts.NS)
+	prefix := drNS.Coll + ".dropped."
+	names, err := opts.DR.Database(drNS.DB).ListCollectionNames(ctx, bson.D{})
+	if err != nil {
+		return fmt.Errorf("list the collections of %s on DR: %w", drNS.DB, err)
+	}
+	for _, name := range names {
+		var t, i uint32
+		if rest, ok := strings.CutPrefix(name, prefix); ok {
+			if _, err := fmt.Sscanf(rest, "%d-%d", &t, &i); err == nil && int64(t) >= cut.Unix() {
+				return fmt.Errorf("restore --as-of: %s was dropped or replaced at %s, after %s: its documents are in DR's %s.%s; a point-in-time restore across a collection event is not supported",
+					opts.NS, time.Unix(int64(t), 0).UTC().Format(time.RFC3339), cut.Format(time.RFC3339), drNS.DB, name)
+			}
+		}
+	}
+	return nil
+}
+
 // selection returns the selected _ids by key, or nil for the whole collection.
 func (o *AsOfOptions) selection(ctx context.Context) (map[string]bson.RawValue, error) {
 	switch {
@@ -319,6 +347,10 @@ func versionsAt(ctx context.Context, opts AsOfOptions, cut time.Time, want map[s
 	byKey := map[string]*atT{}
 	err := opts.Archive.Versions(ctx, opts.NS.DB, opts.NS.Coll, cut, time.Time{}, func(rec archive.Record) error {
 		if !changeevent.OperationType(rec.Operation).IsDocumentChange() {
+			if rec.Operation == string(changeevent.Rename) && rec.Timestamp >= cut.Unix() && rec.To != nil {
+				return fmt.Errorf("restore --as-of: %s was renamed to %s.%s at %s, after %s; a point-in-time restore across a collection event is not supported",
+					opts.NS, rec.To.DB, rec.To.Coll, rec.TimestampReadable, cut.Format(time.RFC3339))
+			}
 			return nil
 		}
 		id, err := rec.IDValue()

@@ -333,6 +333,13 @@ func TestRestoreAsOfUndoesABadWrite(t *testing.T) {
 		}
 		return w
 	}())
+
+	// A drop after T: the documents are in DR's side collection, which restore --as-of names.
+	must(t, foo.Drop(ctx))
+	must(t, p.Sync(ctx))
+	if _, err := restore.RunAsOf(ctx, opts(restore.AsOfOptions{})); err == nil || !strings.Contains(err.Error(), "its documents are in DR's bar.foo.dropped.") {
+		t.Errorf("restore --as-of across a drop: err %v, want the side collection named", err)
+	}
 }
 
 func mustRaw(t *testing.T, v any) bson.Raw {
