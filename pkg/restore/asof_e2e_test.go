@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 
 	"github.com/docdb-dr/docdb-dr/internal/devstack"
@@ -78,7 +80,11 @@ func workload(ctx context.Context, t *testing.T, rng *rand.Rand, foo *mongo.Coll
 			*next++
 			cat := []string{"a", "b"}[rng.IntN(2)]
 			d := bson.D{{Key: "_id", Value: id}, {Key: "cat", Value: cat}, {Key: "price", Value: int32(1 + rng.IntN(100))},
-				{Key: "tags", Value: bson.A{"t" + string(rune('0'+rng.IntN(9)))}}, {Key: "sub", Value: bson.D{{Key: "k", Value: rng.Float64()}}}}
+				{Key: "tags", Value: bson.A{"t" + string(rune('0'+rng.IntN(9)))}}, {Key: "sub", Value: bson.D{{Key: "k", Value: rng.Float64()}}},
+				// types whose Extended JSON form must come back to the same bytes
+				{Key: "at", Value: primitive.NewDateTimeFromTime(time.UnixMilli(rng.Int64N(1 << 40)))}, {Key: "oid", Value: primitive.NewObjectID()},
+				{Key: "dec", Value: must2(primitive.ParseDecimal128("12.3400"))}, {Key: "bin", Value: primitive.Binary{Subtype: 4, Data: []byte("0123456789abcdef")}},
+				{Key: "neg0", Value: math.Copysign(0, -1)}, {Key: "big", Value: int64(1) << 60}, {Key: "nil", Value: nil}}
 			must(t, ignore(foo.InsertOne(ctx, d)))
 			m[id] = d
 			continue
@@ -116,6 +122,13 @@ func must(t *testing.T, err error) {
 }
 
 func ignore[T any](_ T, err error) error { return err }
+
+func must2[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
 
 // primaryState reads a collection as _id -> document bytes.
 func primaryState(ctx context.Context, t *testing.T, c *mongo.Collection) map[int32][]byte {
@@ -236,6 +249,33 @@ func TestRestoreAsOfUndoesABadWrite(t *testing.T) {
 	}
 	now := primaryState(ctx, t, foo)
 	sameState(t, "the workload's model after the bad writes", now, m.snapshot(t))
+	// Each event has one line, though the crashed capture published its events twice and
+	// batches were redelivered.
+	lines := map[string]int{}
+	layout := archive.Layout{Prefix: p.ApplyConfig().Archive.Prefix}
+	for _, prefix := range []string{layout.HistoryPrefix(ns.DB, ns.Coll), layout.DeletesPrefix(ns.DB, ns.Coll)} {
+		keys, err := p.Archive().List(ctx, prefix)
+		must(t, err)
+		for _, k := range keys {
+			body, err := p.Archive().Get(ctx, k)
+			must(t, err)
+			ls, err := archive.DecodeObject(body)
+			must(t, err)
+			for _, l := range ls {
+				r, err := archive.ParseLine(l)
+				must(t, err)
+				lines[r.EventID]++
+				if !r.BeforeExact && r.Operation != "insert" {
+					t.Errorf("inexact line: %s %s %s", r.Operation, r.EventID, r.BeforeNote)
+				}
+			}
+		}
+	}
+	for id, n := range lines {
+		if n != 1 {
+			t.Errorf("event %s has %d lines", id, n)
+		}
+	}
 
 	reader := restore.ArchiveReader{Store: p.Archive(), Layout: archive.Layout{Prefix: p.ApplyConfig().Archive.Prefix}}
 	limits := apply.NewMongoWriter(p.DR()).WithStateDB(p.ApplyConfig().StateDB)
