@@ -377,7 +377,11 @@ func (a *fakeArchive) Get(_ context.Context, key string) ([]byte, error) {
 		return nil, a.failGet
 	}
 	b, ok := a.objects[key]
-	if !ok {
+	switch {
+	case !ok && strings.HasPrefix(key, "denied/"):
+		// As S3 answers a role without s3:ListBucket for a missing key.
+		return nil, fmt.Errorf("get %s: %w", key, archive.ErrAccessDenied)
+	case !ok:
 		return nil, fmt.Errorf("get %s: %w", key, archive.ErrNotFound)
 	}
 	return bytes.Clone(b), nil

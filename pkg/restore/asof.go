@@ -289,7 +289,7 @@ func checkCollectionEvents(ctx context.Context, opts AsOfOptions, cut time.Time)
 		var t, i uint32
 		if rest, ok := strings.CutPrefix(name, prefix); ok {
 			if _, err := fmt.Sscanf(rest, "%d-%d", &t, &i); err == nil && int64(t) >= cut.Unix() {
-				return fmt.Errorf("restore --as-of: %s was dropped or replaced at %s, after %s: its documents are in DR's %s.%s; a point-in-time restore across a collection event is not supported",
+				return fmt.Errorf("restore --as-of: %s was dropped or replaced at %s, after %s: its documents are in DR's %s.%s (docdbdr restore-collection brings them back); a point-in-time restore across a collection event is not supported",
 					opts.NS, time.Unix(int64(t), 0).UTC().Format(time.RFC3339), cut.Format(time.RFC3339), drNS.DB, name)
 			}
 		}
@@ -348,7 +348,7 @@ func versionsAt(ctx context.Context, opts AsOfOptions, cut time.Time, want map[s
 	err := opts.Archive.Versions(ctx, opts.NS.DB, opts.NS.Coll, cut, time.Time{}, func(rec archive.Record) error {
 		if !changeevent.OperationType(rec.Operation).IsDocumentChange() {
 			if rec.Operation == string(changeevent.Rename) && rec.Timestamp >= cut.Unix() && rec.To != nil {
-				return fmt.Errorf("restore --as-of: %s was renamed to %s.%s at %s, after %s; a point-in-time restore across a collection event is not supported",
+				return fmt.Errorf("restore --as-of: %s was renamed to %s.%s at %s, after %s (docdbdr restore-collection brings a collection back); a point-in-time restore across a collection event is not supported",
 					opts.NS, rec.To.DB, rec.To.Coll, rec.TimestampReadable, cut.Format(time.RFC3339))
 			}
 			return nil
