@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/restore"
 )
@@ -30,7 +31,8 @@ func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) er
 Lists every archived version of one document: the version history (apply's ARCHIVE_HISTORY=on)
 and the delete archive, in cluster-time order, each with its operation, whether its before-image
 is exact, and what the change did field by field (into the next version; the newest into DR's
-current copy).
+current copy). With DR configured, only the archive objects that apply's ledger names for the
+document are read; without, every line of the collection.
 
 flags:`)
 		fs.PrintDefaults()
@@ -79,6 +81,8 @@ flags:`)
 		}
 		defer disconnect(dr)
 		opts.DR = dr
+		// The ledger names the objects holding the document's lines: only those are read.
+		opts.Index = apply.NewMongoWriter(dr).WithStateDB(env.cfg.DRStateDB)
 	}
 	vs, err := restore.History(ctx, opts)
 	if err != nil {

@@ -585,3 +585,25 @@ func (m *MongoWriter) HistorySince(ctx context.Context, ns changeevent.Namespace
 	}
 	return time.UnixMilli(dt).UTC(), true, nil
 }
+
+// ObjectsOf returns the keys of the archive objects holding the written lines of one document of
+// a primary namespace (its deletes, and its version history), from the ledger's {db, coll, docId}
+// index: a reader of one document's history GETs those objects only. Lines still pending (their
+// objects being written) are not included.
+func (m *MongoWriter) ObjectsOf(ctx context.Context, ns changeevent.Namespace, id bson.RawValue) ([]string, error) {
+	keys, err := m.ledger().Distinct(ctx, "object", bson.D{{Key: "db", Value: ns.DB}, {Key: "coll", Value: ns.Coll},
+		{Key: "docId", Value: id}, {Key: "state", Value: StateWritten}})
+	if err != nil {
+		return nil, fmt.Errorf("find the archive objects of %s %s in %s.%s: %w", ns, id, m.state, LedgerCollection, err)
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		s, ok := k.(string)
+		if !ok {
+			return nil, fmt.Errorf("%w: a ledger entry of %s names object %v", ErrCorruptState, ns, k)
+		}
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out, nil
+}

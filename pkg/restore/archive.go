@@ -47,6 +47,38 @@ func (a ArchiveReader) Versions(ctx context.Context, db, coll string, from, to t
 	return a.Records(ctx, db, coll, from, to, fn)
 }
 
+// Objects implements ObjectReader: every line of the objects at keys, in the order given.
+func (a ArchiveReader) Objects(ctx context.Context, keys []string, fn func(archive.Record) error) error {
+	for _, key := range keys {
+		if err := a.object(ctx, key, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// object reads the lines of one object.
+func (a ArchiveReader) object(ctx context.Context, key string, fn func(archive.Record) error) error {
+	body, err := a.Store.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("read archive object %s: %w", key, err)
+	}
+	lines, err := archive.DecodeObject(body)
+	if err != nil {
+		return fmt.Errorf("archive object %s: %w", key, err)
+	}
+	for i, line := range lines {
+		rec, err := archive.ParseLine(line)
+		if err != nil {
+			return fmt.Errorf("archive object %s line %d: %w", key, i+1, err)
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (a ArchiveReader) area(ctx context.Context, what, prefix, db, coll string, from, to time.Time, fn func(archive.Record) error) error {
 	keys, err := a.Store.List(ctx, prefix)
 	if err != nil {
@@ -57,29 +89,18 @@ func (a ArchiveReader) area(ctx context.Context, what, prefix, db, coll string, 
 		if !dayInRange(key, from, to) {
 			continue
 		}
-		body, err := a.Store.Get(ctx, key)
-		if err != nil {
-			return fmt.Errorf("read archive object %s: %w", key, err)
-		}
-		lines, err := archive.DecodeObject(body)
-		if err != nil {
-			return fmt.Errorf("archive object %s: %w", key, err)
-		}
-		for i, line := range lines {
-			rec, err := archive.ParseLine(line)
-			if err != nil {
-				return fmt.Errorf("archive object %s line %d: %w", key, i+1, err)
-			}
+		err := a.object(ctx, key, func(rec archive.Record) error {
 			at := time.Unix(rec.Timestamp, 0)
 			if (!from.IsZero() && at.Before(from)) || (!to.IsZero() && !at.Before(to)) {
-				continue
+				return nil
 			}
 			if coll != "" && cmp.Or(rec.Coll, archive.CollectionlessName) != coll {
-				continue // a prefix match of a longer collection name
+				return nil // a prefix match of a longer collection name
 			}
-			if err := fn(rec); err != nil {
-				return err
-			}
+			return fn(rec)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -44,10 +44,25 @@ type Change struct {
 	After  json.RawMessage `json:"after,omitempty"`
 }
 
+// LineIndex finds the archive objects that hold the lines of one document, so that reading one
+// document's history does not read its whole collection's. apply.MongoWriter implements it over
+// apply's ledger in DR.
+type LineIndex interface {
+	ObjectsOf(ctx context.Context, ns changeevent.Namespace, id bson.RawValue) ([]string, error)
+}
+
+// ObjectReader reads the lines of named archive objects; ArchiveReader implements it.
+type ObjectReader interface {
+	Objects(ctx context.Context, keys []string, fn func(archive.Record) error) error
+}
+
 // HistoryOptions configures History. Archive and NS are required; DR, when set, gives the newest
-// line's "after" (DR's current copy of the document, at MapNamespace(NS)).
+// line's "after" (DR's current copy of the document, at MapNamespace(NS)). With Index (and an
+// Archive that is an ObjectReader), only the objects the ledger names for the document are read;
+// otherwise every line of the collection is.
 type HistoryOptions struct {
 	Archive      VersionArchive
+	Index        LineIndex
 	DR           *mongo.Client
 	MapNamespace func(changeevent.Namespace) changeevent.Namespace
 	NS           changeevent.Namespace
@@ -67,8 +82,8 @@ func History(ctx context.Context, opts HistoryOptions) ([]Version, error) {
 		rec archive.Record
 	}
 	var lines []line
-	err = opts.Archive.Versions(ctx, opts.NS.DB, opts.NS.Coll, time.Time{}, time.Time{}, func(rec archive.Record) error {
-		if !changeevent.OperationType(rec.Operation).IsDocumentChange() {
+	visit := func(rec archive.Record) error {
+		if !changeevent.OperationType(rec.Operation).IsDocumentChange() || rec.DB != opts.NS.DB || rec.Coll != opts.NS.Coll {
 			return nil
 		}
 		rid, err := rec.IDValue()
@@ -81,8 +96,17 @@ func History(ctx context.Context, opts HistoryOptions) ([]Version, error) {
 		}
 		lines = append(lines, line{ts: ts, off: rec.Kafka.Offset, rec: rec})
 		return nil
-	})
-	if err != nil {
+	}
+	objects, indexed := opts.Archive.(ObjectReader)
+	if opts.Index != nil && indexed {
+		keys, err := opts.Index.ObjectsOf(ctx, opts.NS, id)
+		if err == nil {
+			err = objects.Objects(ctx, keys, visit)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the archive of %s %s: %w", opts.NS, key, err)
+		}
+	} else if err := opts.Archive.Versions(ctx, opts.NS.DB, opts.NS.Coll, time.Time{}, time.Time{}, visit); err != nil {
 		return nil, fmt.Errorf("read the archive of %s: %w", opts.NS, err)
 	}
 	slices.SortStableFunc(lines, func(a, b line) int {

@@ -94,7 +94,52 @@ func TestHistory(t *testing.T) {
 		}
 		store[key] = must(archive.EncodeObject([][]byte{line}))
 	}
-	vs, err := History(context.Background(), HistoryOptions{Archive: ArchiveReader{Store: store, Layout: layout}, NS: ns, ID: "7"})
+	var docKeys []string
+	for k := range store {
+		docKeys = append(docKeys, k)
+	}
+	// Another document's line, which the index does not name.
+	other := &changeevent.Event{Version: 1, Operation: changeevent.Insert, NS: ns, DocumentKey: must(bson.Marshal(bson.D{{Key: "_id", Value: int32(8)}})),
+		ClusterTime: primitive.Timestamp{T: 15, I: 1}, ResumeToken: must(bson.Marshal(bson.D{{Key: "_data", Value: "other"}}))}
+	orec := must(archive.NewRecord(other, archive.Kafka{}, nil))
+	store[layout.HistoryObject(ns, other.ClusterTime, "o", "c")] = must(archive.EncodeObject([][]byte{must(orec.MarshalLine())}))
+
+	t.Run("every line", func(t *testing.T) {
+		checkHistory(t, HistoryOptions{Archive: ArchiveReader{Store: store, Layout: layout}, NS: ns, ID: "7"})
+	})
+	t.Run("through the ledger's index", func(t *testing.T) {
+		counted := &countingStore{memStore: store}
+		checkHistory(t, HistoryOptions{Archive: ArchiveReader{Store: counted, Layout: layout}, Index: fakeIndex(docKeys), NS: ns, ID: "7"})
+		if counted.gets != len(docKeys) || counted.lists != 0 {
+			t.Errorf("%d GETs and %d lists, want the %d objects the index names and no list", counted.gets, counted.lists, len(docKeys))
+		}
+	})
+}
+
+type fakeIndex []string
+
+func (f fakeIndex) ObjectsOf(context.Context, changeevent.Namespace, bson.RawValue) ([]string, error) {
+	return f, nil
+}
+
+type countingStore struct {
+	memStore
+	gets, lists int
+}
+
+func (c *countingStore) Get(ctx context.Context, key string) ([]byte, error) {
+	c.gets++
+	return c.memStore.Get(ctx, key)
+}
+
+func (c *countingStore) List(ctx context.Context, prefix string) ([]string, error) {
+	c.lists++
+	return c.memStore.List(ctx, prefix)
+}
+
+func checkHistory(t *testing.T, opts HistoryOptions) {
+	t.Helper()
+	vs, err := History(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
