@@ -154,7 +154,7 @@ type stats struct {
 }
 
 func runSeed(t *testing.T, seed uint64) seedRow {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	sc := newScenario(rng)
@@ -244,7 +244,10 @@ func runSeed(t *testing.T, seed uint64) seedRow {
 		t.Fatal(err)
 	}
 	p.Start(ctx)
-	if err := p.Sync(syncCtx); err != nil {
+	// The whole topic again, one invocation per batch (a batch can be one record): its own time.
+	replayCtx, cancelReplay := context.WithTimeout(ctx, 150*time.Second)
+	defer cancelReplay()
+	if err := p.Sync(replayCtx); err != nil {
 		t.Fatalf("sync after the final consumer-group reset: %v", err)
 	}
 
