@@ -232,7 +232,7 @@ func runSeed(t *testing.T, seed uint64) seedRow {
 	// A final clean capture to the end of the stream, and apply caught up. Apply faults still
 	// armed fire here and are retried.
 	f.save.Disarm()
-	syncCtx, cancelSync := context.WithTimeout(ctx, 90*time.Second)
+	syncCtx, cancelSync := context.WithTimeout(ctx, 180*time.Second) // a batch may be one record: 2000+ invocations
 	defer cancelSync()
 	if err := p.Sync(syncCtx); err != nil {
 		t.Fatalf("final sync: %v", err)
