@@ -269,6 +269,22 @@ func (f *fakeDR) Written(_ context.Context, ids []string) error {
 	return nil
 }
 
+func (f *fakeDR) Revived(_ context.Context, ns changeevent.Namespace, ids []bson.RawValue) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keys := map[IDKey]bool{}
+	for _, id := range ids {
+		keys[KeyOf(id)] = true
+	}
+	for id, e := range f.ledger {
+		if e.DB == ns.DB && e.Coll == ns.Coll && e.Op == string(changeevent.Delete) && keys[KeyOf(e.DocID)] {
+			e.Revived = true
+			f.ledger[id] = e
+		}
+	}
+	return nil
+}
+
 func (f *fakeDR) Pending(_ context.Context, topic string, partitions []int64) ([]LedgerEntry, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -907,3 +907,84 @@ func clone(m map[string][]byte) map[string][]byte {
 	}
 	return out
 }
+
+// TestRevivedMarksReinsertedDeletes checks the ledger's revived mark, which tells docdbdr
+// promote whether DR's copy of a deleted document is the intercepted version (not revived) or a
+// live one the primary inserted again (revived).
+func TestRevivedMarksReinsertedDeletes(t *testing.T) {
+	otherNS := changeevent.Namespace{DB: "bar", Coll: "other"}
+	ins := func(ns changeevent.Namespace, i uint32) changeevent.Event {
+		e := evt(t, changeevent.Insert, ns, int32(1), bson.D{{Key: "v", Value: int64(i)}})
+		e.ClusterTime.I = i
+		retoken(t, &e)
+		return e
+	}
+	del := func(ns changeevent.Namespace, i uint32) changeevent.Event {
+		e := evt(t, changeevent.Delete, ns, int32(1), nil)
+		e.ClusterTime.I = i
+		retoken(t, &e)
+		return e
+	}
+	tests := []struct {
+		name    string
+		batches [][]changeevent.Event
+		// revived[i] is the expected mark of the i-th delete of the test.
+		revived []bool
+	}{
+		{"re-inserted in a later batch", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {ins(fooNS, 3)}}, []bool{true}},
+		{"re-inserted in the same segment", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2), ins(fooNS, 3)}}, []bool{true}},
+		{"not re-inserted", [][]changeevent.Event{{ins(fooNS, 1)}, {del(fooNS, 2)}}, []bool{false}},
+		{"re-inserted then deleted again", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {ins(fooNS, 3), del(fooNS, 4)}}, []bool{false, false}},
+		{"deleted again after a revival", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2), ins(fooNS, 3)}, {del(fooNS, 4)}}, []bool{true, false}},
+		{"same _id inserted in another collection", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {ins(otherNS, 3)}}, []bool{false}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newEnv(t, Options{})
+			var dels []string
+			for _, evs := range tc.batches {
+				for _, e := range evs {
+					if e.Operation == changeevent.Delete {
+						dels = append(dels, e.EventID())
+					}
+				}
+				if _, err := env.h.Handle(context.Background(), batchOf(t, evs...)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(dels) != len(tc.revived) {
+				t.Fatalf("%d deletes, %d expectations", len(dels), len(tc.revived))
+			}
+			for i, id := range dels {
+				e, ok := env.dr.ledger[id]
+				if !ok {
+					t.Fatalf("delete %d has no ledger entry", i)
+				}
+				if e.Revived != tc.revived[i] {
+					t.Errorf("delete %d: revived %v, want %v", i, e.Revived, tc.revived[i])
+				}
+			}
+		})
+	}
+}
+
+// TestLedgerRecordsRenameTarget: promote follows documents through renames from the ledger.
+func TestLedgerRecordsRenameTarget(t *testing.T) {
+	env := newEnv(t, Options{})
+	ren := evt(t, changeevent.Rename, fooNS, nil, nil)
+	if _, err := env.h.Handle(context.Background(), batchOf(t, ren)); err != nil {
+		t.Fatal(err)
+	}
+	e := env.dr.ledger[ren.EventID()]
+	if e.To != *ren.To || e.Op != "rename" {
+		t.Errorf("ledger entry %+v, want to %v", e, *ren.To)
+	}
+	d, err := ledgerDoc(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := parseLedgerEntry(raw(t, d))
+	if err != nil || back.To != *ren.To {
+		t.Errorf("round trip of the ledger entry: to %v, %v", back.To, err)
+	}
+}

@@ -327,6 +327,9 @@ func ledgerDoc(e *LedgerEntry) (bson.D, error) {
 		d = append(d, bson.E{Key: "coll", Value: e.Coll})
 	}
 	d = append(d, bson.E{Key: "op", Value: e.Op})
+	if e.To.DB != "" {
+		d = append(d, bson.E{Key: "to", Value: bson.D{{Key: "db", Value: e.To.DB}, {Key: "coll", Value: e.To.Coll}}})
+	}
 	if e.DocID.Type != 0 {
 		d = append(d, bson.E{Key: "docId", Value: e.DocID})
 	}
@@ -368,6 +371,43 @@ func (m *MongoWriter) Written(ctx context.Context, ids []string) error {
 	return err
 }
 
+// Revived sets revived on the delete entries of ns whose docId is in ids, with one updateMany
+// served by the {db, coll, docId} index.
+func (m *MongoWriter) Revived(ctx context.Context, ns changeevent.Namespace, ids []bson.RawValue) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	in := make(bson.A, len(ids))
+	for i, id := range ids {
+		in[i] = id
+	}
+	_, err := m.ledger().UpdateMany(ctx, bson.D{{Key: "db", Value: ns.DB}, {Key: "coll", Value: ns.Coll},
+		{Key: "docId", Value: bson.D{{Key: "$in", Value: in}}}, {Key: "op", Value: string(changeevent.Delete)},
+		{Key: "revived", Value: bson.D{{Key: "$ne", Value: true}}}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "revived", Value: true}}}})
+	return err
+}
+
+// Ledger calls fn with every entry of the ledger, in no particular order (docdbdr promote reads
+// it once; apply never scans it). An entry that cannot be decoded is an error naming it.
+func (m *MongoWriter) Ledger(ctx context.Context, fn func(LedgerEntry) error) error {
+	cur, err := m.ledger().Find(ctx, bson.D{})
+	if err != nil {
+		return err
+	}
+	defer cur.Close(ctx)
+	for cur.Next(ctx) {
+		e, err := parseLedgerEntry(cur.Current)
+		if err != nil {
+			return err
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return cur.Err()
+}
+
 // Pending reads the pending entries of the partitions. An entry that cannot be decoded is an
 // error naming it: the ledger is never guessed at.
 func (m *MongoWriter) Pending(ctx context.Context, topic string, partitions []int64) ([]LedgerEntry, error) {
@@ -397,10 +437,14 @@ var ErrCorruptState = errors.New("corrupt state entry")
 
 func parseLedgerEntry(raw bson.Raw) (LedgerEntry, error) {
 	var doc struct {
-		ID          string              `bson:"_id"`
-		DB          string              `bson:"db"`
-		Coll        string              `bson:"coll"`
-		Op          string              `bson:"op"`
+		ID   string `bson:"_id"`
+		DB   string `bson:"db"`
+		Coll string `bson:"coll"`
+		Op   string `bson:"op"`
+		To   *struct {
+			DB   string `bson:"db"`
+			Coll string `bson:"coll"`
+		} `bson:"to"`
 		DocID       bson.RawValue       `bson:"docId"`
 		ClusterTime primitive.Timestamp `bson:"clusterTime"`
 		Object      string              `bson:"object"`
@@ -412,6 +456,7 @@ func parseLedgerEntry(raw bson.Raw) (LedgerEntry, error) {
 		Partition   int64               `bson:"partition"`
 		Offset      int64               `bson:"offset"`
 		At          time.Time           `bson:"at"`
+		Revived     bool                `bson:"revived"`
 	}
 	if err := bson.Unmarshal(raw, &doc); err != nil {
 		return LedgerEntry{}, fmt.Errorf("%w: ledger entry %s: %v", ErrCorruptState, raw.Lookup("_id"), err)
@@ -432,7 +477,11 @@ func parseLedgerEntry(raw bson.Raw) (LedgerEntry, error) {
 		return LedgerEntry{}, fmt.Errorf("%w: ledger entry %q lacks its object or, pending, its line", ErrCorruptState, doc.ID)
 	}
 	e := LedgerEntry{EventID: doc.ID, DB: doc.DB, Coll: doc.Coll, Op: doc.Op, DocID: doc.DocID, ClusterTime: doc.ClusterTime,
-		Object: doc.Object, Seq: int(doc.Seq), State: doc.State, Topic: doc.Topic, Partition: doc.Partition, Offset: doc.Offset, At: doc.At}
+		Object: doc.Object, Seq: int(doc.Seq), State: doc.State, Topic: doc.Topic, Partition: doc.Partition, Offset: doc.Offset, At: doc.At,
+		Revived: doc.Revived}
+	if doc.To != nil {
+		e.To = changeevent.Namespace{DB: doc.To.DB, Coll: doc.To.Coll}
+	}
 	if doc.Line != nil {
 		e.Line = []byte(*doc.Line)
 	}
