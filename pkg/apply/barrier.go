@@ -44,6 +44,13 @@ func sideSuffix(ts primitive.Timestamp) string { return fmt.Sprintf(".dropped.%d
 // sideCollection matches the names sideSuffix makes: a dropDatabase leaves them where they are.
 var sideCollection = regexp.MustCompile(`\.dropped\.[0-9]+-[0-9]+$`)
 
+// SideSuffix is the suffix apply gives the side collections of the collection event at cluster
+// time ts (".dropped.<T>-<I>").
+func SideSuffix(ts primitive.Timestamp) string { return sideSuffix(ts) }
+
+// IsSideCollection reports whether a collection name is one of those side collections.
+func IsSideCollection(coll string) bool { return sideCollection.MatchString(coll) }
+
 // barrier handles one copy of a collection event.
 func (b *batch) barrier(ctx context.Context, it *item) error {
 	ev := &it.ev
