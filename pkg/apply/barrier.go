@@ -195,13 +195,19 @@ func (b *batch) dropDatabaseShare(ctx context.Context, it *item, suffix string, 
 func (b *batch) removeShare(ctx context.Context, it *item, ns, side changeevent.Namespace, primaryDB string, keep bool) error {
 	if it.partitions == 1 {
 		if keep {
-			return b.h.dr.Rename(ctx, ns, side) // a source that is gone was moved by an earlier delivery
+			if err := b.h.dr.Rename(ctx, ns, side); err != nil { // a source that is gone was moved by an earlier delivery
+				return err
+			}
+			return b.moveHeld(ctx, ns, side, nil)
 		}
 		return b.h.dr.Drop(ctx, ns)
 	}
 	return b.eachOwned(ctx, it, ns, primaryDB, func(ids []bson.RawValue) error {
 		if keep {
 			if err := b.copyDocs(ctx, ns, side, ids); err != nil {
+				return err
+			}
+			if err := b.moveHeld(ctx, ns, side, ids); err != nil {
 				return err
 			}
 		}
@@ -213,6 +219,9 @@ func (b *batch) removeShare(ctx context.Context, it *item, ns, side changeevent.
 func (b *batch) moveShare(ctx context.Context, it *item, from, to changeevent.Namespace, primaryDB string) error {
 	if it.partitions == 1 {
 		err := b.h.dr.Rename(ctx, from, to)
+		if err == nil {
+			return b.moveHeld(ctx, from, to, nil)
+		}
 		if !errors.Is(err, ErrNamespaceExists) {
 			return err
 		}
@@ -223,8 +232,24 @@ func (b *batch) moveShare(ctx context.Context, it *item, from, to changeevent.Na
 		if err := b.copyDocs(ctx, from, to, ids); err != nil {
 			return err
 		}
+		if err := b.moveHeld(ctx, from, to, ids); err != nil {
+			return err
+		}
 		return b.deleteDocs(ctx, from, ids)
 	})
+}
+
+// moveHeld moves the ledger's delete entries along with DR's copies (ids nil: the whole
+// collection), after the copy and before the delete, so that a share interrupted in between and
+// done again by the redelivery still moves them.
+func (b *batch) moveHeld(ctx context.Context, from, to changeevent.Namespace, ids []bson.RawValue) error {
+	if !b.h.policy.For(changeevent.Delete).Archive {
+		return nil // no delete has a ledger entry
+	}
+	if err := b.h.dr.MoveHeld(ctx, from, to, ids); err != nil {
+		return fmt.Errorf("move the ledger's delete entries held in %s to %s: %w", from, to, err)
+	}
+	return nil
 }
 
 // eachOwned calls fn with the _ids of the documents of ns that partition p owns, a batch at a

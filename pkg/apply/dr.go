@@ -58,10 +58,14 @@ type State interface {
 	Claim(ctx context.Context, entries []LedgerEntry) (taken map[string]bool, err error)
 	// Written marks the entries written (their objects are in S3) and removes their lines.
 	Written(ctx context.Context, eventIDs []string) error
-	// Revived marks the delete entries of the documents of primary namespace ns with the given
+	// Revived marks the delete entries held in DR namespace ns (LedgerEntry.Held) of the given
 	// _ids revived: the primary inserted the _id again after those deletes, so DR's copy is a
 	// live version again, not an intercepted one (docdbdr promote reads the mark). Idempotent.
 	Revived(ctx context.Context, ns changeevent.Namespace, ids []bson.RawValue) error
+	// MoveHeld records that DR's copies of the given _ids moved from DR namespace from to to (a
+	// barrier moved them): the delete entries held in from with those _ids are held in to now.
+	// With ids nil, every entry held in from moves (a whole collection was renamed). Idempotent.
+	MoveHeld(ctx context.Context, from, to changeevent.Namespace, ids []bson.RawValue) error
 	// Pending returns the pending entries claimed from the partitions of topic, with their
 	// lines.
 	Pending(ctx context.Context, topic string, partitions []int64) ([]LedgerEntry, error)
@@ -83,22 +87,25 @@ const (
 
 // LedgerEntry is one intercepted event in the ledger (<DR_STATE_DB>.archived).
 type LedgerEntry struct {
-	EventID     string                // _id
-	DB, Coll    string                // primary namespace (Coll empty for dropDatabase)
-	Op          string                // operation type
-	To          changeevent.Namespace // rename: the target (primary namespace); zero otherwise
-	DocID       bson.RawValue         // the deleted document's _id, type kept; zero for collection events
-	ClusterTime primitive.Timestamp   // of the event
-	Object      string                // S3 key of the object holding the line
-	Seq         int                   // the line's position in the object
-	State       string                // StatePending or StateWritten
-	Line        []byte                // the rendered line, while pending
-	Topic       string                // Kafka coordinates of the copy that claimed it
+	EventID  string                // _id
+	DB, Coll string                // primary namespace (Coll empty for dropDatabase)
+	Op       string                // operation type
+	To       changeevent.Namespace // rename: the target (primary namespace); zero otherwise
+	DocID    bson.RawValue         // the deleted document's _id, type kept; zero for collection events
+	// Held is, for a delete, the DR namespace holding DR's copy of the document: the mapped
+	// namespace of the delete, moved along with the copy by barriers (State.MoveHeld).
+	Held        changeevent.Namespace
+	ClusterTime primitive.Timestamp // of the event
+	Object      string              // S3 key of the object holding the line
+	Seq         int                 // the line's position in the object
+	State       string              // StatePending or StateWritten
+	Line        []byte              // the rendered line, while pending
+	Topic       string              // Kafka coordinates of the copy that claimed it
 	Partition   int64
 	Offset      int64
 	At          time.Time // when it was claimed
-	// Revived is set on a delete's entry once the primary inserted the _id again in the same
-	// namespace (State.Revived): DR's copy is no longer the intercepted version.
+	// Revived is set on a delete's entry once the primary inserted the _id again where DR holds
+	// its copy (State.Revived): DR's copy is no longer the intercepted version.
 	Revived bool
 }
 

@@ -277,8 +277,24 @@ func (f *fakeDR) Revived(_ context.Context, ns changeevent.Namespace, ids []bson
 		keys[KeyOf(id)] = true
 	}
 	for id, e := range f.ledger {
-		if e.DB == ns.DB && e.Coll == ns.Coll && e.Op == string(changeevent.Delete) && keys[KeyOf(e.DocID)] {
+		if e.Held == ns && e.Op == string(changeevent.Delete) && keys[KeyOf(e.DocID)] {
 			e.Revived = true
+			f.ledger[id] = e
+		}
+	}
+	return nil
+}
+
+func (f *fakeDR) MoveHeld(_ context.Context, from, to changeevent.Namespace, ids []bson.RawValue) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keys := map[IDKey]bool{}
+	for _, id := range ids {
+		keys[KeyOf(id)] = true
+	}
+	for id, e := range f.ledger {
+		if e.Held == from && e.Op == string(changeevent.Delete) && (ids == nil || keys[KeyOf(e.DocID)]) {
+			e.Held = to
 			f.ledger[id] = e
 		}
 	}

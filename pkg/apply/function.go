@@ -207,6 +207,11 @@ func (l lazyDR) Revived(ctx context.Context, ns changeevent.Namespace, ids []bso
 	return err
 }
 
+func (l lazyDR) MoveHeld(ctx context.Context, from, to changeevent.Namespace, ids []bson.RawValue) error {
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.MoveHeld(ctx, from, to, ids) })
+	return err
+}
+
 func (l lazyDR) Pending(ctx context.Context, topic string, partitions []int64) ([]LedgerEntry, error) {
 	return do(ctx, l, func(w *MongoWriter) ([]LedgerEntry, error) { return w.Pending(ctx, topic, partitions) })
 }

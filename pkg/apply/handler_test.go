@@ -17,6 +17,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
 
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
@@ -925,18 +926,34 @@ func TestRevivedMarksReinsertedDeletes(t *testing.T) {
 		retoken(t, &e)
 		return e
 	}
+	renamedNS := changeevent.Namespace{DB: "bar", Coll: "foo_renamed"}
+	collEvent := func(op changeevent.OperationType, i uint32) changeevent.Event {
+		e := evt(t, op, fooNS, nil, nil)
+		e.ClusterTime.I = i
+		retoken(t, &e)
+		return e
+	}
 	tests := []struct {
 		name    string
 		batches [][]changeevent.Event
-		// revived[i] is the expected mark of the i-th delete of the test.
+		// revived[i] is the expected mark of the i-th delete of the test, held where it is held
+		// at the end (default: fooNS).
 		revived []bool
+		held    *changeevent.Namespace
 	}{
-		{"re-inserted in a later batch", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {ins(fooNS, 3)}}, []bool{true}},
-		{"re-inserted in the same segment", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2), ins(fooNS, 3)}}, []bool{true}},
-		{"not re-inserted", [][]changeevent.Event{{ins(fooNS, 1)}, {del(fooNS, 2)}}, []bool{false}},
-		{"re-inserted then deleted again", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {ins(fooNS, 3), del(fooNS, 4)}}, []bool{false, false}},
-		{"deleted again after a revival", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2), ins(fooNS, 3)}, {del(fooNS, 4)}}, []bool{true, false}},
-		{"same _id inserted in another collection", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {ins(otherNS, 3)}}, []bool{false}},
+		{"a rename carries the held copy", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {collEvent(changeevent.Rename, 3)}},
+			[]bool{false}, &renamedNS},
+		{"re-inserted after a rename", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {collEvent(changeevent.Rename, 3)}, {ins(renamedNS, 4)}},
+			[]bool{true}, &renamedNS},
+		{"a drop moves the held copy aside; a re-insert into the recreated collection is another document",
+			[][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {collEvent(changeevent.Drop, 3)}, {ins(fooNS, 4)}},
+			[]bool{false}, &changeevent.Namespace{DB: "bar", Coll: "foo" + sideSuffix(primitive.Timestamp{T: baseTS.T, I: 3})}},
+		{"re-inserted in a later batch", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {ins(fooNS, 3)}}, []bool{true}, nil},
+		{"re-inserted in the same segment", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2), ins(fooNS, 3)}}, []bool{true}, nil},
+		{"not re-inserted", [][]changeevent.Event{{ins(fooNS, 1)}, {del(fooNS, 2)}}, []bool{false}, nil},
+		{"re-inserted then deleted again", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {ins(fooNS, 3), del(fooNS, 4)}}, []bool{false, false}, nil},
+		{"deleted again after a revival", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2), ins(fooNS, 3)}, {del(fooNS, 4)}}, []bool{true, false}, nil},
+		{"same _id inserted in another collection", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {ins(otherNS, 3)}}, []bool{false}, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -962,6 +979,13 @@ func TestRevivedMarksReinsertedDeletes(t *testing.T) {
 				}
 				if e.Revived != tc.revived[i] {
 					t.Errorf("delete %d: revived %v, want %v", i, e.Revived, tc.revived[i])
+				}
+				want := fooNS
+				if tc.held != nil {
+					want = *tc.held
+				}
+				if e.Held != want {
+					t.Errorf("delete %d: held in %s, want %s", i, e.Held, want)
 				}
 			}
 		})

@@ -106,7 +106,7 @@ func (b *batch) claimLines(ctx context.Context, lines []*line) ([]object, error)
 			groups[gk] = g
 		}
 		entries = append(entries, LedgerEntry{
-			EventID: ev.EventID(), DB: ev.NS.DB, Coll: ev.NS.Coll, Op: string(ev.Operation), To: renameTarget(ev), DocID: l.docID,
+			EventID: ev.EventID(), DB: ev.NS.DB, Coll: ev.NS.Coll, Op: string(ev.Operation), To: renameTarget(ev), DocID: l.docID, Held: held(l),
 			ClusterTime: ev.ClusterTime, Object: g.key, Seq: g.lines, State: StatePending, Line: l.body,
 			Topic: l.it.at.Topic, Partition: l.it.at.Partition, Offset: l.it.at.Offset, At: now,
 		})
@@ -144,6 +144,14 @@ func (b *batch) claimLines(ctx context.Context, lines []*line) ([]object, error)
 		objs = append(objs, *byKey[k])
 	}
 	return objs, nil
+}
+
+// held is where DR holds a delete's copy: the DR namespace of the document.
+func held(l *line) changeevent.Namespace {
+	if l.docID.Type == 0 {
+		return changeevent.Namespace{}
+	}
+	return l.it.ref.ns
 }
 
 // renameTarget is a rename's target, the zero namespace for any other event.

@@ -251,11 +251,13 @@ func (m *MongoWriter) barriers() *mongo.Collection {
 }
 
 // EnsureState creates the ledger's indexes: {state, topic, partition} for the recovery of pending
-// entries, and {db, coll, docId} for looking up what was archived of a document.
+// entries, {db, coll, docId} for looking up what was archived of a document, and {held.db,
+// held.coll, docId} for Revived and MoveHeld.
 func (m *MongoWriter) EnsureState(ctx context.Context) error {
 	_, err := m.ledger().Indexes().CreateMany(ctx, []mongo.IndexModel{
 		{Keys: bson.D{{Key: "state", Value: 1}, {Key: "topic", Value: 1}, {Key: "partition", Value: 1}}},
 		{Keys: bson.D{{Key: "db", Value: 1}, {Key: "coll", Value: 1}, {Key: "docId", Value: 1}}},
+		{Keys: bson.D{{Key: "held.db", Value: 1}, {Key: "held.coll", Value: 1}, {Key: "docId", Value: 1}}},
 	})
 	if err != nil {
 		return fmt.Errorf("create the indexes of %s.%s: %w", m.state, LedgerCollection, err)
@@ -333,6 +335,9 @@ func ledgerDoc(e *LedgerEntry) (bson.D, error) {
 	if e.DocID.Type != 0 {
 		d = append(d, bson.E{Key: "docId", Value: e.DocID})
 	}
+	if e.Held.DB != "" {
+		d = append(d, bson.E{Key: "held", Value: bson.D{{Key: "db", Value: e.Held.DB}, {Key: "coll", Value: e.Held.Coll}}})
+	}
 	d = append(d,
 		bson.E{Key: "clusterTime", Value: e.ClusterTime},
 		bson.E{Key: "object", Value: e.Object},
@@ -371,21 +376,39 @@ func (m *MongoWriter) Written(ctx context.Context, ids []string) error {
 	return err
 }
 
-// Revived sets revived on the delete entries of ns whose docId is in ids, with one updateMany
-// served by the {db, coll, docId} index.
+// Revived sets revived on the delete entries held in ns whose docId is in ids, with one
+// updateMany served by the {held.db, held.coll, docId} index.
 func (m *MongoWriter) Revived(ctx context.Context, ns changeevent.Namespace, ids []bson.RawValue) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	in := make(bson.A, len(ids))
-	for i, id := range ids {
-		in[i] = id
-	}
-	_, err := m.ledger().UpdateMany(ctx, bson.D{{Key: "db", Value: ns.DB}, {Key: "coll", Value: ns.Coll},
-		{Key: "docId", Value: bson.D{{Key: "$in", Value: in}}}, {Key: "op", Value: string(changeevent.Delete)},
-		{Key: "revived", Value: bson.D{{Key: "$ne", Value: true}}}},
+	_, err := m.ledger().UpdateMany(ctx, append(heldFilter(ns, ids), bson.E{Key: "revived", Value: bson.D{{Key: "$ne", Value: true}}}),
 		bson.D{{Key: "$set", Value: bson.D{{Key: "revived", Value: true}}}})
 	return err
+}
+
+// MoveHeld sets held to to on the delete entries held in from (whose docId is in ids, unless ids
+// is nil), with one updateMany served by the {held.db, held.coll, docId} index.
+func (m *MongoWriter) MoveHeld(ctx context.Context, from, to changeevent.Namespace, ids []bson.RawValue) error {
+	if ids != nil && len(ids) == 0 {
+		return nil
+	}
+	_, err := m.ledger().UpdateMany(ctx, heldFilter(from, ids),
+		bson.D{{Key: "$set", Value: bson.D{{Key: "held", Value: bson.D{{Key: "db", Value: to.DB}, {Key: "coll", Value: to.Coll}}}}}})
+	return err
+}
+
+// heldFilter selects the delete entries held in ns, those of the given _ids unless ids is nil.
+func heldFilter(ns changeevent.Namespace, ids []bson.RawValue) bson.D {
+	f := bson.D{{Key: "held.db", Value: ns.DB}, {Key: "held.coll", Value: ns.Coll}}
+	if ids != nil {
+		in := make(bson.A, len(ids))
+		for i, id := range ids {
+			in[i] = id
+		}
+		f = append(f, bson.E{Key: "docId", Value: bson.D{{Key: "$in", Value: in}}})
+	}
+	return append(f, bson.E{Key: "op", Value: string(changeevent.Delete)})
 }
 
 // Ledger calls fn with every entry of the ledger, in no particular order (docdbdr promote reads
@@ -445,7 +468,11 @@ func parseLedgerEntry(raw bson.Raw) (LedgerEntry, error) {
 			DB   string `bson:"db"`
 			Coll string `bson:"coll"`
 		} `bson:"to"`
-		DocID       bson.RawValue       `bson:"docId"`
+		DocID bson.RawValue `bson:"docId"`
+		Held  *struct {
+			DB   string `bson:"db"`
+			Coll string `bson:"coll"`
+		} `bson:"held"`
 		ClusterTime primitive.Timestamp `bson:"clusterTime"`
 		Object      string              `bson:"object"`
 		Seq         int32               `bson:"seq"`
@@ -481,6 +508,9 @@ func parseLedgerEntry(raw bson.Raw) (LedgerEntry, error) {
 		Revived: doc.Revived}
 	if doc.To != nil {
 		e.To = changeevent.Namespace{DB: doc.To.DB, Coll: doc.To.Coll}
+	}
+	if doc.Held != nil {
+		e.Held = changeevent.Namespace{DB: doc.Held.DB, Coll: doc.Held.Coll}
 	}
 	if doc.Line != nil {
 		e.Line = []byte(*doc.Line)

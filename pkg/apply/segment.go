@@ -102,8 +102,8 @@ func (b *batch) segment(ctx context.Context, all []*item) error {
 	return b.advance(ctx, all, false)
 }
 
-// revive marks, after the segment's writes, the ledger's delete entries of every document the
-// segment inserted again and did not delete after: DR's copy is the primary's live version now,
+// revive marks, after the segment's writes, the ledger's delete entries held in the DR
+// namespace of every document the segment inserted again and did not delete after: DR's copy is the primary's live version now,
 // not an intercepted one (docdbdr promote leaves it in place). Marking after the writes and
 // before the frontier passes the records means an interrupted segment, applied again, marks
 // again; the mark is idempotent.
@@ -122,7 +122,7 @@ func (b *batch) revive(ctx context.Context, items []*item) error {
 		if it.dead || !it.ev.Operation.IsDocumentChange() {
 			continue
 		}
-		k := key{ns: it.ev.NS, key: it.ref.key}
+		k := key{ns: it.ref.ns, key: it.ref.key}
 		switch it.ev.Operation {
 		case changeevent.Insert:
 			if _, seen := inserted[k]; !seen {

@@ -145,6 +145,12 @@ func (m *mover) liveDatabases(ctx context.Context) ([]string, error) {
 // sideCollections moves every side collection apply made (<coll>.dropped.<T>-<I>) out of the
 // live databases.
 func (m *mover) sideCollections(ctx context.Context, p plan) error {
+	// Side collections moved by an earlier run.
+	n, err := m.side(SideCollections).CountDocuments(ctx, bson.D{{Key: "state", Value: "moved"}})
+	if err != nil {
+		return fmt.Errorf("read %s.%s: %w", m.o.SideDB, SideCollections, err)
+	}
+	m.r.AlreadyMovedCollections = int(n)
 	dbs, err := m.liveDatabases(ctx)
 	if err != nil {
 		return err
@@ -168,12 +174,6 @@ func (m *mover) sideCollections(ctx context.Context, p plan) error {
 			}
 		}
 	}
-	// Side collections moved by an earlier run.
-	n, err := m.side(SideCollections).CountDocuments(ctx, bson.D{{Key: "state", Value: "moved"}})
-	if err != nil {
-		return fmt.Errorf("read %s.%s: %w", m.o.SideDB, SideCollections, err)
-	}
-	m.r.AlreadyMovedCollections = int(n)
 	return nil
 }
 

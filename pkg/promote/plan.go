@@ -10,9 +10,14 @@ import (
 )
 
 // The plan is computed from apply's ledger alone (<DR_STATE_DB>.archived), which holds one
-// entry per intercepted event with its namespace, _id, cluster time and archive object, and the
-// revived mark on a delete whose _id the primary inserted again. Replaying the entries in cluster
-// time order tells where each intercepted version DR still holds lives now:
+// entry per intercepted event with its namespace, _id, cluster time and archive object. A
+// delete's entry also says where DR holds its copy now (held: apply moves it along when a
+// barrier moves the copy) and whether the primary inserted the _id again there (revived). The
+// version DR holds of a document in a namespace is that of the latest delete held there; it is
+// intercepted unless that delete is revived, and live unless the namespace is a side collection.
+//
+// Entries written before apply recorded held are placed by replaying the entries in cluster
+// time order, which also tells which namespaces the primary no longer has:
 //
 //   - delete of x in c, not revived: DR's copy of x in c is the version at the delete (it
 //     replaces an earlier held version of x: DR's copy was overwritten by the re-insert that
@@ -84,11 +89,20 @@ func makePlan(entries []apply.LedgerEntry, m apply.NamespaceMap) plan {
 			}
 		}
 	}
+	type heldKey struct {
+		ns  changeevent.Namespace
+		key apply.IDKey
+	}
+	latest := map[heldKey]apply.LedgerEntry{} // entries with held: the latest per namespace and _id
 	for _, e := range sorted {
 		ns := changeevent.Namespace{DB: e.DB, Coll: e.Coll}
 		switch changeevent.OperationType(e.Op) {
 		case changeevent.Delete:
 			fate[ns] = nil
+			if e.Held.DB != "" {
+				latest[heldKey{ns: e.Held, key: apply.KeyOf(e.DocID)}] = e // sorted: later ones win
+				continue
+			}
 			if e.Revived {
 				delete(held[ns], apply.KeyOf(e.DocID))
 				continue
@@ -126,6 +140,12 @@ func makePlan(entries []apply.LedgerEntry, m apply.NamespaceMap) plan {
 		nss = append(nss, ns)
 	}
 	sort.Slice(nss, func(i, j int) bool { return nss[i].String() < nss[j].String() })
+	for k, e := range latest {
+		if e.Revived || apply.IsSideCollection(k.ns.Coll) {
+			continue
+		}
+		p.deletes = append(p.deletes, intercepted{ns: k.ns, entry: e})
+	}
 	for _, ns := range nss {
 		keys := make([]apply.IDKey, 0, len(held[ns]))
 		for k := range held[ns] {
@@ -136,6 +156,13 @@ func makePlan(entries []apply.LedgerEntry, m apply.NamespaceMap) plan {
 			p.deletes = append(p.deletes, intercepted{ns: m.Map(ns), entry: held[ns][k]})
 		}
 	}
+	sort.SliceStable(p.deletes, func(i, j int) bool {
+		a, b := p.deletes[i], p.deletes[j]
+		if a.ns != b.ns {
+			return a.ns.String() < b.ns.String()
+		}
+		return apply.KeyOf(a.entry.DocID) < apply.KeyOf(b.entry.DocID)
+	})
 	for ns, at := range fate {
 		switch {
 		case at == nil:

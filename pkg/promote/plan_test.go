@@ -35,6 +35,11 @@ func TestMakePlan(t *testing.T) {
 		e.To = changeevent.Namespace{DB: "shop", Coll: to}
 		return e
 	}
+	heldDel := func(coll string, id int32, i uint32, held string, revived bool) apply.LedgerEntry {
+		e := del(coll, id, i, revived)
+		e.Held = changeevent.Namespace{DB: "shop_dr", Coll: held}
+		return e
+	}
 	dropDB := apply.LedgerEntry{EventID: "dropdb", DB: "shop", Op: "dropDatabase", ClusterTime: ts(50)}
 	tests := []struct {
 		name    string
@@ -64,6 +69,11 @@ func TestMakePlan(t *testing.T) {
 			held: []string{"shop.c/del-a-1-1"}, gone: []string{"shop.a", "shop.b"}},
 		{name: "dropDatabase", entries: []apply.LedgerEntry{del("a", 1, 1, false), del("b", 1, 2, false), dropDB},
 			gone: []string{"shop.a", "shop.b"}, goneDBs: []string{"shop"}},
+		{name: "held: where apply says", entries: []apply.LedgerEntry{heldDel("a", 1, 1, "b", false)}, held: []string{"shop_dr.b/del-a-1-1"}},
+		{name: "held in a side collection", entries: []apply.LedgerEntry{heldDel("a", 1, 1, "a.dropped.1700000000-2", false)}},
+		{name: "held: the latest delete in the namespace wins",
+			entries: []apply.LedgerEntry{heldDel("a", 1, 3, "b", true), heldDel("b", 1, 1, "b", false), heldDel("b", 2, 4, "b", false), heldDel("b", 2, 2, "b", true)},
+			held:    []string{"shop_dr.b/del-b-2-4"}},
 		{name: "the namespace map places the held versions", nsmap: "shop=shop_dr",
 			entries: []apply.LedgerEntry{del("a", 1, 1, false), coll("drop", "b", 2)},
 			held:    []string{"shop_dr.a/del-a-1-1"}, gone: []string{"shop_dr.b"}},

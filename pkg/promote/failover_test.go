@@ -1,0 +1,564 @@
+package promote_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
+	"github.com/docdb-dr/docdb-dr/internal/localrun"
+	"github.com/docdb-dr/docdb-dr/pkg/apply"
+	"github.com/docdb-dr/docdb-dr/pkg/archive"
+	"github.com/docdb-dr/docdb-dr/pkg/capture"
+	"github.com/docdb-dr/docdb-dr/pkg/docdb"
+	"github.com/docdb-dr/docdb-dr/pkg/kafka"
+	"github.com/docdb-dr/docdb-dr/pkg/promote"
+)
+
+var (
+	seedFlag    = flag.Uint64("promote.seed", 1, "seed of the failover test's workload")
+	docsFlag    = flag.Int("promote.docs", 300, "documents inserted per collection before the random operations")
+	opsFlag     = flag.Int("promote.ops", 600, "random operations of the failover test's workload")
+	deletesFlag = flag.Int("promote.deletes", 0, "documents of collection a deleted in one deleteMany before the random operations")
+)
+
+// TestFailover is issue 17's end-to-end check: a seeded workload with deletes, re-inserts,
+// a drop, renames (one over an existing target) runs through capture and apply; then apply
+// stops, more changes are published but not applied (they are on the topic: what promote must
+// drain), more are written and never captured (lost with the primary), and the primary's server
+// is shut down. Promote runs against DR, the topic and the archive only, and then:
+//   - DR's live collections equal the primary's state at the last replicated event, byte for byte;
+//   - nothing DR held is lost: live plus the side database is exactly what DR held before;
+//   - every moved version carries its archive reference, and the archive line holds the same
+//     document;
+//   - promote run again changes nothing.
+func TestFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the embedded stack")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	st, err := devstack.Start(ctx, devstack.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = st.Close() }()
+	p, err := localrun.New(ctx, localrun.Options{
+		Getenv: localrun.Getenv(map[string]string{
+			"WATCH_DB": "shop", "IDLE_TIMEOUT": "200ms", "MAX_AWAIT": "50ms", "DEADLINE_MARGIN": "1s",
+			"CHECKPOINT_EVERY": "1000", "MAX_EVENTS": "100000",
+		}, st.Env(), nil),
+		ManualCapture: true, BatchSize: 500, BatchingWindow: 20 * time.Millisecond,
+		RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Close() }()
+	if err := docdb.EnableChangeStreams(ctx, p.Primary(), p.Scope()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.CaptureOnce(ctx, capture.Overrides{IdleTimeout: capture.Duration(10 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	p.Start(ctx)
+
+	w := &workload{rng: rand.New(rand.NewPCG(*seedFlag, 17)), db: p.Primary().Database("shop"), t: t}
+	w.seed(ctx, []string{"a", "b", "c"}, *docsFlag)
+	if *deletesFlag > 0 {
+		w.deleteRange(ctx, "a", *deletesFlag)
+	}
+	w.random(ctx, []string{"a", "b", "c"}, *opsFlag)
+	w.collectionEvents(ctx)
+	w.random(ctx, []string{"b", "d", "e"}, *opsFlag/2)
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Apply stops; changes reach the topic, not DR. A second later (cluster times are seconds).
+	p.Stop()
+	time.Sleep(1100 * time.Millisecond)
+	w.random(ctx, []string{"b", "d", "e"}, 50)
+	captureToEnd(ctx, t, p)
+	lastReplicated := snapshot(ctx, t, p.Primary(), "shop")
+	// Changes capture never sees: lost with the primary.
+	w.random(ctx, []string{"b", "d", "e"}, 20)
+	if err := st.StopPrimary(); err != nil {
+		t.Fatal(err)
+	}
+
+	topic := kafkaTopic(t, st)
+	opts := promote.Options{DR: p.DR(), Topic: topic, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
+
+	// A dry run reports what is unreplicated and writes nothing.
+	before := snapshotAll(ctx, t, p.DR())
+	dry, err := promote.Run(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dry.Unreplicated == 0 || dry.RPO < time.Second {
+		t.Errorf("dry run: %d unreplicated records, RPO %s; want some, at least 1s", dry.Unreplicated, dry.RPO)
+	}
+	if dry.Deletes.Moved == 0 || len(dry.Collections) == 0 {
+		t.Errorf("dry run: would move %d documents and %d collections; the workload intercepted both", dry.Deletes.Moved, len(dry.Collections))
+	}
+	if diff := compareAll(before, snapshotAll(ctx, t, p.DR())); diff != "" {
+		t.Fatalf("the dry run changed DR:\n%s", diff)
+	}
+	t.Logf("dry run: %d unreplicated, RPO %s, %d intercepted deletes, %d side collections",
+		dry.Unreplicated, dry.RPO, dry.Deletes.Intercepted, len(dry.Collections))
+
+	// With apply stopped, promote fences and refuses: the topic is not drained.
+	apOpts := opts
+	apOpts.Apply, apOpts.DrainTimeout = true, time.Second
+	if _, err := promote.Run(ctx, apOpts); !errors.Is(err, promote.ErrNotDrained) {
+		t.Fatalf("promote with apply stopped: %v, want ErrNotDrained", err)
+	}
+
+	// Apply runs again and drains; promote waits for it.
+	p.Start(ctx)
+	if err := p.WaitCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p.Stop()
+	held := snapshotAll(ctx, t, p.DR())
+	apOpts.DrainTimeout = time.Minute
+	rep, err := promote.Run(ctx, apOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	_ = rep.WriteTable(&buf)
+	t.Logf("promote --apply:\n%s", buf.String())
+	t.Logf("FIGURE promote: %d live intercepted documents moved, %d side collections (%d documents), %d ledger entries, duration %s, RPO %s (%d records unreplicated when the primary stopped)",
+		rep.Deletes.Moved, len(rep.Collections), sideDocs(rep), rep.LedgerEntries, rep.Duration, dry.RPO, dry.Unreplicated)
+
+	// The live collections are the primary at the last replicated event.
+	live := liveOf(snapshotAll(ctx, t, p.DR()), opts)
+	if diff := compareAll(lastReplicated, live); diff != "" {
+		t.Errorf("DR's live collections differ from the primary at the last replicated event:\n%s", diff)
+	}
+	// Nothing DR held is lost, nothing added: live + side = what DR held.
+	if diff := compareAll(nonEmpty(liveOf(held, opts)), nonEmpty(reassemble(ctx, t, p.DR(), live))); diff != "" {
+		t.Errorf("live + side database is not what DR held before promote:\n%s", diff)
+	}
+	checkArchiveReferences(ctx, t, p.DR(), p.Archive())
+
+	// Again: nothing changes.
+	after := snapshotAll(ctx, t, p.DR())
+	again, err := promote.Run(ctx, apOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Changed() || again.Deletes.AlreadyMoved != rep.Deletes.Moved || again.AlreadyMovedCollections != len(rep.Collections) {
+		t.Errorf("second run: changed %v, %d already moved (want %d), %d collections already moved (want %d)",
+			again.Changed(), again.Deletes.AlreadyMoved, rep.Deletes.Moved, again.AlreadyMovedCollections, len(rep.Collections))
+	}
+	if diff := compareAll(after, snapshotAll(ctx, t, p.DR())); diff != "" {
+		t.Errorf("the second run changed DR:\n%s", diff)
+	}
+}
+
+func sideDocs(r promote.Report) int {
+	n := 0
+	for _, c := range r.Collections {
+		n += c.Documents
+	}
+	return n
+}
+
+// captureToEnd runs capture until an invocation stops idle: everything written is on the topic.
+func captureToEnd(ctx context.Context, t *testing.T, p *localrun.Pipeline) {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		sum, err := p.CaptureOnce(ctx, capture.Overrides{})
+		if err == nil && sum.StopReason == capture.StopIdle {
+			return
+		}
+	}
+	t.Fatal("capture did not reach the end of the stream")
+}
+
+func kafkaTopic(t *testing.T, st *devstack.Stack) promote.Topic {
+	t.Helper()
+	cfg, err := kafka.SaramaConfig(kafka.Settings{Brokers: st.KafkaBrokers, Topic: st.Topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := sarama.NewClient(st.KafkaBrokers, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return promote.KafkaTopic{Client: c, Topic: st.Topic}
+}
+
+// workload writes to the primary's database "shop".
+type workload struct {
+	rng     *rand.Rand
+	db      *mongo.Database
+	t       *testing.T
+	deleted map[string][]any // per collection, _ids deleted (re-insert candidates)
+	next    int
+}
+
+func (w *workload) coll(c string) *mongo.Collection { return w.db.Collection(c) }
+
+func (w *workload) body(i int) bson.D {
+	d := bson.D{{Key: "n", Value: int32(i)}, {Key: "s", Value: fmt.Sprintf("v%d-%d", i, w.rng.IntN(1000))}}
+	switch w.rng.IntN(4) {
+	case 0:
+		d = append(d, bson.E{Key: "big", Value: int64(w.rng.Int64())}, bson.E{Key: "f", Value: w.rng.Float64()})
+	case 1:
+		d = append(d, bson.E{Key: "nested", Value: bson.D{{Key: "z", Value: true}, {Key: "a", Value: bson.A{int32(1), "x", nil}}}})
+	case 2:
+		d = append(d, bson.E{Key: "at", Value: primitive.NewDateTimeFromTime(time.Unix(int64(w.rng.IntN(1<<30)), 0))})
+	}
+	return d
+}
+
+func (w *workload) newID(i int) any {
+	if i%3 == 0 {
+		return primitive.NewObjectID()
+	}
+	return int32(i)
+}
+
+func (w *workload) must(err error) {
+	w.t.Helper()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *workload) seed(ctx context.Context, colls []string, n int) {
+	for _, c := range colls {
+		var docs []any
+		for i := 0; i < n; i++ {
+			w.next++
+			docs = append(docs, append(bson.D{{Key: "_id", Value: w.newID(w.next)}}, w.body(w.next)...))
+			if len(docs) == 1000 || i == n-1 {
+				_, err := w.coll(c).InsertMany(ctx, docs)
+				w.must(err)
+				docs = nil
+			}
+		}
+	}
+}
+
+// deleteRange deletes n documents of collection c (a deleteMany: one delete event each).
+func (w *workload) deleteRange(ctx context.Context, c string, n int) {
+	ids := w.ids(ctx, c)
+	sort.Slice(ids, func(i, j int) bool { return fmt.Sprint(ids[i]) < fmt.Sprint(ids[j]) })
+	ids = ids[:min(n, len(ids))]
+	for start := 0; start < len(ids); start += 1000 {
+		_, err := w.coll(c).DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids[start:min(start+1000, len(ids))]}}}})
+		w.must(err)
+	}
+	w.remember(c, ids...)
+}
+
+func (w *workload) remember(c string, ids ...any) {
+	if w.deleted == nil {
+		w.deleted = map[string][]any{}
+	}
+	w.deleted[c] = append(w.deleted[c], ids...)
+}
+
+func (w *workload) ids(ctx context.Context, c string) []any {
+	cur, err := w.coll(c).Find(ctx, bson.D{}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
+	w.must(err)
+	var out []any
+	for cur.Next(ctx) {
+		out = append(out, cur.Current.Lookup("_id"))
+	}
+	w.must(cur.Err())
+	return out
+}
+
+// random runs n operations on the collections: updates, replaces, deletes, re-inserts of
+// deleted _ids, upserts, deleteMany.
+func (w *workload) random(ctx context.Context, colls []string, n int) {
+	for i := 0; i < n; i++ {
+		c := colls[w.rng.IntN(len(colls))]
+		ids := w.ids(ctx, c)
+		var id any
+		if len(ids) > 0 {
+			id = ids[w.rng.IntN(len(ids))]
+		}
+		w.next++
+		switch op := w.rng.IntN(10); {
+		case op < 3 && id != nil:
+			upd := bson.D{{Key: "$set", Value: bson.D{{Key: "s", Value: fmt.Sprint("u", w.next)}, {Key: fmt.Sprint("k", w.rng.IntN(4)), Value: int64(w.next)}}}}
+			if w.rng.IntN(3) == 0 {
+				upd = append(upd, bson.E{Key: "$unset", Value: bson.D{{Key: "n", Value: ""}}})
+			}
+			_, err := w.coll(c).UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, upd)
+			w.must(err)
+		case op == 3 && id != nil:
+			_, err := w.coll(c).ReplaceOne(ctx, bson.D{{Key: "_id", Value: id}}, w.body(w.next))
+			w.must(err)
+		case op < 6 && id != nil:
+			_, err := w.coll(c).DeleteOne(ctx, bson.D{{Key: "_id", Value: id}})
+			w.must(err)
+			w.remember(c, id)
+		case op < 8 && len(w.deleted[c]) > 0:
+			// Re-insert a deleted _id (it may have been re-inserted already: then update it).
+			d := w.deleted[c][w.rng.IntN(len(w.deleted[c]))]
+			_, err := w.coll(c).ReplaceOne(ctx, bson.D{{Key: "_id", Value: d}}, w.body(w.next), options.Replace().SetUpsert(true))
+			w.must(err)
+		case op == 8 && len(ids) > 3:
+			some := ids[:3]
+			_, err := w.coll(c).DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: some}}}})
+			w.must(err)
+			w.remember(c, some...)
+		default:
+			_, err := w.coll(c).InsertOne(ctx, append(bson.D{{Key: "_id", Value: w.newID(w.next + 1_000_000)}}, w.body(w.next)...))
+			w.must(err)
+		}
+	}
+}
+
+// collectionEvents: drop b and recreate it with some of its old _ids; rename c to d; rename a
+// over an existing e.
+func (w *workload) collectionEvents(ctx context.Context) {
+	old := w.ids(ctx, "b")
+	w.must(w.coll("b").Drop(ctx))
+	for i, id := range old {
+		if i%4 == 0 {
+			_, err := w.coll("b").InsertOne(ctx, append(bson.D{{Key: "_id", Value: id}}, w.body(i)...))
+			w.must(err)
+		}
+	}
+	w.deleted["b"] = nil
+	admin := w.db.Client().Database("admin")
+	w.must(admin.RunCommand(ctx, bson.D{{Key: "renameCollection", Value: "shop.c"}, {Key: "to", Value: "shop.d"}}).Err())
+	w.deleted["d"], w.deleted["c"] = w.deleted["c"], nil
+	for i := 0; i < 20; i++ {
+		w.next++
+		_, err := w.coll("e").InsertOne(ctx, append(bson.D{{Key: "_id", Value: int32(5_000_000 + i)}}, w.body(w.next)...))
+		w.must(err)
+	}
+	_, err := w.coll("e").DeleteOne(ctx, bson.D{{Key: "_id", Value: int32(5_000_000)}})
+	w.must(err)
+	w.must(admin.RunCommand(ctx, bson.D{{Key: "renameCollection", Value: "shop.a"}, {Key: "to", Value: "shop.e"}, {Key: "dropTarget", Value: true}}).Err())
+	w.deleted["e"], w.deleted["a"] = w.deleted["a"], nil
+}
+
+// dump is namespace -> _id key -> document.
+type dump map[string]map[apply.IDKey]bson.Raw
+
+func readColl(ctx context.Context, t *testing.T, c *mongo.Collection, into dump, ns string) {
+	t.Helper()
+	cur, err := c.Find(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if into[ns] == nil {
+		into[ns] = map[apply.IDKey]bson.Raw{}
+	}
+	for cur.Next(ctx) {
+		doc := bson.Raw(bytes.Clone(cur.Current))
+		into[ns][apply.KeyOf(doc.Lookup("_id"))] = doc
+	}
+	if err := cur.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// snapshot reads every collection of db.
+func snapshot(ctx context.Context, t *testing.T, c *mongo.Client, db string) dump {
+	t.Helper()
+	out := dump{}
+	names, err := c.Database(db).ListCollectionNames(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		readColl(ctx, t, c.Database(db).Collection(n), out, db+"."+n)
+	}
+	return out
+}
+
+// snapshotAll reads every collection of every database but admin, local and config.
+func snapshotAll(ctx context.Context, t *testing.T, c *mongo.Client) dump {
+	t.Helper()
+	dbs, err := c.ListDatabaseNames(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := dump{}
+	for _, db := range dbs {
+		if db == "admin" || db == "local" || db == "config" {
+			continue
+		}
+		for ns, docs := range snapshot(ctx, t, c, db) {
+			out[ns] = docs
+		}
+	}
+	return out
+}
+
+// liveOf keeps the namespaces outside the state and side databases.
+func liveOf(d dump, o promote.Options) dump {
+	out := dump{}
+	for ns, docs := range d {
+		if strings.HasPrefix(ns, apply.DefaultStateDB+".") || strings.HasPrefix(ns, apply.DefaultStateDB+"_intercepted.") {
+			continue
+		}
+		out[ns] = docs
+	}
+	return out
+}
+
+// nonEmpty drops the empty collections (promote drops those the primary no longer has).
+func nonEmpty(d dump) dump {
+	out := dump{}
+	for ns, docs := range d {
+		if len(docs) > 0 {
+			out[ns] = docs
+		}
+	}
+	return out
+}
+
+// reassemble puts the side database back where its documents came from, onto live.
+func reassemble(ctx context.Context, t *testing.T, dr *mongo.Client, live dump) dump {
+	t.Helper()
+	out := dump{}
+	for ns, docs := range live {
+		out[ns] = docs
+	}
+	side := dr.Database(apply.DefaultStateDB + "_intercepted")
+	add := func(ns string, doc bson.Raw) {
+		if out[ns] == nil {
+			out[ns] = map[apply.IDKey]bson.Raw{}
+		}
+		k := apply.KeyOf(doc.Lookup("_id"))
+		if _, dup := out[ns][k]; dup {
+			t.Errorf("%s %s is both live and in the side database", ns, doc.Lookup("_id"))
+		}
+		out[ns][k] = doc
+	}
+	names, err := side.ListCollectionNames(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if n == promote.SideCollections {
+			continue
+		}
+		d := dump{}
+		readColl(ctx, t, side.Collection(n), d, n)
+		for _, doc := range d[n] {
+			if n == promote.SideDeletes {
+				add(doc.Lookup("db").StringValue()+"."+doc.Lookup("coll").StringValue(), doc.Lookup("doc").Document())
+			} else {
+				add(n, doc)
+			}
+		}
+	}
+	return out
+}
+
+func compareAll(want, got dump) string {
+	var diffs []string
+	nss := map[string]bool{}
+	for ns := range want {
+		nss[ns] = true
+	}
+	for ns := range got {
+		nss[ns] = true
+	}
+	for ns := range nss {
+		w, g := want[ns], got[ns]
+		if (w == nil) != (g == nil) {
+			diffs = append(diffs, fmt.Sprintf("%s: %d documents wanted, %d got (collection present: %v, %v)", ns, len(w), len(g), w != nil, g != nil))
+			continue
+		}
+		for k, doc := range w {
+			if gd, ok := g[k]; !ok {
+				diffs = append(diffs, fmt.Sprintf("%s: missing %s", ns, doc))
+			} else if !bytes.Equal(gd, doc) {
+				diffs = append(diffs, fmt.Sprintf("%s: differs\n  want %s\n   got %s", ns, doc, gd))
+			}
+		}
+		for k, doc := range g {
+			if _, ok := w[k]; !ok {
+				diffs = append(diffs, fmt.Sprintf("%s: extra %s", ns, doc))
+			}
+		}
+	}
+	sort.Strings(diffs)
+	if len(diffs) > 20 {
+		diffs = append(diffs[:20], fmt.Sprintf("... %d more", len(diffs)-20))
+	}
+	return strings.Join(diffs, "\n")
+}
+
+// checkArchiveReferences reads, for every moved delete, the archive object it names and checks
+// that the object's line for the event holds the same document.
+func checkArchiveReferences(ctx context.Context, t *testing.T, dr *mongo.Client, ar *archive.S3) {
+	t.Helper()
+	side := dr.Database(apply.DefaultStateDB + "_intercepted")
+	cur, err := side.Collection(promote.SideDeletes).Find(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objects := map[string]map[string]archive.Record{}
+	n := 0
+	for cur.Next(ctx) {
+		n++
+		key := cur.Current.Lookup("archive", "object").StringValue()
+		if objects[key] == nil {
+			body, err := ar.Get(ctx, key)
+			if err != nil {
+				t.Fatalf("archive object %s: %v", key, err)
+			}
+			lines, err := archive.DecodeObject(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			objects[key] = map[string]archive.Record{}
+			for _, l := range lines {
+				r, err := archive.ParseLine(l)
+				if err != nil {
+					t.Fatal(err)
+				}
+				objects[key][r.EventID] = r
+			}
+		}
+		id := cur.Current.Lookup("_id").StringValue()
+		r, ok := objects[key][id]
+		if !ok {
+			t.Errorf("archive object %s has no line for event %s", key, id)
+			continue
+		}
+		before, err := r.BeforeDocument()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if doc := cur.Current.Lookup("doc").Document(); !r.BeforeExact || !bytes.Equal(before, doc) {
+			t.Errorf("event %s: archive before (exact %v) %s, side collection %s", id, r.BeforeExact, before, doc)
+		}
+	}
+	if n == 0 {
+		t.Error("no intercepted delete in the side database")
+	}
+}
