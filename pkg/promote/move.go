@@ -43,7 +43,9 @@ type mover struct {
 	r *Report
 }
 
-func (m *mover) side(coll string) *mongo.Collection { return m.o.DR.Database(m.o.SideDB).Collection(coll) }
+func (m *mover) side(coll string) *mongo.Collection {
+	return m.o.DR.Database(m.o.SideDB).Collection(coll)
+}
 
 func (m *mover) live(ns changeevent.Namespace) *mongo.Collection {
 	return m.o.DR.Database(ns.DB).Collection(ns.Coll)
