@@ -11,12 +11,15 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
+	"go.mongodb.org/mongo-driver/event"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
 
@@ -48,16 +51,112 @@ var (
 //     document;
 //   - promote run again changes nothing.
 func TestFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	f := setup(ctx, t)
+	rep, err := promote.Run(ctx, f.apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	_ = rep.WriteTable(&buf)
+	t.Logf("promote --apply:\n%s", buf.String())
+	t.Logf("FIGURE promote: %d live intercepted documents moved, %d side collections (%d documents), %d ledger entries, duration %s, RPO %s (%d records unreplicated when the primary stopped)",
+		rep.Deletes.Moved, len(rep.Collections), sideDocs(rep), rep.LedgerEntries, rep.Duration, f.dry.RPO, f.dry.Unreplicated)
+	if rep.Deletes.Moved == 0 || len(rep.Collections) == 0 {
+		t.Errorf("moved %d documents and %d collections; the workload intercepted both", rep.Deletes.Moved, len(rep.Collections))
+	}
+	f.check(ctx, t, rep.Deletes.Moved, len(rep.Collections))
+}
+
+// TestFailoverInterrupted: promote crashes part way (its context is cancelled as its k-th write
+// to DR starts), for k = 1, 4, 7, ... until a run completes; then everything checked after one
+// uninterrupted run holds.
+func TestFailoverInterrupted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	f := setup(ctx, t)
+
+	var writes, crashAt atomic.Int64
+	var mu sync.Mutex
+	var crash context.CancelFunc
+	mon := &event.CommandMonitor{Started: func(_ context.Context, e *event.CommandStartedEvent) {
+		switch e.CommandName {
+		case "insert", "update", "delete", "drop":
+			if writes.Add(1) == crashAt.Load() {
+				mu.Lock()
+				crash()
+				mu.Unlock()
+			}
+		}
+	}}
+	dr, err := mongo.Connect(ctx, options.Client().ApplyURI(f.drURI).SetMonitor(mon))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = dr.Disconnect(context.Background()) }()
+	small := f.apply
+	small.DR, small.Chunk = dr, 20 // many steps, many places to be interrupted
+
+	interrupted := 0
+	var rep promote.Report
+	for k := int64(1); ; k += 3 {
+		runCtx, cancelRun := context.WithCancel(ctx)
+		mu.Lock()
+		crash = cancelRun
+		mu.Unlock()
+		writes.Store(0)
+		crashAt.Store(k)
+		r, err := promote.Run(runCtx, small)
+		crashed := runCtx.Err() != nil
+		cancelRun()
+		if err == nil && !crashed {
+			rep = r
+			break
+		}
+		if err == nil {
+			t.Logf("the run crashed at its write %d completed anyway (it was its last)", k)
+			continue
+		}
+		if ctx.Err() != nil || k > 10000 {
+			t.Fatalf("promote never completed: %v", err)
+		}
+		interrupted++
+	}
+	t.Logf("%d promote runs interrupted before one completed (it moved %d documents and %d collections, found %d documents moved already)",
+		interrupted, rep.Deletes.Moved, len(rep.Collections), rep.Deletes.AlreadyMoved)
+	if interrupted < 3 || rep.Deletes.AlreadyMoved == 0 {
+		t.Errorf("%d interrupted runs, %d documents moved by them: the recovery was not exercised", interrupted, rep.Deletes.AlreadyMoved)
+	}
+	f.check(ctx, t, rep.Deletes.Moved+rep.Deletes.AlreadyMoved, -1)
+}
+
+// fixture is a DR whose primary is gone, drained by apply, ready for promote --apply.
+type fixture struct {
+	p              *localrun.Pipeline
+	drURI          string
+	apply          promote.Options // Apply set
+	dry            promote.Report  // the dry run, before apply drained the topic
+	lastReplicated dump            // the primary at the last replicated event
+	held           dump            // DR before promote
+}
+
+// setup is issue 17's scenario up to promote: a seeded workload with deletes, re-inserts, a
+// drop, renames (one over an existing target) runs through capture and apply; then apply stops,
+// more changes are published but not applied (on the topic: what promote must drain), more are
+// written and never captured (lost with the primary), and the primary's server is shut down.
+// A dry run must report the unreplicated records and change nothing; promote --apply with apply
+// stopped must refuse (ErrNotDrained); then apply drains the topic.
+func setup(ctx context.Context, t *testing.T) *fixture {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("runs the embedded stack")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
 	st, err := devstack.Start(ctx, devstack.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = st.Close() }()
+	t.Cleanup(func() { _ = st.Close() })
 	p, err := localrun.New(ctx, localrun.Options{
 		Getenv: localrun.Getenv(map[string]string{
 			"WATCH_DB": "shop", "IDLE_TIMEOUT": "200ms", "MAX_AWAIT": "50ms", "DEADLINE_MARGIN": "1s",
@@ -70,7 +169,7 @@ func TestFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = p.Close() }()
+	t.Cleanup(func() { _ = p.Close() })
 	if err := docdb.EnableChangeStreams(ctx, p.Primary(), p.Scope()); err != nil {
 		t.Fatal(err)
 	}
@@ -96,81 +195,75 @@ func TestFailover(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)
 	w.random(ctx, []string{"b", "d", "e"}, 50)
 	captureToEnd(ctx, t, p)
-	lastReplicated := snapshot(ctx, t, p.Primary(), "shop")
+	f := &fixture{p: p, drURI: st.DRURI, lastReplicated: snapshot(ctx, t, p.Primary(), "shop")}
 	// Changes capture never sees: lost with the primary.
 	w.random(ctx, []string{"b", "d", "e"}, 20)
 	if err := st.StopPrimary(); err != nil {
 		t.Fatal(err)
 	}
 
-	topic := kafkaTopic(t, st)
-	opts := promote.Options{DR: p.DR(), Topic: topic, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
-
-	// A dry run reports what is unreplicated and writes nothing.
+	opts := promote.Options{DR: p.DR(), Topic: kafkaTopic(t, st), Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))}
 	before := snapshotAll(ctx, t, p.DR())
-	dry, err := promote.Run(ctx, opts)
+	f.dry, err = promote.Run(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dry.Unreplicated == 0 || dry.RPO < time.Second {
-		t.Errorf("dry run: %d unreplicated records, RPO %s; want some, at least 1s", dry.Unreplicated, dry.RPO)
+	if f.dry.Unreplicated == 0 || f.dry.RPO < time.Second {
+		t.Errorf("dry run: %d unreplicated records, RPO %s; want some, at least 1s", f.dry.Unreplicated, f.dry.RPO)
 	}
-	if dry.Deletes.Moved == 0 || len(dry.Collections) == 0 {
-		t.Errorf("dry run: would move %d documents and %d collections; the workload intercepted both", dry.Deletes.Moved, len(dry.Collections))
+	if f.dry.Deletes.Moved == 0 || len(f.dry.Collections) == 0 {
+		t.Errorf("dry run: would move %d documents and %d collections; the workload intercepted both", f.dry.Deletes.Moved, len(f.dry.Collections))
 	}
 	if diff := compareAll(before, snapshotAll(ctx, t, p.DR())); diff != "" {
 		t.Fatalf("the dry run changed DR:\n%s", diff)
 	}
 	t.Logf("dry run: %d unreplicated, RPO %s, %d intercepted deletes, %d side collections",
-		dry.Unreplicated, dry.RPO, dry.Deletes.Intercepted, len(dry.Collections))
+		f.dry.Unreplicated, f.dry.RPO, f.dry.Deletes.Intercepted, len(f.dry.Collections))
 
 	// With apply stopped, promote fences and refuses: the topic is not drained.
-	apOpts := opts
-	apOpts.Apply, apOpts.DrainTimeout = true, time.Second
-	if _, err := promote.Run(ctx, apOpts); !errors.Is(err, promote.ErrNotDrained) {
+	f.apply = opts
+	f.apply.Apply, f.apply.DrainTimeout = true, time.Second
+	if _, err := promote.Run(ctx, f.apply); !errors.Is(err, promote.ErrNotDrained) {
 		t.Fatalf("promote with apply stopped: %v, want ErrNotDrained", err)
 	}
-
-	// Apply runs again and drains; promote waits for it.
+	// Apply drains the topic.
 	p.Start(ctx)
 	if err := p.WaitCaughtUp(ctx); err != nil {
 		t.Fatal(err)
 	}
 	p.Stop()
-	held := snapshotAll(ctx, t, p.DR())
-	apOpts.DrainTimeout = time.Minute
-	rep, err := promote.Run(ctx, apOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	_ = rep.WriteTable(&buf)
-	t.Logf("promote --apply:\n%s", buf.String())
-	t.Logf("FIGURE promote: %d live intercepted documents moved, %d side collections (%d documents), %d ledger entries, duration %s, RPO %s (%d records unreplicated when the primary stopped)",
-		rep.Deletes.Moved, len(rep.Collections), sideDocs(rep), rep.LedgerEntries, rep.Duration, dry.RPO, dry.Unreplicated)
+	f.held = snapshotAll(ctx, t, p.DR())
+	f.apply.DrainTimeout = time.Minute
+	return f
+}
 
-	// The live collections are the primary at the last replicated event.
-	live := liveOf(snapshotAll(ctx, t, p.DR()), opts)
-	if diff := compareAll(lastReplicated, live); diff != "" {
+// check is what must hold after promote: DR's live collections equal the primary at the last
+// replicated event byte for byte; live plus the side database is exactly what DR held before;
+// every moved version carries its archive reference and the archive line holds the same
+// document; promote run again changes nothing. moved and collections are what promote moved in
+// all (collections -1: not checked).
+func (f *fixture) check(ctx context.Context, t *testing.T, moved, collections int) {
+	t.Helper()
+	dr := f.p.DR()
+	live := liveOf(snapshotAll(ctx, t, dr))
+	if diff := compareAll(f.lastReplicated, live); diff != "" {
 		t.Errorf("DR's live collections differ from the primary at the last replicated event:\n%s", diff)
 	}
-	// Nothing DR held is lost, nothing added: live + side = what DR held.
-	if diff := compareAll(nonEmpty(liveOf(held, opts)), nonEmpty(reassemble(ctx, t, p.DR(), live))); diff != "" {
+	if diff := compareAll(nonEmpty(liveOf(f.held)), nonEmpty(reassemble(ctx, t, dr, live))); diff != "" {
 		t.Errorf("live + side database is not what DR held before promote:\n%s", diff)
 	}
-	checkArchiveReferences(ctx, t, p.DR(), p.Archive())
+	checkArchiveReferences(ctx, t, dr, f.p.Archive())
 
-	// Again: nothing changes.
-	after := snapshotAll(ctx, t, p.DR())
-	again, err := promote.Run(ctx, apOpts)
+	after := snapshotAll(ctx, t, dr)
+	again, err := promote.Run(ctx, f.apply)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again.Changed() || again.Deletes.AlreadyMoved != rep.Deletes.Moved || again.AlreadyMovedCollections != len(rep.Collections) {
+	if again.Changed() || again.Deletes.AlreadyMoved != moved || (collections >= 0 && again.AlreadyMovedCollections != collections) {
 		t.Errorf("second run: changed %v, %d already moved (want %d), %d collections already moved (want %d)",
-			again.Changed(), again.Deletes.AlreadyMoved, rep.Deletes.Moved, again.AlreadyMovedCollections, len(rep.Collections))
+			again.Changed(), again.Deletes.AlreadyMoved, moved, again.AlreadyMovedCollections, collections)
 	}
-	if diff := compareAll(after, snapshotAll(ctx, t, p.DR())); diff != "" {
+	if diff := compareAll(after, snapshotAll(ctx, t, dr)); diff != "" {
 		t.Errorf("the second run changed DR:\n%s", diff)
 	}
 }
@@ -201,6 +294,7 @@ func kafkaTopic(t *testing.T, st *devstack.Stack) promote.Topic {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Consumer.MaxWaitTime = 50 * time.Millisecond
 	c, err := sarama.NewClient(st.KafkaBrokers, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -416,7 +510,7 @@ func snapshotAll(ctx context.Context, t *testing.T, c *mongo.Client) dump {
 }
 
 // liveOf keeps the namespaces outside the state and side databases.
-func liveOf(d dump, o promote.Options) dump {
+func liveOf(d dump) dump {
 	out := dump{}
 	for ns, docs := range d {
 		if strings.HasPrefix(ns, apply.DefaultStateDB+".") || strings.HasPrefix(ns, apply.DefaultStateDB+"_intercepted.") {

@@ -35,8 +35,8 @@ const (
 	SideCollections = "collections"
 )
 
-// chunk is how many documents a find or a bulk write of promote covers.
-const chunk = 1000
+// defaultChunk is how many documents a find or a bulk write of promote covers by default.
+const defaultChunk = 1000
 
 type mover struct {
 	o Options
@@ -57,7 +57,7 @@ func (m *mover) deletes(ctx context.Context, p plan) error {
 	for start := 0; start < len(p.deletes); {
 		// One namespace per chunk.
 		end := start + 1
-		for end < len(p.deletes) && end-start < chunk && p.deletes[end].ns == p.deletes[start].ns {
+		for end < len(p.deletes) && end-start < m.o.Chunk && p.deletes[end].ns == p.deletes[start].ns {
 			end++
 		}
 		if err := m.deleteChunk(ctx, p.deletes[start:end]); err != nil {
@@ -194,7 +194,7 @@ func (m *mover) sideCollection(ctx context.Context, ns changeevent.Namespace, e 
 		}
 		return nil
 	}
-	cur, err := m.live(ns).Find(ctx, bson.D{}, options.Find().SetBatchSize(chunk))
+	cur, err := m.live(ns).Find(ctx, bson.D{}, options.Find().SetBatchSize(int32(m.o.Chunk)))
 	if err != nil {
 		return fmt.Errorf("read side collection %s: %w", ns, err)
 	}
@@ -221,7 +221,7 @@ func (m *mover) sideCollection(ctx context.Context, ns changeevent.Namespace, e 
 		batch = append(batch, mongo.NewReplaceOneModel().SetFilter(bson.D{{Key: "_id", Value: doc.Lookup("_id")}}).
 			SetReplacement(doc).SetUpsert(true))
 		cs.Documents++
-		if len(batch) == chunk {
+		if len(batch) == m.o.Chunk {
 			if err := flush(); err != nil {
 				return err
 			}

@@ -44,8 +44,10 @@ type Options struct {
 	// PrimaryLostAt, when known (the operator's incident time), gives the RPO as the time
 	// between the last replicated event and the loss.
 	PrimaryLostAt time.Time
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// Chunk is how many documents one find or bulk write covers; default 1000.
+	Chunk  int
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -63,6 +65,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.NamespaceMap.Targets(o.SideDB) {
 		return o, fmt.Errorf("promote: NAMESPACE_MAP writes into the side database %q", o.SideDB)
+	}
+	if o.Chunk <= 0 {
+		o.Chunk = defaultChunk
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -91,6 +96,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if err := topicState(ctx, o, state, &r); err != nil {
 		return r, err
 	}
+	r.TopicCheck = o.Now().Sub(start)
 	r.RPO = r.topicRPO()
 	if !o.PrimaryLostAt.IsZero() && !r.LastReplicated.IsZero() {
 		r.RPOToLoss = o.PrimaryLostAt.Sub(r.LastReplicated)
@@ -107,6 +113,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 
 	// 3. The plan, from the ledger.
+	planStart := o.Now()
 	var entries []apply.LedgerEntry
 	if err := state.Ledger(ctx, func(e apply.LedgerEntry) error {
 		if e.State == apply.StatePending {
@@ -124,6 +131,8 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	p := makePlan(entries, o.NamespaceMap)
 
 	// 4. The moves.
+	movesStart := o.Now()
+	r.Plan = movesStart.Sub(planStart)
 	m := &mover{o: o, r: &r}
 	if err := m.deletes(ctx, p); err != nil {
 		return r, err
@@ -134,7 +143,8 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if err := m.goneCollections(ctx, p); err != nil {
 		return r, err
 	}
-	r.Duration = o.Now().Sub(start)
+	end := o.Now()
+	r.Moves, r.Duration = end.Sub(movesStart), end.Sub(start)
 	o.Logger.Info("promote", slog.Bool("apply", o.Apply), slog.Int("interceptedDeletes", r.Deletes.Intercepted),
 		slog.Int("movedDocuments", r.Deletes.Moved), slog.Int("sideCollections", len(r.Collections)),
 		slog.Duration("rpo", r.RPO), slog.Duration("duration", r.Duration))
@@ -179,16 +189,14 @@ func topicState(ctx context.Context, o Options, state *apply.MongoWriter, r *Rep
 			pr.Behind = end - 1 - pr.Applied
 			r.Unreplicated += pr.Behind
 		}
-		if end > 0 {
-			t, exact, err := o.Topic.EventTime(ctx, p, end-1)
-			if err != nil {
-				return fmt.Errorf("read the newest record of partition %d: %w", p, err)
-			}
-			if t.After(r.NewestOnTopic) {
-				r.NewestOnTopic, r.NewestExact = t, exact
-			}
-		}
 		r.Partitions = append(r.Partitions, pr)
+	}
+	t, exact, err := o.Topic.Newest(ctx, ends)
+	if err != nil {
+		return fmt.Errorf("read the newest records of the topic: %w", err)
+	}
+	if t.After(r.NewestOnTopic) {
+		r.NewestOnTopic, r.NewestExact = t, exact
 	}
 	return nil
 }

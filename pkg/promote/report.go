@@ -44,6 +44,11 @@ type Report struct {
 	DroppedEmpty            []string         `json:"droppedEmpty"`
 
 	Duration time.Duration `json:"durationNs"`
+	// The parts of Duration: reading the topic and the frontiers (the first time), reading the
+	// ledger and planning, the moves. The rest is the fence and the wait for apply.
+	TopicCheck time.Duration `json:"topicCheckNs"`
+	Plan       time.Duration `json:"planNs"`
+	Moves      time.Duration `json:"movesNs"`
 }
 
 // PartitionState is one partition: its end offset and the last offset apply applied.
@@ -133,7 +138,8 @@ func (r Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "  %s\t\n", c)
 	}
 	fmt.Fprintf(tw, "side database\t%s\n", r.SideDB)
-	fmt.Fprintf(tw, "duration\t%s\n", r.Duration.Round(time.Millisecond))
+	fmt.Fprintf(tw, "duration\t%s (topic check %s, plan %s, moves %s)\n", r.Duration.Round(time.Millisecond),
+		r.TopicCheck.Round(time.Millisecond), r.Plan.Round(time.Millisecond), r.Moves.Round(time.Millisecond))
 	return tw.Flush()
 }
 

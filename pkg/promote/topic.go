@@ -17,10 +17,11 @@ type Topic interface {
 	Name() string
 	// Ends returns, per partition, the offset the next record will get.
 	Ends(ctx context.Context) (map[int64]int64, error)
-	// EventTime returns the time of the event in the record at offset of partition: its cluster
-	// time, or, for a record that does not carry the event (a claim check), the record's
-	// timestamp (exact reports which).
-	EventTime(ctx context.Context, partition, offset int64) (t time.Time, exact bool, err error)
+	// Newest returns the time of the newest event among the records just before ends (per
+	// partition, the record at end-1; partitions with end 0 have none): its cluster time, or,
+	// for a record that does not carry the event (a claim check), the record's timestamp (exact
+	// false). Zero when there is no record.
+	Newest(ctx context.Context, ends map[int64]int64) (t time.Time, exact bool, err error)
 }
 
 // KafkaTopic is a Topic over a sarama client.
@@ -55,20 +56,38 @@ func (k KafkaTopic) Ends(ctx context.Context) (map[int64]int64, error) {
 	return out, nil
 }
 
-// EventTime consumes the one record at offset.
-func (k KafkaTopic) EventTime(ctx context.Context, partition, offset int64) (time.Time, bool, error) {
+// Newest consumes the one record at end-1 of each partition, with one consumer.
+func (k KafkaTopic) Newest(ctx context.Context, ends map[int64]int64) (time.Time, bool, error) {
 	c, err := sarama.NewConsumerFromClient(k.Client)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("consumer of %s: %w", k.Topic, err)
 	}
 	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var newest time.Time
+	var exact bool
+	for p, end := range ends {
+		if end <= 0 {
+			continue
+		}
+		t, ex, err := k.recordTime(ctx, c, p, end-1)
+		if err != nil {
+			return time.Time{}, false, err
+		}
+		if t.After(newest) {
+			newest, exact = t, ex
+		}
+	}
+	return newest, exact, nil
+}
+
+func (k KafkaTopic) recordTime(ctx context.Context, c sarama.Consumer, partition, offset int64) (time.Time, bool, error) {
 	pc, err := c.ConsumePartition(k.Topic, int32(partition), offset)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("read %s-%d@%d: %w", k.Topic, partition, offset, err)
 	}
-	defer pc.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+	defer pc.AsyncClose()
 	select {
 	case m := <-pc.Messages():
 		if ev, err := changeevent.Unmarshal(m.Value); err == nil {
