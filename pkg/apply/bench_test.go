@@ -282,6 +282,7 @@ func (nullDR) EnsureState(context.Context) error                                
 func (nullDR) Archived(context.Context, []string) (map[string]bool, error)                { return nil, nil }
 func (nullDR) Claim(context.Context, []LedgerEntry) (map[string]bool, error)              { return nil, nil }
 func (nullDR) Written(context.Context, []string) error                                    { return nil }
+func (nullDR) Fence(context.Context) (*Fence, error)                                      { return nil, nil }
 func (nullDR) Revived(context.Context, changeevent.Namespace, []bson.RawValue) error      { return nil }
 func (nullDR) MoveHeld(context.Context, changeevent.Namespace, changeevent.Namespace, []bson.RawValue) error {
 	return nil

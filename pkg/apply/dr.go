@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 
@@ -73,6 +74,9 @@ type State interface {
 	Frontiers(ctx context.Context, topic string, partitions []int64) ([]Frontier, error)
 	// SetFrontiers inserts or replaces frontiers.
 	SetFrontiers(ctx context.Context, fs []Frontier) error
+	// Fence returns the fence docdbdr promote wrote (FenceCollection), nil when DR was not
+	// promoted.
+	Fence(ctx context.Context) (*Fence, error)
 	// Barrier returns the state of a barrier marker ("" when there is none).
 	Barrier(ctx context.Context, id string) (string, error)
 	// SetBarrier inserts or updates a barrier marker.
@@ -138,6 +142,41 @@ func (f *Frontier) applied(offset int64, ns changeevent.Namespace, ct primitive.
 // interrupted after some of its writes.
 func (f *Frontier) inFlight(offset int64) bool {
 	return f.IntentLow <= offset && offset <= f.IntentHigh && !(f.Low <= offset && offset <= f.High)
+}
+
+// Fence is what docdbdr promote writes in <DR_STATE_DB>.fence when DR becomes the copy
+// applications use: apply applies no record of Topic at or after its partition's end offset in
+// Ends (nor any record of another topic), so that a capture still running, or coming back,
+// cannot write into the promoted world. Records before the fence are applied (that is how
+// apply drains the topic for promote).
+type Fence struct {
+	Topic      string
+	Ends       map[int64]int64 // partition -> the offset of the first record not to apply
+	PromotedAt time.Time
+}
+
+// ErrFenced is wrapped by the error of an invocation that received records after the fence: the
+// records before it are applied, the invocation fails, and the event source mapping keeps the rest
+// in the topic (and alarms).
+var ErrFenced = errors.New("DR was promoted (docdbdr promote): records after the fence are not applied")
+
+// split keeps, of each partition's records, those before the fence, and counts the others.
+func (f *Fence) split(parts [][]events.KafkaRecord) (kept [][]events.KafkaRecord, fenced int) {
+	for _, recs := range parts {
+		end, ok := f.Ends[recs[0].Partition]
+		if recs[0].Topic != f.Topic || !ok {
+			end = -1
+		}
+		n := 0
+		for n < len(recs) && recs[n].Offset < end {
+			n++
+		}
+		fenced += len(recs) - n
+		if n > 0 {
+			kept = append(kept, recs[:n])
+		}
+	}
+	return kept, fenced
 }
 
 // Barrier marker states: a partition's share of a collection event is done in steps.

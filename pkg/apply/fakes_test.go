@@ -32,6 +32,7 @@ import (
 // changeevent.UpdateDescription.ApplyTo, which is checked against a real server in pkg/changeevent).
 // Every call is logged for comparison. It is safe for concurrent use.
 type fakeDR struct {
+	fence *Fence // set by tests: DR was promoted
 	mu    sync.Mutex
 	docs  map[changeevent.Namespace]map[IDKey]bson.Raw
 	calls []string
@@ -299,6 +300,12 @@ func (f *fakeDR) MoveHeld(_ context.Context, from, to changeevent.Namespace, ids
 		}
 	}
 	return nil
+}
+
+func (f *fakeDR) Fence(context.Context) (*Fence, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fence, nil
 }
 
 func (f *fakeDR) Pending(_ context.Context, topic string, partitions []int64) ([]LedgerEntry, error) {

@@ -212,6 +212,10 @@ func (l lazyDR) MoveHeld(ctx context.Context, from, to changeevent.Namespace, id
 	return err
 }
 
+func (l lazyDR) Fence(ctx context.Context) (*Fence, error) {
+	return do(ctx, l, func(w *MongoWriter) (*Fence, error) { return w.Fence(ctx) })
+}
+
 func (l lazyDR) Pending(ctx context.Context, topic string, partitions []int64) ([]LedgerEntry, error) {
 	return do(ctx, l, func(w *MongoWriter) ([]LedgerEntry, error) { return w.Pending(ctx, topic, partitions) })
 }

@@ -1012,3 +1012,35 @@ func TestLedgerRecordsRenameTarget(t *testing.T) {
 		t.Errorf("round trip of the ledger entry: to %v, %v", back.To, err)
 	}
 }
+
+// TestFenceStopsApplyAtThePromotion: a promoted DR applies the records before the fence and none
+// after; the invocation fails, so the event source mapping keeps them (and alarms).
+func TestFenceStopsApplyAtThePromotion(t *testing.T) {
+	env := newEnv(t, Options{})
+	env.dr.fence = &Fence{Topic: "changevents", Ends: map[int64]int64{0: 102}, PromotedAt: fixedNow}
+	var evs []changeevent.Event
+	for i := int32(1); i <= 4; i++ {
+		evs = append(evs, evt(t, changeevent.Insert, fooNS, i, bson.D{{Key: "x", Value: i}}))
+	}
+	batch := batchOf(t, evs...) // offsets 100..103
+	for attempt := 0; attempt < 2; attempt++ {
+		sum, err := env.h.Handle(context.Background(), batch)
+		if !errors.Is(err, ErrFenced) || sum.Fenced != 2 {
+			t.Fatalf("attempt %d: %v, %d fenced; want ErrFenced, 2", attempt, err, sum.Fenced)
+		}
+		for i := int32(1); i <= 4; i++ {
+			if got := env.dr.doc(fooNS, idOf(t, i)) != nil; got != (i <= 2) {
+				t.Errorf("attempt %d: document %d in DR: %v", attempt, i, got)
+			}
+		}
+	}
+	other := batchOf(t, evs[0])
+	for _, recs := range other.Records {
+		for i := range recs {
+			recs[i].Topic = "another"
+		}
+	}
+	if _, err := env.h.Handle(context.Background(), other); !errors.Is(err, ErrFenced) {
+		t.Errorf("a record of another topic: %v, want ErrFenced", err)
+	}
+}

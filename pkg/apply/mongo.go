@@ -26,6 +26,9 @@ const (
 	LedgerCollection   = "archived"
 	FrontierCollection = "applied"
 	BarrierCollection  = "barriers"
+	FenceCollection    = "fence" // written by docdbdr promote, read by apply (Fence)
+	// FenceID is the _id of the fence document.
+	FenceID = "promoted"
 )
 
 // MongoWriter is the DR cluster over a MongoDB driver client. It is safe for concurrent use.
@@ -592,6 +595,33 @@ func (m *MongoWriter) SetFrontiers(ctx context.Context, fs []Frontier) error {
 	}
 	_, err := m.client.Database(m.state).Collection(FrontierCollection).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
 	return err
+}
+
+// Fence reads the fence: {_id: "promoted", promotedAt, topic, ends: [{partition, end}]}.
+func (m *MongoWriter) Fence(ctx context.Context) (*Fence, error) {
+	raw, err := m.client.Database(m.state).Collection(FenceCollection).FindOne(ctx, bson.D{{Key: "_id", Value: FenceID}}).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var d struct {
+		PromotedAt time.Time `bson:"promotedAt"`
+		Topic      string    `bson:"topic"`
+		Ends       []struct {
+			Partition int64 `bson:"partition"`
+			End       int64 `bson:"end"`
+		} `bson:"ends"`
+	}
+	if err := bson.Unmarshal(raw, &d); err != nil || d.Topic == "" {
+		return nil, fmt.Errorf("%w: fence %s: %v", ErrCorruptState, raw, err)
+	}
+	f := &Fence{Topic: d.Topic, Ends: map[int64]int64{}, PromotedAt: d.PromotedAt}
+	for _, e := range d.Ends {
+		f.Ends[e.Partition] = e.End
+	}
+	return f, nil
 }
 
 // Barrier reads a marker's state.

@@ -45,7 +45,9 @@ type Summary struct {
 	// CorruptState counts state entries (ledger, barrier markers) that could not be read: the
 	// batch fails rather than guess.
 	CorruptState int
-	Duration     time.Duration
+	// Fenced counts records not applied because DR was promoted before them (Fence).
+	Fenced   int
+	Duration time.Duration
 	// MaxLag is the longest end-to-end delay in the batch: end of apply minus cluster time.
 	MaxLag time.Duration
 }

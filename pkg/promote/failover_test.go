@@ -67,6 +67,68 @@ func TestFailover(t *testing.T) {
 		t.Errorf("moved %d documents and %d collections; the workload intercepted both", rep.Deletes.Moved, len(rep.Collections))
 	}
 	f.check(ctx, t, rep.Deletes.Moved, len(rep.Collections))
+
+	// A capture that comes back publishes again (here: a copy of an insert already on the
+	// topic); apply runs. The fence keeps the promoted DR as it is.
+	after := snapshotAll(ctx, t, f.p.DR())
+	republish(ctx, t, f.brokers, f.topic)
+	f.p.Start(ctx)
+	time.Sleep(2 * time.Second)
+	f.p.Stop()
+	if diff := compareAll(after, snapshotAll(ctx, t, f.p.DR())); diff != "" {
+		t.Errorf("apply wrote after the fence:\n%s", diff)
+	}
+	again, err := promote.Run(ctx, f.apply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.AfterFence != 1 || again.Changed() {
+		t.Errorf("after a record published past the fence: %d after the fence (want 1), changed %v", again.AfterFence, again.Changed())
+	}
+}
+
+// republish publishes again the first record of partition 0.
+func republish(ctx context.Context, t *testing.T, brokers []string, topic string) {
+	t.Helper()
+	cfg, err := kafka.SaramaConfig(kafka.Settings{Brokers: brokers, Topic: topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	c, err := sarama.NewClient(brokers, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cons, err := sarama.NewConsumerFromClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	pc, err := cons.ConsumePartition(topic, 0, sarama.OffsetOldest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m *sarama.ConsumerMessage
+	select {
+	case m = <-pc.Messages():
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	pc.AsyncClose()
+	prod, err := sarama.NewSyncProducerFromClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	msg := &sarama.ProducerMessage{Topic: topic, Partition: 0, Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value)}
+	for _, h := range m.Headers {
+		msg.Headers = append(msg.Headers, *h)
+	}
+	if _, _, err := prod.SendMessage(msg); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestFailoverInterrupted: promote crashes part way (its context is cancelled as its k-th write
@@ -134,7 +196,8 @@ func TestFailoverInterrupted(t *testing.T) {
 // fixture is a DR whose primary is gone, drained by apply, ready for promote --apply.
 type fixture struct {
 	p              *localrun.Pipeline
-	drURI          string
+	drURI, topic   string
+	brokers        []string
 	apply          promote.Options // Apply set
 	dry            promote.Report  // the dry run, before apply drained the topic
 	lastReplicated dump            // the primary at the last replicated event
@@ -195,7 +258,7 @@ func setup(ctx context.Context, t *testing.T) *fixture {
 	time.Sleep(1100 * time.Millisecond)
 	w.random(ctx, []string{"b", "d", "e"}, 50)
 	captureToEnd(ctx, t, p)
-	f := &fixture{p: p, drURI: st.DRURI, lastReplicated: snapshot(ctx, t, p.Primary(), "shop")}
+	f := &fixture{p: p, drURI: st.DRURI, topic: st.Topic, brokers: st.KafkaBrokers, lastReplicated: snapshot(ctx, t, p.Primary(), "shop")}
 	// Changes capture never sees: lost with the primary.
 	w.random(ctx, []string{"b", "d", "e"}, 20)
 	if err := st.StopPrimary(); err != nil {

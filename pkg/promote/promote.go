@@ -26,9 +26,6 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 )
 
-// FenceCollection is the collection of DR_STATE_DB holding the fence promote writes.
-const FenceCollection = "fence"
-
 // Options configure Run. DR and Topic are required.
 type Options struct {
 	DR           *mongo.Client
@@ -201,41 +198,59 @@ func topicState(ctx context.Context, o Options, state *apply.MongoWriter, r *Rep
 	return nil
 }
 
-// writeFence records in DR that it was promoted, once (a second run keeps the first fence).
+// writeFence records in DR that it was promoted at the topic's current ends: apply applies
+// nothing after them (apply.Fence). A second run keeps the first fence.
 func writeFence(ctx context.Context, o Options, r *Report) error {
-	coll := o.DR.Database(o.StateDB).Collection(FenceCollection)
-	doc := bson.D{{Key: "promotedAt", Value: primitive.NewDateTimeFromTime(o.Now())}, {Key: "topic", Value: o.Topic.Name()}}
-	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: "promoted"}}, bson.D{{Key: "$setOnInsert", Value: doc}},
+	coll := o.DR.Database(o.StateDB).Collection(apply.FenceCollection)
+	ends := bson.A{}
+	for _, p := range r.Partitions {
+		ends = append(ends, bson.D{{Key: "partition", Value: p.Partition}, {Key: "end", Value: p.End}})
+	}
+	doc := bson.D{{Key: "promotedAt", Value: primitive.NewDateTimeFromTime(o.Now())}, {Key: "topic", Value: o.Topic.Name()},
+		{Key: "ends", Value: ends}}
+	res, err := coll.UpdateOne(ctx, bson.D{{Key: "_id", Value: apply.FenceID}}, bson.D{{Key: "$setOnInsert", Value: doc}},
 		options.Update().SetUpsert(true))
 	if err != nil {
-		return fmt.Errorf("write the fence %s.%s: %w", o.StateDB, FenceCollection, err)
+		return fmt.Errorf("write the fence %s.%s: %w", o.StateDB, apply.FenceCollection, err)
 	}
-	r.Fenced = true
-	r.FenceExisted = res.UpsertedCount == 0
+	r.Fenced, r.FenceExisted = true, res.UpsertedCount == 0
+	fence, err := apply.NewMongoWriter(o.DR).WithStateDB(o.StateDB).Fence(ctx)
+	if err != nil || fence == nil {
+		return fmt.Errorf("read the fence back: %v: %w", fence, err)
+	}
+	if fence.Topic != o.Topic.Name() {
+		return fmt.Errorf("DR was promoted from topic %s, not %s", fence.Topic, o.Topic.Name())
+	}
+	r.fence = fence
 	return nil
 }
 
-// waitDrained waits until every partition's frontier reaches its end, reading both again each
-// time, for at most DrainTimeout.
+// waitDrained waits until every partition's frontier reaches the fence, reading the frontiers
+// again each time, for at most DrainTimeout. Records after the fence are not waited for: apply
+// will not apply them.
 func waitDrained(ctx context.Context, o Options, state *apply.MongoWriter, r *Report) error {
 	deadline := o.Now().Add(o.DrainTimeout)
+	rpo, unreplicated := r.RPO, r.Unreplicated
+	defer func() { r.RPO, r.Unreplicated = rpo, unreplicated }() // as they were when promote started
 	for {
-		if r.Unreplicated == 0 {
+		behind, past := r.againstFence()
+		if past != "" {
+			return fmt.Errorf("apply applied records after the fence (%s): something applied while promote fenced; stop apply's event source mapping and run promote again", past)
+		}
+		if behind == 0 {
 			return nil
 		}
 		if !o.Now().Before(deadline) {
-			return fmt.Errorf("%w: %d records not applied after %s (see partitions); is the apply event source mapping enabled?",
-				ErrNotDrained, r.Unreplicated, o.DrainTimeout)
+			return fmt.Errorf("%w: %d records before the fence not applied after %s (see partitions); is the apply event source mapping enabled?",
+				ErrNotDrained, behind, o.DrainTimeout)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
-		rpo := r.RPO
 		if err := topicState(ctx, o, state, r); err != nil {
 			return err
 		}
-		r.RPO = rpo // what was unreplicated when promote started
 	}
 }

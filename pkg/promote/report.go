@@ -6,6 +6,8 @@ import (
 	"io"
 	"text/tabwriter"
 	"time"
+
+	"github.com/docdb-dr/docdb-dr/pkg/apply"
 )
 
 // Report is what Run found and did.
@@ -34,6 +36,10 @@ type Report struct {
 
 	Fenced       bool `json:"fenced"`
 	FenceExisted bool `json:"fenceExisted"` // an earlier run wrote it
+	// AfterFence counts records on the topic after the fence: published after promote fenced
+	// (a capture still running), never applied to the promoted DR.
+	AfterFence int64 `json:"afterFence"`
+	fence      *apply.Fence
 
 	LedgerEntries  int `json:"ledgerEntries"`
 	PendingArchive int `json:"pendingArchive"`
@@ -75,6 +81,28 @@ type CollectionMove struct {
 	Op        string `json:"op"`
 	Object    string `json:"archiveObject"`
 	Documents int    `json:"documents"`
+}
+
+// againstFence compares the partitions with the fence: records before it not yet applied, and
+// a description of partitions applied past it. It also counts AfterFence.
+func (r *Report) againstFence() (behind int64, past string) {
+	r.AfterFence = 0
+	for _, p := range r.Partitions {
+		end, ok := r.fence.Ends[p.Partition]
+		if !ok {
+			end = 0 // a partition added after the fence: apply takes none of it
+		}
+		if p.End > end {
+			r.AfterFence += p.End - end
+		}
+		if end > 0 && p.Applied < end-1 {
+			behind += end - 1 - p.Applied
+		}
+		if p.Applied >= end {
+			past += fmt.Sprintf(" partition %d applied through %d, fence at %d;", p.Partition, p.Applied, end)
+		}
+	}
+	return behind, past
 }
 
 // Changed reports whether the run moved or dropped anything (a second run reports false).
@@ -125,7 +153,10 @@ func (r Report) WriteTable(w io.Writer) error {
 			fence = "yes (by an earlier run)"
 		}
 	}
-	fmt.Fprintf(tw, "fence in %s.%s\t%s\n", r.StateDB, FenceCollection, fence)
+	fmt.Fprintf(tw, "fence in %s.%s\t%s\n", r.StateDB, apply.FenceCollection, fence)
+	if r.AfterFence > 0 {
+		fmt.Fprintf(tw, "records after the fence (not applied)\t%d\n", r.AfterFence)
+	}
 	fmt.Fprintf(tw, "ledger entries\t%d (%d pending)\n", r.LedgerEntries, r.PendingArchive)
 	fmt.Fprintf(tw, "intercepted deletes in live collections\t%d: moved %d, already moved %d, not in DR %d\n",
 		r.Deletes.Intercepted, r.Deletes.Moved, r.Deletes.AlreadyMoved, r.Deletes.NotInDR)
