@@ -80,6 +80,7 @@ func (h *Handler) report(s Summary, err error, now time.Time) {
 		slog.Int("barriers", s.Barriers),
 		slog.Int("movedDocuments", s.MovedDocuments),
 		slog.Int("corruptState", s.CorruptState),
+		slog.Int("fenced", s.Fenced),
 		slog.Int64("durationMs", s.Duration.Milliseconds()),
 		slog.Int64("maxLagMs", s.MaxLag.Milliseconds()),
 	}
