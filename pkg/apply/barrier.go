@@ -193,23 +193,28 @@ func (b *batch) dropDatabaseShare(ctx context.Context, it *item, suffix string, 
 
 // removeShare takes p's documents out of ns: into side when keep, else deleted.
 func (b *batch) removeShare(ctx context.Context, it *item, ns, side changeevent.Namespace, primaryDB string, keep bool) error {
+	// The ledger's delete entries held in ns leave it with the documents (to the side name even
+	// when nothing is kept: DR no longer holds them in a live collection).
 	if it.partitions == 1 {
+		var err error
 		if keep {
-			if err := b.h.dr.Rename(ctx, ns, side); err != nil { // a source that is gone was moved by an earlier delivery
-				return err
-			}
-			return b.moveHeld(ctx, ns, side, nil)
+			err = b.h.dr.Rename(ctx, ns, side) // a source that is gone was moved by an earlier delivery
+		} else {
+			err = b.h.dr.Drop(ctx, ns)
 		}
-		return b.h.dr.Drop(ctx, ns)
+		if err != nil {
+			return err
+		}
+		return b.moveHeld(ctx, ns, side, nil)
 	}
 	return b.eachOwned(ctx, it, ns, primaryDB, func(ids []bson.RawValue) error {
 		if keep {
 			if err := b.copyDocs(ctx, ns, side, ids); err != nil {
 				return err
 			}
-			if err := b.moveHeld(ctx, ns, side, ids); err != nil {
-				return err
-			}
+		}
+		if err := b.moveHeld(ctx, ns, side, ids); err != nil {
+			return err
 		}
 		return b.deleteDocs(ctx, ns, ids)
 	})

@@ -1044,3 +1044,26 @@ func TestFenceStopsApplyAtThePromotion(t *testing.T) {
 		t.Errorf("a record of another topic: %v, want ErrFenced", err)
 	}
 }
+
+// TestDropUnderApplyPolicyMovesHeld: a drop that deletes (drop=apply) takes the ledger's delete
+// entries out of the live namespace too: DR no longer holds those copies there.
+func TestDropUnderApplyPolicyMovesHeld(t *testing.T) {
+	pol, err := ParsePolicy("drop=apply")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := newEnv(t, Options{Policy: &pol})
+	del := evt(t, changeevent.Delete, fooNS, int32(1), nil)
+	drop := evt(t, changeevent.Drop, fooNS, nil, nil)
+	drop.ClusterTime.I = 2
+	retoken(t, &drop)
+	for _, evs := range [][]changeevent.Event{{evt(t, changeevent.Insert, fooNS, int32(1), bson.D{})}, {del}, {drop}} {
+		if _, err := env.h.Handle(context.Background(), batchOf(t, evs...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := changeevent.Namespace{DB: "bar", Coll: "foo" + sideSuffix(drop.ClusterTime)}
+	if e := env.dr.ledger[del.EventID()]; e.Held != want {
+		t.Errorf("held in %s, want %s", e.Held, want)
+	}
+}

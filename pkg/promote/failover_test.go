@@ -718,4 +718,40 @@ func checkArchiveReferences(ctx context.Context, t *testing.T, dr *mongo.Client,
 	if n == 0 {
 		t.Error("no intercepted delete in the side database")
 	}
+
+	// Each moved side collection names the line of its collection event, which says where DR
+	// preserved the collection.
+	cur, err = side.Collection(promote.SideCollections).Find(ctx, bson.D{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n = 0
+	for cur.Next(ctx) {
+		n++
+		key := cur.Current.Lookup("archive", "object").StringValue()
+		body, err := ar.Get(ctx, key)
+		if err != nil {
+			t.Fatalf("archive object %s: %v", key, err)
+		}
+		lines, err := archive.DecodeObject(body)
+		if err != nil || len(lines) != 1 {
+			t.Fatalf("archive object %s: %d lines, %v", key, len(lines), err)
+		}
+		r, err := archive.ParseLine(lines[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		db, coll := cur.Current.Lookup("db").StringValue(), cur.Current.Lookup("coll").StringValue()
+		pa := r.PreservedAs
+		if r.EventID != cur.Current.Lookup("eventId").StringValue() || pa == nil || pa.DB != db ||
+			(pa.Coll != coll && (pa.Suffix == "" || !strings.HasSuffix(coll, pa.Suffix))) {
+			t.Errorf("side collection %s.%s: its archive line %s", db, coll, lines[0])
+		}
+		if cur.Current.Lookup("state").StringValue() != "moved" {
+			t.Errorf("side collection %s.%s: state %s", db, coll, cur.Current.Lookup("state"))
+		}
+	}
+	if n == 0 {
+		t.Error("no side collection in the side database")
+	}
 }
