@@ -27,10 +27,13 @@ import (
 	"github.com/docdb-dr/docdb-dr/internal/localrun"
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
+	"github.com/docdb-dr/docdb-dr/pkg/bootstrap"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/docdb"
 	"github.com/docdb-dr/docdb-dr/pkg/kafka"
 	"github.com/docdb-dr/docdb-dr/pkg/promote"
+	"github.com/docdb-dr/docdb-dr/pkg/restore"
+	"github.com/docdb-dr/docdb-dr/pkg/verify"
 )
 
 var (
@@ -85,6 +88,84 @@ func TestFailover(t *testing.T) {
 	if again.AfterFence != 1 || again.Changed() {
 		t.Errorf("after a record published past the fence: %d after the fence (want 1), changed %v", again.AfterFence, again.Changed())
 	}
+}
+
+// TestFailback: after promote, the way back (see failback).
+func TestFailback(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	f := setup(ctx, t)
+	if _, err := promote.Run(ctx, f.apply); err != nil {
+		t.Fatal(err)
+	}
+	failback(ctx, t, f)
+}
+
+// failback: the applications write to the promoted cluster (B, the old DR); the pipeline is run
+// in the other direction to a fresh cluster in the old region (A, a new stack's server): bootstrap
+// with the hand-off to capture, capture and apply, more writes, verify; then the second promote
+// makes A the copy to switch back to, and A's live collections equal B's byte for byte.
+func failback(ctx context.Context, t *testing.T, f *fixture) {
+	t.Helper()
+	st2, err := devstack.Start(ctx, devstack.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = st2.Close() }()
+	p2, err := localrun.New(ctx, localrun.Options{
+		Getenv: localrun.Getenv(map[string]string{
+			"PRIMARY_URI": f.drURI, // B is the source now
+			"WATCH_DB":    "shop", "IDLE_TIMEOUT": "200ms", "MAX_AWAIT": "50ms", "DEADLINE_MARGIN": "1s",
+		}, st2.Env(), nil),
+		ManualCapture: true, BatchSize: 500, BatchingWindow: 20 * time.Millisecond,
+		RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p2.Close() }()
+	b := p2.Primary()
+	if err := docdb.EnableChangeStreams(ctx, b, p2.Scope()); err != nil {
+		t.Logf("B is MongoDB-like, change streams need no enabling: %v", err)
+	}
+	w := &workload{rng: rand.New(rand.NewPCG(*seedFlag, 18)), db: b.Database("shop"), t: t}
+	w.random(ctx, []string{"b", "d", "e"}, 40) // the applications, switched to B
+
+	res, err := bootstrap.Run(ctx, bootstrap.Options{Primary: b, DR: p2.DR(), Scope: p2.Scope(),
+		Checkpoint: bootstrap.CheckpointStore{Store: p2.Checkpoints()}, Who: "failback test",
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err != nil || !res.CheckpointSet {
+		t.Fatalf("bootstrap B -> A: %+v, %v", res, err)
+	}
+	p2.Start(ctx)
+	w.random(ctx, []string{"b", "d", "e"}, 40)
+	if err := p2.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p2.Stop()
+	rep, err := verify.Run(ctx, verify.Options{Primary: b, DR: p2.DR(), Scope: p2.Scope(),
+		Archive: restore.ArchiveReader{Store: p2.Archive(), Layout: archive.Layout{Prefix: st2.Prefix}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.HasDifferences() {
+		var buf bytes.Buffer
+		_ = rep.WriteTable(&buf)
+		t.Errorf("verify B against A after failback replication:\n%s", buf.String())
+	}
+
+	// Switch back: the second promote, on A.
+	back, err := promote.Run(ctx, promote.Options{DR: p2.DR(), Topic: kafkaTopic(t, st2), Apply: true, DrainTimeout: time.Minute,
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := compareAll(liveOf(snapshotAll(ctx, t, b)), liveOf(snapshotAll(ctx, t, p2.DR()))); diff != "" {
+		t.Errorf("A after the second promote differs from B:\n%s", diff)
+	}
+	t.Logf("failback: verify %d equal, %d intercepted; second promote moved %d documents in %s",
+		rep.Totals.Equal, rep.Totals.Intercepted, back.Deletes.Moved, back.Duration)
 }
 
 // republish publishes again the first record of partition 0.
