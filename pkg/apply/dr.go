@@ -81,6 +81,12 @@ type State interface {
 	Barrier(ctx context.Context, id string) (string, error)
 	// SetBarrier inserts or updates a barrier marker.
 	SetBarrier(ctx context.Context, m BarrierMarker) error
+	// MarkHistory records, for each primary namespace that has no marker yet, that its version
+	// history is archived from since on (collection "history"); an existing marker is kept.
+	MarkHistory(ctx context.Context, nss []changeevent.Namespace, since time.Time) error
+	// ClearHistory removes every history marker: the version history is off, and no time before
+	// now can be restored from it.
+	ClearHistory(ctx context.Context) error
 }
 
 // Ledger entry states.
@@ -108,6 +114,9 @@ type LedgerEntry struct {
 	Partition   int64
 	Offset      int64
 	At          time.Time // when it was claimed
+	// History is set on the entry of a version history line (ARCHIVE_HISTORY), not an
+	// interception: DR keeps no copy for it.
+	History bool
 	// Revived is set on a delete's entry once the primary inserted the _id again where DR holds
 	// its copy (State.Revived): DR's copy is no longer the intercepted version.
 	Revived bool

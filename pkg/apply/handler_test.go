@@ -328,6 +328,7 @@ func TestPoisonRecordsAreDeadLettered(t *testing.T) {
 			r.Headers = []map[string]events.JSONNumberBytes{{changeevent.HeaderBarrier: events.JSONNumberBytes("many")}}
 		}, "not a partition count"},
 		{"claim check missing", func(r *events.KafkaRecord) { r.Value = enc(stub(1, "00", "cc/missing")) }, "does not exist"},
+		{"claim check missing, 403 to a role without list", func(r *events.KafkaRecord) { r.Value = enc(stub(1, "00", "denied/cc")) }, "is missing or not readable by this role"},
 		{"claim check wrong size", func(r *events.KafkaRecord) {
 			r.Value = enc(stub(int64(len(ccBody))+1, hex.EncodeToString(ccSum[:]), "cc/good"))
 		}, "bytes, the message says"},
@@ -1065,5 +1066,26 @@ func TestDropUnderApplyPolicyMovesHeld(t *testing.T) {
 	want := changeevent.Namespace{DB: "bar", Coll: "foo" + sideSuffix(drop.ClusterTime)}
 	if e := env.dr.ledger[del.EventID()]; e.Held != want {
 		t.Errorf("held in %s, want %s", e.Held, want)
+	}
+}
+
+// TestHistoryLinesHoldNoCopy: a version history line's ledger entry says so, and names no DR copy
+// (docdbdr promote must not take it for an intercepted delete).
+func TestHistoryLinesHoldNoCopy(t *testing.T) {
+	pol, err := ParsePolicy("delete=apply")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := newEnv(t, Options{Policy: &pol, History: true})
+	ins := evt(t, changeevent.Insert, fooNS, int32(1), bson.D{})
+	del := evt(t, changeevent.Delete, fooNS, int32(1), nil)
+	if _, err := env.h.Handle(context.Background(), batchOf(t, ins, del)); err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []changeevent.Event{ins, del} {
+		e, ok := env.dr.ledger[ev.EventID()]
+		if !ok || !e.History || e.Held != (changeevent.Namespace{}) {
+			t.Errorf("%s: ledger entry %v history %v held %v; want a history entry holding nothing", ev.Operation, ok, e.History, e.Held)
+		}
 	}
 }

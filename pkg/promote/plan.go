@@ -95,6 +95,9 @@ func makePlan(entries []apply.LedgerEntry, m apply.NamespaceMap) plan {
 	}
 	latest := map[heldKey]apply.LedgerEntry{} // entries with held: the latest per namespace and _id
 	for _, e := range sorted {
+		if e.History {
+			continue // a version history line (ARCHIVE_HISTORY): not an interception
+		}
 		ns := changeevent.Namespace{DB: e.DB, Coll: e.Coll}
 		switch changeevent.OperationType(e.Op) {
 		case changeevent.Delete:

@@ -69,6 +69,11 @@ func TestMakePlan(t *testing.T) {
 			held: []string{"shop.c/del-a-1-1"}, gone: []string{"shop.a", "shop.b"}},
 		{name: "dropDatabase", entries: []apply.LedgerEntry{del("a", 1, 1, false), del("b", 1, 2, false), dropDB},
 			gone: []string{"shop.a", "shop.b"}, goneDBs: []string{"shop"}},
+		{name: "a version history line is not an interception", entries: []apply.LedgerEntry{func() apply.LedgerEntry {
+			e := del("a", 1, 1, false)
+			e.History = true
+			return e
+		}()}},
 		{name: "held: where apply says", entries: []apply.LedgerEntry{heldDel("a", 1, 1, "b", false)}, held: []string{"shop_dr.b/del-a-1-1"}},
 		{name: "held in a side collection", entries: []apply.LedgerEntry{heldDel("a", 1, 1, "a.dropped.1700000000-2", false)}},
 		{name: "held: the latest delete in the namespace wins",
