@@ -25,6 +25,7 @@ import (
 	"strings"
 
 	"github.com/docdb-dr/docdb-dr/internal/devstack/certs"
+	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver"
 )
 
 // S3 servers Start can run.
@@ -135,7 +136,8 @@ type Stack struct {
 	Bucket     string
 	Prefix     string
 
-	closers []func() error // in start order; Close runs them in reverse
+	closers []func() error      // in start order; Close runs them in reverse
+	primary *mongoserver.Server // nil once StopPrimary stopped it
 }
 
 // Start starts the stack and returns when every endpoint accepts

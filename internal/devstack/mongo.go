@@ -14,7 +14,7 @@ import (
 // its snapshot in DataDir/primary or DataDir/dr (written when the stack
 // closes, loaded when it starts).
 func (st *Stack) startMongo(opts Options, bundle *certs.Bundle) error {
-	start := func(name string, documentDB bool, oplogMax int) (string, error) {
+	start := func(name string, documentDB bool, oplogMax int) (*mongoserver.Server, error) {
 		o := mongoserver.Options{
 			WireVersion:     opts.WireVersion,
 			DocumentDB:      documentDB,
@@ -31,15 +31,32 @@ func (st *Stack) startMongo(opts Options, bundle *certs.Bundle) error {
 		}
 		srv := mongoserver.New(o)
 		if err := srv.Start("127.0.0.1:0"); err != nil {
-			return "", fmt.Errorf("devstack: %s mongo server: %w", name, err)
+			return nil, fmt.Errorf("devstack: %s mongo server: %w", name, err)
 		}
 		st.onClose(srv.Close)
-		return srv.URI(), nil
+		return srv, nil
 	}
-	var err error
-	if st.PrimaryURI, err = start("primary", !opts.PrimaryIsMongoDB, opts.OplogMaxEntries); err != nil {
+	primary, err := start("primary", !opts.PrimaryIsMongoDB, opts.OplogMaxEntries)
+	if err != nil {
 		return err
 	}
-	st.DRURI, err = start("dr", false, 0)
+	st.primary, st.PrimaryURI = primary, primary.URI()
+	dr, err := start("dr", false, 0)
+	if err != nil {
+		return err
+	}
+	st.DRURI = dr.URI()
+	return nil
+}
+
+// StopPrimary shuts the primary's server down, as a lost region would: its listener closes and
+// every connection drops; nothing answers at PrimaryURI afterwards (Close does not stop it
+// twice). Failover tests use it.
+func (st *Stack) StopPrimary() error {
+	if st.primary == nil {
+		return nil
+	}
+	err := st.primary.Close()
+	st.primary = nil
 	return err
 }

@@ -44,6 +44,13 @@ func sideSuffix(ts primitive.Timestamp) string { return fmt.Sprintf(".dropped.%d
 // sideCollection matches the names sideSuffix makes: a dropDatabase leaves them where they are.
 var sideCollection = regexp.MustCompile(`\.dropped\.[0-9]+-[0-9]+$`)
 
+// SideSuffix is the suffix apply gives the side collections of the collection event at cluster
+// time ts (".dropped.<T>-<I>").
+func SideSuffix(ts primitive.Timestamp) string { return sideSuffix(ts) }
+
+// IsSideCollection reports whether a collection name is one of those side collections.
+func IsSideCollection(coll string) bool { return sideCollection.MatchString(coll) }
+
 // barrier handles one copy of a collection event.
 func (b *batch) barrier(ctx context.Context, it *item) error {
 	ev := &it.ev
@@ -186,17 +193,28 @@ func (b *batch) dropDatabaseShare(ctx context.Context, it *item, suffix string, 
 
 // removeShare takes p's documents out of ns: into side when keep, else deleted.
 func (b *batch) removeShare(ctx context.Context, it *item, ns, side changeevent.Namespace, primaryDB string, keep bool) error {
+	// The ledger's delete entries held in ns leave it with the documents (to the side name even
+	// when nothing is kept: DR no longer holds them in a live collection).
 	if it.partitions == 1 {
+		var err error
 		if keep {
-			return b.h.dr.Rename(ctx, ns, side) // a source that is gone was moved by an earlier delivery
+			err = b.h.dr.Rename(ctx, ns, side) // a source that is gone was moved by an earlier delivery
+		} else {
+			err = b.h.dr.Drop(ctx, ns)
 		}
-		return b.h.dr.Drop(ctx, ns)
+		if err != nil {
+			return err
+		}
+		return b.moveHeld(ctx, ns, side, nil)
 	}
 	return b.eachOwned(ctx, it, ns, primaryDB, func(ids []bson.RawValue) error {
 		if keep {
 			if err := b.copyDocs(ctx, ns, side, ids); err != nil {
 				return err
 			}
+		}
+		if err := b.moveHeld(ctx, ns, side, ids); err != nil {
+			return err
 		}
 		return b.deleteDocs(ctx, ns, ids)
 	})
@@ -206,6 +224,9 @@ func (b *batch) removeShare(ctx context.Context, it *item, ns, side changeevent.
 func (b *batch) moveShare(ctx context.Context, it *item, from, to changeevent.Namespace, primaryDB string) error {
 	if it.partitions == 1 {
 		err := b.h.dr.Rename(ctx, from, to)
+		if err == nil {
+			return b.moveHeld(ctx, from, to, nil)
+		}
 		if !errors.Is(err, ErrNamespaceExists) {
 			return err
 		}
@@ -216,8 +237,24 @@ func (b *batch) moveShare(ctx context.Context, it *item, from, to changeevent.Na
 		if err := b.copyDocs(ctx, from, to, ids); err != nil {
 			return err
 		}
+		if err := b.moveHeld(ctx, from, to, ids); err != nil {
+			return err
+		}
 		return b.deleteDocs(ctx, from, ids)
 	})
+}
+
+// moveHeld moves the ledger's delete entries along with DR's copies (ids nil: the whole
+// collection), after the copy and before the delete, so that a share interrupted in between and
+// done again by the redelivery still moves them.
+func (b *batch) moveHeld(ctx context.Context, from, to changeevent.Namespace, ids []bson.RawValue) error {
+	if !b.h.policy.For(changeevent.Delete).Archive {
+		return nil // no delete has a ledger entry
+	}
+	if err := b.h.dr.MoveHeld(ctx, from, to, ids); err != nil {
+		return fmt.Errorf("move the ledger's delete entries held in %s to %s: %w", from, to, err)
+	}
+	return nil
 }
 
 // eachOwned calls fn with the _ids of the documents of ns that partition p owns, a batch at a

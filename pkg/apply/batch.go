@@ -106,6 +106,35 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 	for _, recs := range partitions {
 		b.sum.Records += len(recs)
 	}
+	// A promoted DR takes nothing after the fence (see Fence).
+	fence, err := b.h.dr.Fence(ctx)
+	if err != nil {
+		return b.corrupt(fmt.Errorf("read the fence %s.%s: %w", b.h.dr.StateDB(), FenceCollection, err))
+	}
+	var fenced int
+	if fence != nil {
+		partitions, fenced = fence.split(partitions)
+		if fenced > 0 {
+			b.sum.Fenced = fenced
+			b.h.log.Warn("records after the fence of a promoted DR are not applied", slog.Int("records", fenced),
+				slog.Time("promotedAt", fence.PromotedAt))
+		}
+	}
+	if err := b.runUnfenced(ctx, partitions); err != nil {
+		return err
+	}
+	if fenced > 0 {
+		return fmt.Errorf("%w: %d records of this batch (DR promoted at %s); disable the event source mapping",
+			ErrFenced, fenced, fence.PromotedAt.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// runUnfenced handles the batch's records that the fence lets through.
+func (b *batch) runUnfenced(ctx context.Context, partitions [][]events.KafkaRecord) error {
+	if len(partitions) == 0 {
+		return nil
+	}
 	items := make([][]*item, 0, len(partitions))
 	for _, recs := range partitions {
 		var its []*item

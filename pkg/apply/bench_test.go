@@ -286,13 +286,18 @@ func (nullDR) EnsureState(context.Context) error                                
 func (nullDR) Archived(context.Context, []string) (map[string]bool, error)                { return nil, nil }
 func (nullDR) Claim(context.Context, []LedgerEntry) (map[string]bool, error)              { return nil, nil }
 func (nullDR) Written(context.Context, []string) error                                    { return nil }
-func (nullDR) Pending(context.Context, string, []int64) ([]LedgerEntry, error)            { return nil, nil }
-func (nullDR) Frontiers(context.Context, string, []int64) ([]Frontier, error)             { return nil, nil }
-func (nullDR) SetFrontiers(context.Context, []Frontier) error                             { return nil }
-func (nullDR) Barrier(context.Context, string) (string, error)                            { return "", nil }
-func (nullDR) SetBarrier(context.Context, BarrierMarker) error                            { return nil }
-func (nullDR) MarkHistory(context.Context, []changeevent.Namespace, time.Time) error      { return nil }
-func (nullDR) ClearHistory(context.Context) error                                         { return nil }
+func (nullDR) Fence(context.Context) (*Fence, error)                                      { return nil, nil }
+func (nullDR) Revived(context.Context, changeevent.Namespace, []bson.RawValue) error      { return nil }
+func (nullDR) MoveHeld(context.Context, changeevent.Namespace, changeevent.Namespace, []bson.RawValue) error {
+	return nil
+}
+func (nullDR) Pending(context.Context, string, []int64) ([]LedgerEntry, error)       { return nil, nil }
+func (nullDR) Frontiers(context.Context, string, []int64) ([]Frontier, error)        { return nil, nil }
+func (nullDR) SetFrontiers(context.Context, []Frontier) error                        { return nil }
+func (nullDR) Barrier(context.Context, string) (string, error)                       { return "", nil }
+func (nullDR) SetBarrier(context.Context, BarrierMarker) error                       { return nil }
+func (nullDR) MarkHistory(context.Context, []changeevent.Namespace, time.Time) error { return nil }
+func (nullDR) ClearHistory(context.Context) error                                    { return nil }
 
 // BenchmarkMemory6MB handles a batch at the Lambda payload limit (about 6 MB of base64 record
 // values: 6,000 inserts of ~630-byte documents) and reports allocation per batch and the peak

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 
@@ -58,6 +59,14 @@ type State interface {
 	Claim(ctx context.Context, entries []LedgerEntry) (taken map[string]bool, err error)
 	// Written marks the entries written (their objects are in S3) and removes their lines.
 	Written(ctx context.Context, eventIDs []string) error
+	// Revived marks the delete entries held in DR namespace ns (LedgerEntry.Held) of the given
+	// _ids revived: the primary inserted the _id again after those deletes, so DR's copy is a
+	// live version again, not an intercepted one (docdbdr promote reads the mark). Idempotent.
+	Revived(ctx context.Context, ns changeevent.Namespace, ids []bson.RawValue) error
+	// MoveHeld records that DR's copies of the given _ids moved from DR namespace from to to (a
+	// barrier moved them): the delete entries held in from with those _ids are held in to now.
+	// With ids nil, every entry held in from moves (a whole collection was renamed). Idempotent.
+	MoveHeld(ctx context.Context, from, to changeevent.Namespace, ids []bson.RawValue) error
 	// Pending returns the pending entries claimed from the partitions of topic, with their
 	// lines.
 	Pending(ctx context.Context, topic string, partitions []int64) ([]LedgerEntry, error)
@@ -65,6 +74,9 @@ type State interface {
 	Frontiers(ctx context.Context, topic string, partitions []int64) ([]Frontier, error)
 	// SetFrontiers inserts or replaces frontiers.
 	SetFrontiers(ctx context.Context, fs []Frontier) error
+	// Fence returns the fence docdbdr promote wrote (FenceCollection), nil when DR was not
+	// promoted.
+	Fence(ctx context.Context) (*Fence, error)
 	// Barrier returns the state of a barrier marker ("" when there is none).
 	Barrier(ctx context.Context, id string) (string, error)
 	// SetBarrier inserts or updates a barrier marker.
@@ -85,10 +97,14 @@ const (
 
 // LedgerEntry is one intercepted event in the ledger (<DR_STATE_DB>.archived).
 type LedgerEntry struct {
-	EventID     string              // _id
-	DB, Coll    string              // primary namespace (Coll empty for dropDatabase)
-	Op          string              // operation type
-	DocID       bson.RawValue       // the deleted document's _id, type kept; zero for collection events
+	EventID  string                // _id
+	DB, Coll string                // primary namespace (Coll empty for dropDatabase)
+	Op       string                // operation type
+	To       changeevent.Namespace // rename: the target (primary namespace); zero otherwise
+	DocID    bson.RawValue         // the deleted document's _id, type kept; zero for collection events
+	// Held is, for a delete, the DR namespace holding DR's copy of the document: the mapped
+	// namespace of the delete, moved along with the copy by barriers (State.MoveHeld).
+	Held        changeevent.Namespace
 	ClusterTime primitive.Timestamp // of the event
 	Object      string              // S3 key of the object holding the line
 	Seq         int                 // the line's position in the object
@@ -98,6 +114,12 @@ type LedgerEntry struct {
 	Partition   int64
 	Offset      int64
 	At          time.Time // when it was claimed
+	// History is set on the entry of a version history line (ARCHIVE_HISTORY), not an
+	// interception: DR keeps no copy for it.
+	History bool
+	// Revived is set on a delete's entry once the primary inserted the _id again where DR holds
+	// its copy (State.Revived): DR's copy is no longer the intercepted version.
+	Revived bool
 }
 
 // Frontier is what apply has applied from one partition (<DR_STATE_DB>.applied): every
@@ -129,6 +151,41 @@ func (f *Frontier) applied(offset int64, ns changeevent.Namespace, ct primitive.
 // interrupted after some of its writes.
 func (f *Frontier) inFlight(offset int64) bool {
 	return f.IntentLow <= offset && offset <= f.IntentHigh && !(f.Low <= offset && offset <= f.High)
+}
+
+// Fence is what docdbdr promote writes in <DR_STATE_DB>.fence when DR becomes the copy
+// applications use: apply applies no record of Topic at or after its partition's end offset in
+// Ends (nor any record of another topic), so that a capture still running, or coming back,
+// cannot write into the promoted world. Records before the fence are applied (that is how
+// apply drains the topic for promote).
+type Fence struct {
+	Topic      string
+	Ends       map[int64]int64 // partition -> the offset of the first record not to apply
+	PromotedAt time.Time
+}
+
+// ErrFenced is wrapped by the error of an invocation that received records after the fence: the
+// records before it are applied, the invocation fails, and the event source mapping keeps the rest
+// in the topic (and alarms).
+var ErrFenced = errors.New("DR was promoted (docdbdr promote): records after the fence are not applied")
+
+// split keeps, of each partition's records, those before the fence, and counts the others.
+func (f *Fence) split(parts [][]events.KafkaRecord) (kept [][]events.KafkaRecord, fenced int) {
+	for _, recs := range parts {
+		end, ok := f.Ends[recs[0].Partition]
+		if recs[0].Topic != f.Topic || !ok {
+			end = -1
+		}
+		n := 0
+		for n < len(recs) && recs[n].Offset < end {
+			n++
+		}
+		fenced += len(recs) - n
+		if n > 0 {
+			kept = append(kept, recs[:n])
+		}
+	}
+	return kept, fenced
 }
 
 // Barrier marker states: a partition's share of a collection event is done in steps.

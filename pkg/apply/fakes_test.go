@@ -32,6 +32,7 @@ import (
 // changeevent.UpdateDescription.ApplyTo, which is checked against a real server in pkg/changeevent).
 // Every call is logged for comparison. It is safe for concurrent use.
 type fakeDR struct {
+	fence *Fence // set by tests: DR was promoted
 	mu    sync.Mutex
 	docs  map[changeevent.Namespace]map[IDKey]bson.Raw
 	calls []string
@@ -268,6 +269,44 @@ func (f *fakeDR) Written(_ context.Context, ids []string) error {
 		}
 	}
 	return nil
+}
+
+func (f *fakeDR) Revived(_ context.Context, ns changeevent.Namespace, ids []bson.RawValue) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keys := map[IDKey]bool{}
+	for _, id := range ids {
+		keys[KeyOf(id)] = true
+	}
+	for id, e := range f.ledger {
+		if e.Held == ns && e.Op == string(changeevent.Delete) && keys[KeyOf(e.DocID)] {
+			e.Revived = true
+			f.ledger[id] = e
+		}
+	}
+	return nil
+}
+
+func (f *fakeDR) MoveHeld(_ context.Context, from, to changeevent.Namespace, ids []bson.RawValue) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keys := map[IDKey]bool{}
+	for _, id := range ids {
+		keys[KeyOf(id)] = true
+	}
+	for id, e := range f.ledger {
+		if e.Held == from && e.Op == string(changeevent.Delete) && (ids == nil || keys[KeyOf(e.DocID)]) {
+			e.Held = to
+			f.ledger[id] = e
+		}
+	}
+	return nil
+}
+
+func (f *fakeDR) Fence(context.Context) (*Fence, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fence, nil
 }
 
 func (f *fakeDR) Pending(_ context.Context, topic string, partitions []int64) ([]LedgerEntry, error) {

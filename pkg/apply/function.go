@@ -203,6 +203,20 @@ func (l lazyDR) Written(ctx context.Context, ids []string) error {
 	return err
 }
 
+func (l lazyDR) Revived(ctx context.Context, ns changeevent.Namespace, ids []bson.RawValue) error {
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.Revived(ctx, ns, ids) })
+	return err
+}
+
+func (l lazyDR) MoveHeld(ctx context.Context, from, to changeevent.Namespace, ids []bson.RawValue) error {
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.MoveHeld(ctx, from, to, ids) })
+	return err
+}
+
+func (l lazyDR) Fence(ctx context.Context) (*Fence, error) {
+	return do(ctx, l, func(w *MongoWriter) (*Fence, error) { return w.Fence(ctx) })
+}
+
 func (l lazyDR) Pending(ctx context.Context, topic string, partitions []int64) ([]LedgerEntry, error) {
 	return do(ctx, l, func(w *MongoWriter) ([]LedgerEntry, error) { return w.Pending(ctx, topic, partitions) })
 }

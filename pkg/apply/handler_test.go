@@ -17,6 +17,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
 
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
@@ -907,4 +908,184 @@ func clone(m map[string][]byte) map[string][]byte {
 		out[k] = bytes.Clone(v)
 	}
 	return out
+}
+
+// TestRevivedMarksReinsertedDeletes checks the ledger's revived mark, which tells docdbdr
+// promote whether DR's copy of a deleted document is the intercepted version (not revived) or a
+// live one the primary inserted again (revived).
+func TestRevivedMarksReinsertedDeletes(t *testing.T) {
+	otherNS := changeevent.Namespace{DB: "bar", Coll: "other"}
+	ins := func(ns changeevent.Namespace, i uint32) changeevent.Event {
+		e := evt(t, changeevent.Insert, ns, int32(1), bson.D{{Key: "v", Value: int64(i)}})
+		e.ClusterTime.I = i
+		retoken(t, &e)
+		return e
+	}
+	del := func(ns changeevent.Namespace, i uint32) changeevent.Event {
+		e := evt(t, changeevent.Delete, ns, int32(1), nil)
+		e.ClusterTime.I = i
+		retoken(t, &e)
+		return e
+	}
+	renamedNS := changeevent.Namespace{DB: "bar", Coll: "foo_renamed"}
+	collEvent := func(op changeevent.OperationType, i uint32) changeevent.Event {
+		e := evt(t, op, fooNS, nil, nil)
+		e.ClusterTime.I = i
+		retoken(t, &e)
+		return e
+	}
+	tests := []struct {
+		name    string
+		batches [][]changeevent.Event
+		// revived[i] is the expected mark of the i-th delete of the test, held where it is held
+		// at the end (default: fooNS).
+		revived []bool
+		held    *changeevent.Namespace
+	}{
+		{"a rename carries the held copy", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {collEvent(changeevent.Rename, 3)}},
+			[]bool{false}, &renamedNS},
+		{"re-inserted after a rename", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {collEvent(changeevent.Rename, 3)}, {ins(renamedNS, 4)}},
+			[]bool{true}, &renamedNS},
+		{"a drop moves the held copy aside; a re-insert into the recreated collection is another document",
+			[][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {collEvent(changeevent.Drop, 3)}, {ins(fooNS, 4)}},
+			[]bool{false}, &changeevent.Namespace{DB: "bar", Coll: "foo" + sideSuffix(primitive.Timestamp{T: baseTS.T, I: 3})}},
+		{"re-inserted in a later batch", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {ins(fooNS, 3)}}, []bool{true}, nil},
+		{"re-inserted in the same segment", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2), ins(fooNS, 3)}}, []bool{true}, nil},
+		{"not re-inserted", [][]changeevent.Event{{ins(fooNS, 1)}, {del(fooNS, 2)}}, []bool{false}, nil},
+		{"re-inserted then deleted again", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {ins(fooNS, 3), del(fooNS, 4)}}, []bool{false, false}, nil},
+		{"deleted again after a revival", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2), ins(fooNS, 3)}, {del(fooNS, 4)}}, []bool{true, false}, nil},
+		{"same _id inserted in another collection", [][]changeevent.Event{{ins(fooNS, 1), del(fooNS, 2)}, {ins(otherNS, 3)}}, []bool{false}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newEnv(t, Options{})
+			var dels []string
+			for _, evs := range tc.batches {
+				for _, e := range evs {
+					if e.Operation == changeevent.Delete {
+						dels = append(dels, e.EventID())
+					}
+				}
+				if _, err := env.h.Handle(context.Background(), batchOf(t, evs...)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(dels) != len(tc.revived) {
+				t.Fatalf("%d deletes, %d expectations", len(dels), len(tc.revived))
+			}
+			for i, id := range dels {
+				e, ok := env.dr.ledger[id]
+				if !ok {
+					t.Fatalf("delete %d has no ledger entry", i)
+				}
+				if e.Revived != tc.revived[i] {
+					t.Errorf("delete %d: revived %v, want %v", i, e.Revived, tc.revived[i])
+				}
+				want := fooNS
+				if tc.held != nil {
+					want = *tc.held
+				}
+				if e.Held != want {
+					t.Errorf("delete %d: held in %s, want %s", i, e.Held, want)
+				}
+			}
+		})
+	}
+}
+
+// TestLedgerRecordsRenameTarget: promote follows documents through renames from the ledger.
+func TestLedgerRecordsRenameTarget(t *testing.T) {
+	env := newEnv(t, Options{})
+	ren := evt(t, changeevent.Rename, fooNS, nil, nil)
+	if _, err := env.h.Handle(context.Background(), batchOf(t, ren)); err != nil {
+		t.Fatal(err)
+	}
+	e := env.dr.ledger[ren.EventID()]
+	if e.To != *ren.To || e.Op != "rename" {
+		t.Errorf("ledger entry %+v, want to %v", e, *ren.To)
+	}
+	d, err := ledgerDoc(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := parseLedgerEntry(raw(t, d))
+	if err != nil || back.To != *ren.To {
+		t.Errorf("round trip of the ledger entry: to %v, %v", back.To, err)
+	}
+}
+
+// TestFenceStopsApplyAtThePromotion: a promoted DR applies the records before the fence and none
+// after; the invocation fails, so the event source mapping keeps them (and alarms).
+func TestFenceStopsApplyAtThePromotion(t *testing.T) {
+	env := newEnv(t, Options{})
+	env.dr.fence = &Fence{Topic: "changevents", Ends: map[int64]int64{0: 102}, PromotedAt: fixedNow}
+	var evs []changeevent.Event
+	for i := int32(1); i <= 4; i++ {
+		evs = append(evs, evt(t, changeevent.Insert, fooNS, i, bson.D{{Key: "x", Value: i}}))
+	}
+	batch := batchOf(t, evs...) // offsets 100..103
+	for attempt := 0; attempt < 2; attempt++ {
+		sum, err := env.h.Handle(context.Background(), batch)
+		if !errors.Is(err, ErrFenced) || sum.Fenced != 2 {
+			t.Fatalf("attempt %d: %v, %d fenced; want ErrFenced, 2", attempt, err, sum.Fenced)
+		}
+		for i := int32(1); i <= 4; i++ {
+			if got := env.dr.doc(fooNS, idOf(t, i)) != nil; got != (i <= 2) {
+				t.Errorf("attempt %d: document %d in DR: %v", attempt, i, got)
+			}
+		}
+	}
+	other := batchOf(t, evs[0])
+	for _, recs := range other.Records {
+		for i := range recs {
+			recs[i].Topic = "another"
+		}
+	}
+	if _, err := env.h.Handle(context.Background(), other); !errors.Is(err, ErrFenced) {
+		t.Errorf("a record of another topic: %v, want ErrFenced", err)
+	}
+}
+
+// TestDropUnderApplyPolicyMovesHeld: a drop that deletes (drop=apply) takes the ledger's delete
+// entries out of the live namespace too: DR no longer holds those copies there.
+func TestDropUnderApplyPolicyMovesHeld(t *testing.T) {
+	pol, err := ParsePolicy("drop=apply")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := newEnv(t, Options{Policy: &pol})
+	del := evt(t, changeevent.Delete, fooNS, int32(1), nil)
+	drop := evt(t, changeevent.Drop, fooNS, nil, nil)
+	drop.ClusterTime.I = 2
+	retoken(t, &drop)
+	for _, evs := range [][]changeevent.Event{{evt(t, changeevent.Insert, fooNS, int32(1), bson.D{})}, {del}, {drop}} {
+		if _, err := env.h.Handle(context.Background(), batchOf(t, evs...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := changeevent.Namespace{DB: "bar", Coll: "foo" + sideSuffix(drop.ClusterTime)}
+	if e := env.dr.ledger[del.EventID()]; e.Held != want {
+		t.Errorf("held in %s, want %s", e.Held, want)
+	}
+}
+
+// TestHistoryLinesHoldNoCopy: a version history line's ledger entry says so, and names no DR copy
+// (docdbdr promote must not take it for an intercepted delete).
+func TestHistoryLinesHoldNoCopy(t *testing.T) {
+	pol, err := ParsePolicy("delete=apply")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := newEnv(t, Options{Policy: &pol, History: true})
+	ins := evt(t, changeevent.Insert, fooNS, int32(1), bson.D{})
+	del := evt(t, changeevent.Delete, fooNS, int32(1), nil)
+	if _, err := env.h.Handle(context.Background(), batchOf(t, ins, del)); err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []changeevent.Event{ins, del} {
+		e, ok := env.dr.ledger[ev.EventID()]
+		if !ok || !e.History || e.Held != (changeevent.Namespace{}) {
+			t.Errorf("%s: ledger entry %v history %v held %v; want a history entry holding nothing", ev.Operation, ok, e.History, e.Held)
+		}
+	}
 }

@@ -112,7 +112,7 @@ func (b *batch) claimLines(ctx context.Context, lines []*line) ([]object, error)
 			groups[gk] = g
 		}
 		entries = append(entries, LedgerEntry{
-			EventID: ev.EventID(), DB: ev.NS.DB, Coll: ev.NS.Coll, Op: string(ev.Operation), DocID: l.docID,
+			EventID: ev.EventID(), DB: ev.NS.DB, Coll: ev.NS.Coll, Op: string(ev.Operation), To: renameTarget(ev), DocID: l.docID, Held: held(l), History: l.history,
 			ClusterTime: ev.ClusterTime, Object: g.key, Seq: g.lines, State: StatePending, Line: l.body,
 			Topic: l.it.at.Topic, Partition: l.it.at.Partition, Offset: l.it.at.Offset, At: now,
 		})
@@ -150,6 +150,23 @@ func (b *batch) claimLines(ctx context.Context, lines []*line) ([]object, error)
 		objs = append(objs, *byKey[k])
 	}
 	return objs, nil
+}
+
+// held is where DR holds a delete's copy: the DR namespace of the document (a history line
+// names no copy DR keeps).
+func held(l *line) changeevent.Namespace {
+	if l.docID.Type == 0 || l.history {
+		return changeevent.Namespace{}
+	}
+	return l.it.ref.ns
+}
+
+// renameTarget is a rename's target, the zero namespace for any other event.
+func renameTarget(ev *changeevent.Event) changeevent.Namespace {
+	if ev.Operation == changeevent.Rename && ev.To != nil {
+		return *ev.To
+	}
+	return changeevent.Namespace{}
 }
 
 // countLine counts a line this invocation archived.

@@ -26,6 +26,9 @@ const (
 	LedgerCollection   = "archived"
 	FrontierCollection = "applied"
 	BarrierCollection  = "barriers"
+	FenceCollection    = "fence" // written by docdbdr promote, read by apply (Fence)
+	// FenceID is the _id of the fence document.
+	FenceID = "promoted"
 	// HistoryCollection holds one marker per primary namespace whose version history is
 	// archived (ARCHIVE_HISTORY=on): {_id: "<db>.<coll>", db, coll, since: <Date>}.
 	HistoryCollection = "history"
@@ -254,11 +257,13 @@ func (m *MongoWriter) barriers() *mongo.Collection {
 }
 
 // EnsureState creates the ledger's indexes: {state, topic, partition} for the recovery of pending
-// entries, and {db, coll, docId} for looking up what was archived of a document.
+// entries, {db, coll, docId} for looking up what was archived of a document, and {held.db,
+// held.coll, docId} for Revived and MoveHeld.
 func (m *MongoWriter) EnsureState(ctx context.Context) error {
 	_, err := m.ledger().Indexes().CreateMany(ctx, []mongo.IndexModel{
 		{Keys: bson.D{{Key: "state", Value: 1}, {Key: "topic", Value: 1}, {Key: "partition", Value: 1}}},
 		{Keys: bson.D{{Key: "db", Value: 1}, {Key: "coll", Value: 1}, {Key: "docId", Value: 1}}},
+		{Keys: bson.D{{Key: "held.db", Value: 1}, {Key: "held.coll", Value: 1}, {Key: "docId", Value: 1}}},
 	})
 	if err != nil {
 		return fmt.Errorf("create the indexes of %s.%s: %w", m.state, LedgerCollection, err)
@@ -330,8 +335,17 @@ func ledgerDoc(e *LedgerEntry) (bson.D, error) {
 		d = append(d, bson.E{Key: "coll", Value: e.Coll})
 	}
 	d = append(d, bson.E{Key: "op", Value: e.Op})
+	if e.To.DB != "" {
+		d = append(d, bson.E{Key: "to", Value: bson.D{{Key: "db", Value: e.To.DB}, {Key: "coll", Value: e.To.Coll}}})
+	}
 	if e.DocID.Type != 0 {
 		d = append(d, bson.E{Key: "docId", Value: e.DocID})
+	}
+	if e.Held.DB != "" {
+		d = append(d, bson.E{Key: "held", Value: bson.D{{Key: "db", Value: e.Held.DB}, {Key: "coll", Value: e.Held.Coll}}})
+	}
+	if e.History {
+		d = append(d, bson.E{Key: "history", Value: true})
 	}
 	d = append(d,
 		bson.E{Key: "clusterTime", Value: e.ClusterTime},
@@ -371,6 +385,61 @@ func (m *MongoWriter) Written(ctx context.Context, ids []string) error {
 	return err
 }
 
+// Revived sets revived on the delete entries held in ns whose docId is in ids, with one
+// updateMany served by the {held.db, held.coll, docId} index.
+func (m *MongoWriter) Revived(ctx context.Context, ns changeevent.Namespace, ids []bson.RawValue) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := m.ledger().UpdateMany(ctx, append(heldFilter(ns, ids), bson.E{Key: "revived", Value: bson.D{{Key: "$ne", Value: true}}}),
+		bson.D{{Key: "$set", Value: bson.D{{Key: "revived", Value: true}}}})
+	return err
+}
+
+// MoveHeld sets held to to on the delete entries held in from (whose docId is in ids, unless ids
+// is nil), with one updateMany served by the {held.db, held.coll, docId} index.
+func (m *MongoWriter) MoveHeld(ctx context.Context, from, to changeevent.Namespace, ids []bson.RawValue) error {
+	if ids != nil && len(ids) == 0 {
+		return nil
+	}
+	_, err := m.ledger().UpdateMany(ctx, heldFilter(from, ids),
+		bson.D{{Key: "$set", Value: bson.D{{Key: "held", Value: bson.D{{Key: "db", Value: to.DB}, {Key: "coll", Value: to.Coll}}}}}})
+	return err
+}
+
+// heldFilter selects the delete entries held in ns, those of the given _ids unless ids is nil.
+func heldFilter(ns changeevent.Namespace, ids []bson.RawValue) bson.D {
+	f := bson.D{{Key: "held.db", Value: ns.DB}, {Key: "held.coll", Value: ns.Coll}}
+	if ids != nil {
+		in := make(bson.A, len(ids))
+		for i, id := range ids {
+			in[i] = id
+		}
+		f = append(f, bson.E{Key: "docId", Value: bson.D{{Key: "$in", Value: in}}})
+	}
+	return append(f, bson.E{Key: "op", Value: string(changeevent.Delete)})
+}
+
+// Ledger calls fn with every entry of the ledger, in no particular order (docdbdr promote reads
+// it once; apply never scans it). An entry that cannot be decoded is an error naming it.
+func (m *MongoWriter) Ledger(ctx context.Context, fn func(LedgerEntry) error) error {
+	cur, err := m.ledger().Find(ctx, bson.D{})
+	if err != nil {
+		return err
+	}
+	defer cur.Close(ctx)
+	for cur.Next(ctx) {
+		e, err := parseLedgerEntry(cur.Current)
+		if err != nil {
+			return err
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return cur.Err()
+}
+
 // Pending reads the pending entries of the partitions. An entry that cannot be decoded is an
 // error naming it: the ledger is never guessed at.
 func (m *MongoWriter) Pending(ctx context.Context, topic string, partitions []int64) ([]LedgerEntry, error) {
@@ -400,11 +469,19 @@ var ErrCorruptState = errors.New("corrupt state entry")
 
 func parseLedgerEntry(raw bson.Raw) (LedgerEntry, error) {
 	var doc struct {
-		ID          string              `bson:"_id"`
-		DB          string              `bson:"db"`
-		Coll        string              `bson:"coll"`
-		Op          string              `bson:"op"`
-		DocID       bson.RawValue       `bson:"docId"`
+		ID   string `bson:"_id"`
+		DB   string `bson:"db"`
+		Coll string `bson:"coll"`
+		Op   string `bson:"op"`
+		To   *struct {
+			DB   string `bson:"db"`
+			Coll string `bson:"coll"`
+		} `bson:"to"`
+		DocID bson.RawValue `bson:"docId"`
+		Held  *struct {
+			DB   string `bson:"db"`
+			Coll string `bson:"coll"`
+		} `bson:"held"`
 		ClusterTime primitive.Timestamp `bson:"clusterTime"`
 		Object      string              `bson:"object"`
 		Seq         int32               `bson:"seq"`
@@ -415,6 +492,8 @@ func parseLedgerEntry(raw bson.Raw) (LedgerEntry, error) {
 		Partition   int64               `bson:"partition"`
 		Offset      int64               `bson:"offset"`
 		At          time.Time           `bson:"at"`
+		Revived     bool                `bson:"revived"`
+		History     bool                `bson:"history"`
 	}
 	if err := bson.Unmarshal(raw, &doc); err != nil {
 		return LedgerEntry{}, fmt.Errorf("%w: ledger entry %s: %v", ErrCorruptState, raw.Lookup("_id"), err)
@@ -435,7 +514,14 @@ func parseLedgerEntry(raw bson.Raw) (LedgerEntry, error) {
 		return LedgerEntry{}, fmt.Errorf("%w: ledger entry %q lacks its object or, pending, its line", ErrCorruptState, doc.ID)
 	}
 	e := LedgerEntry{EventID: doc.ID, DB: doc.DB, Coll: doc.Coll, Op: doc.Op, DocID: doc.DocID, ClusterTime: doc.ClusterTime,
-		Object: doc.Object, Seq: int(doc.Seq), State: doc.State, Topic: doc.Topic, Partition: doc.Partition, Offset: doc.Offset, At: doc.At}
+		Object: doc.Object, Seq: int(doc.Seq), State: doc.State, Topic: doc.Topic, Partition: doc.Partition, Offset: doc.Offset, At: doc.At,
+		Revived: doc.Revived, History: doc.History}
+	if doc.To != nil {
+		e.To = changeevent.Namespace{DB: doc.To.DB, Coll: doc.To.Coll}
+	}
+	if doc.Held != nil {
+		e.Held = changeevent.Namespace{DB: doc.Held.DB, Coll: doc.Held.Coll}
+	}
 	if doc.Line != nil {
 		e.Line = []byte(*doc.Line)
 	}
@@ -516,6 +602,33 @@ func (m *MongoWriter) SetFrontiers(ctx context.Context, fs []Frontier) error {
 	}
 	_, err := m.client.Database(m.state).Collection(FrontierCollection).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(true))
 	return err
+}
+
+// Fence reads the fence: {_id: "promoted", promotedAt, topic, ends: [{partition, end}]}.
+func (m *MongoWriter) Fence(ctx context.Context) (*Fence, error) {
+	raw, err := m.client.Database(m.state).Collection(FenceCollection).FindOne(ctx, bson.D{{Key: "_id", Value: FenceID}}).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var d struct {
+		PromotedAt time.Time `bson:"promotedAt"`
+		Topic      string    `bson:"topic"`
+		Ends       []struct {
+			Partition int64 `bson:"partition"`
+			End       int64 `bson:"end"`
+		} `bson:"ends"`
+	}
+	if err := bson.Unmarshal(raw, &d); err != nil || d.Topic == "" {
+		return nil, fmt.Errorf("%w: fence %s: %v", ErrCorruptState, raw, err)
+	}
+	f := &Fence{Topic: d.Topic, Ends: map[int64]int64{}, PromotedAt: d.PromotedAt}
+	for _, e := range d.Ends {
+		f.Ends[e.Partition] = e.End
+	}
+	return f, nil
 }
 
 // Barrier reads a marker's state.

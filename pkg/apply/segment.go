@@ -99,6 +99,9 @@ func (b *batch) segment(ctx context.Context, all []*item) error {
 	if werr != nil {
 		return werr
 	}
+	if err := b.revive(ctx, items); err != nil {
+		return err
+	}
 	if err := b.written(ctx, objs); err != nil {
 		return err
 	}
@@ -107,6 +110,61 @@ func (b *batch) segment(ctx context.Context, all []*item) error {
 		return err
 	}
 	return b.advance(ctx, all, false)
+}
+
+// revive marks, after the segment's writes, the ledger's delete entries held in the DR
+// namespace of every document the segment inserted again and did not delete after: DR's copy is the primary's live version now,
+// not an intercepted one (docdbdr promote leaves it in place). Marking after the writes and
+// before the frontier passes the records means an interrupted segment, applied again, marks
+// again; the mark is idempotent.
+func (b *batch) revive(ctx context.Context, items []*item) error {
+	if !b.h.policy.For(changeevent.Delete).Archive {
+		return nil // no delete has a ledger entry
+	}
+	type key struct {
+		ns  changeevent.Namespace
+		key IDKey
+	}
+	inserted := map[key]bool{}
+	var order []key
+	ids := map[key]bson.RawValue{}
+	for _, it := range items {
+		if it.dead || !it.ev.Operation.IsDocumentChange() {
+			continue
+		}
+		k := key{ns: it.ref.ns, key: it.ref.key}
+		switch it.ev.Operation {
+		case changeevent.Insert:
+			if _, seen := inserted[k]; !seen {
+				order = append(order, k)
+			}
+			inserted[k], ids[k] = true, it.id
+		case changeevent.Delete:
+			if _, seen := inserted[k]; seen {
+				inserted[k] = false
+			}
+		}
+	}
+	byNS := map[changeevent.Namespace][]bson.RawValue{}
+	var nss []changeevent.Namespace
+	for _, k := range order {
+		if !inserted[k] {
+			continue
+		}
+		if byNS[k.ns] == nil {
+			nss = append(nss, k.ns)
+		}
+		byNS[k.ns] = append(byNS[k.ns], ids[k])
+	}
+	for _, ns := range nss {
+		all := byNS[ns]
+		for start := 0; start < len(all); start += b.h.opts.MaxBulkOps {
+			if err := b.h.dr.Revived(ctx, ns, all[start:min(start+b.h.opts.MaxBulkOps, len(all))]); err != nil {
+				return fmt.Errorf("mark the re-inserted documents of %s revived in the ledger: %w", ns, err)
+			}
+		}
+	}
+	return nil
 }
 
 // primaryNamespaces lists the primary namespaces of the items, in order of first appearance.

@@ -47,7 +47,9 @@ type Summary struct {
 	// CorruptState counts state entries (ledger, barrier markers) that could not be read: the
 	// batch fails rather than guess.
 	CorruptState int
-	Duration     time.Duration
+	// Fenced counts records not applied because DR was promoted before them (Fence).
+	Fenced   int
+	Duration time.Duration
 	// MaxLag is the longest end-to-end delay in the batch: end of apply minus cluster time.
 	MaxLag time.Duration
 }
@@ -81,6 +83,7 @@ func (h *Handler) report(s Summary, err error, now time.Time) {
 		slog.Int("barriers", s.Barriers),
 		slog.Int("movedDocuments", s.MovedDocuments),
 		slog.Int("corruptState", s.CorruptState),
+		slog.Int("fenced", s.Fenced),
 		slog.Int64("durationMs", s.Duration.Milliseconds()),
 		slog.Int64("maxLagMs", s.MaxLag.Milliseconds()),
 	}
