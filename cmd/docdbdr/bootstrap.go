@@ -100,7 +100,7 @@ flags:`)
 		if res.CheckpointSet {
 			fmt.Fprintln(stdout, "capture checkpoint reset to the start position: re-enable capture for the scope")
 		} else {
-			fmt.Fprintln(stdout, "capture checkpoint NOT set (--no-checkpoint): run docdbdr reset-checkpoint --to <start time> before re-enabling capture")
+			fmt.Fprintln(stdout, "capture checkpoint NOT set (--no-checkpoint): run docdbdr reset-checkpoint --to <start time> (with --force if capture never ran for the scope) before re-enabling capture")
 		}
 	}
 	return nil
@@ -131,7 +131,8 @@ func loadToolEnv(stderr io.Writer) (*toolEnv, error) {
 
 // openScoped is the start of a tool that works on a scope in both clusters: the environment, the
 // scope (flags over WATCH_*), NAMESPACE_MAP, and clients of the primary and DR, which the caller
-// disconnects.
+// disconnects. A scope naming a database or collection the primary does not hold is refused
+// (exit 2, naming it).
 func openScoped(ctx context.Context, sf scopeFlags, stderr io.Writer) (env *toolEnv, sc scope.Scope,
 	nsmap func(changeevent.Namespace) changeevent.Namespace, primary, dr *mongo.Client, err error) {
 	if env, err = loadToolEnv(stderr); err != nil {
@@ -145,7 +146,13 @@ func openScoped(ctx context.Context, sf scopeFlags, stderr io.Writer) (env *tool
 	if nsmap, err = env.namespaceMap(); err != nil {
 		return
 	}
-	primary, dr, err = env.connectBoth(ctx)
+	if primary, dr, err = env.connectBoth(ctx); err != nil {
+		return
+	}
+	if err = refuseMissing(ctx, primary, "the primary", sc); err != nil {
+		disconnect(primary, dr)
+		primary, dr = nil, nil
+	}
 	return
 }
 

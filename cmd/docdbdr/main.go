@@ -78,6 +78,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):
+		if err != errUsage { // a refusal that says why (guard.go); plain errUsage was explained already
+			fmt.Fprintf(stderr, "docdbdr %s: %v\n", c.name, err)
+		}
 		return 2
 	default:
 		fmt.Fprintf(stderr, "docdbdr %s: %v\n", c.name, err)

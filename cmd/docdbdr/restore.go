@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/restore"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
 func init() {
@@ -94,6 +96,11 @@ flags:`)
 		return err
 	}
 	defer disconnect(primary, dr)
+	// The deleted documents are in DR (apply never applies a delete): a database or collection
+	// DR does not hold is a typo, or NAMESPACE_MAP is not the one apply uses.
+	if err := refuseMissing(ctx, dr, "DR", drScope(sel, nsmap)); err != nil {
+		return err
+	}
 
 	rep, err := restore.Run(ctx, restore.Options{Primary: primary, DR: dr, Archive: reader, Select: sel,
 		MapNamespace: nsmap, Apply: *doApply, Overwrite: *overwrite, Logger: env.log})
@@ -104,4 +111,17 @@ flags:`)
 		return rep.WriteJSON(stdout)
 	}
 	return rep.WriteTable(stdout)
+}
+
+// drScope is where in DR the selection's documents are: its namespace through NAMESPACE_MAP.
+func drScope(sel restore.Selection, nsmap func(changeevent.Namespace) changeevent.Namespace) scope.Scope {
+	ns := changeevent.Namespace{DB: sel.DB, Coll: sel.Coll}
+	if nsmap != nil {
+		ns = nsmap(ns)
+	}
+	sc := scope.Scope{DB: ns.DB}
+	if sel.Coll != "" {
+		sc.Collections = []string{ns.Coll}
+	}
+	return sc
 }

@@ -99,7 +99,10 @@ type CLI struct {
 	StateDB          string
 	StateCollection  string
 	DRStateDB        string // DR_STATE_DB, as apply reads it
-	LogLevel         slog.Level
+	// ChangeStreamRetention is CHANGE_STREAM_RETENTION: no start position older than this is
+	// accepted, and status reports the share of it the lag uses.
+	ChangeStreamRetention time.Duration
+	LogLevel              slog.Level
 }
 
 // LoadCapture reads the capture function's variables through getenv (os.Getenv in production).
@@ -168,7 +171,9 @@ func LoadCLI(getenv func(string) string) (CLI, error) {
 		StateDB:          r.str("STATE_DB"),
 		StateCollection:  r.str("STATE_COLLECTION"),
 		DRStateDB:        r.str("DR_STATE_DB"),
-		LogLevel:         r.logLevel(),
+
+		ChangeStreamRetention: r.duration("CHANGE_STREAM_RETENTION", time.Minute, 7*24*time.Hour),
+		LogLevel:              r.logLevel(),
 	}
 	// How capture produces: replay-deadletters publishes capture's dead letters the same way.
 	c.Kafka.Compression = r.oneOf("KAFKA_COMPRESSION", Compressions...)

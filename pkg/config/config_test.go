@@ -175,7 +175,7 @@ func TestLoadCLINothingRequired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Primary.URI != "" || c.Kafka.Topic != "changevents" || c.StateDB != "docdbdr" || c.DRStateDB != "docdbdr" {
+	if c.Primary.URI != "" || c.Kafka.Topic != "changevents" || c.StateDB != "docdbdr" || c.DRStateDB != "docdbdr" || c.ChangeStreamRetention != 3*time.Hour {
 		t.Errorf("got %+v", c)
 	}
 	if _, err := LoadCLI(env(nil, "WATCH_COLLECTIONS", "foo")); err == nil || !strings.Contains(err.Error(), "WATCH_DB:") {

@@ -68,7 +68,7 @@ var variables = []Variable{
 	{"DEADLINE_MARGIN", capture, "10s", "stop this long before the Lambda deadline"},
 	{"START_AT", capture, "now", "first run only: now or an RFC 3339 time"},
 	{"LEASE_TTL", capture, "30s", "lease lifetime; a heartbeat renews it every LEASE_TTL/3 while the run lives, so a dead capture blocks the scope at most this long; must be more than DEADLINE_MARGIN"},
-	{"CHANGE_STREAM_RETENTION", capture, "3h", "the cluster's change_stream_log_retention_duration, for the lag-fraction metric"},
+	{"CHANGE_STREAM_RETENTION", captureCLI, "3h", "the cluster's change_stream_log_retention_duration: capture's lag-fraction metric; the CLI's oldest accepted start position (bootstrap, reset-checkpoint) and status's retention share"},
 
 	// Apply.
 	{"INTERCEPT_POLICY", apply, "delete=archive,drop=archive,rename=archive,dropDatabase=archive", "per operation: archive, apply or apply+archive"},

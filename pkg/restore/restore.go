@@ -83,12 +83,15 @@ type Report struct {
 	DryRun    bool `json:"dryRun"`
 	Overwrite bool `json:"overwrite"`
 	// Selected counts distinct documents; a document deleted several times is restored once.
-	Selected      int    `json:"selected"`
-	Restored      int    `json:"restored"`    // or would be, in a dry run
-	Overwritten   int    `json:"overwritten"` // or would be
-	SkippedExists int    `json:"skippedExists"`
-	MissingInDR   int    `json:"missingInDR"`
-	Items         []Item `json:"items"` // up to MaxListed, in selection order
+	Selected    int `json:"selected"`
+	Restored    int `json:"restored"`    // inserted into the primary (0 in a dry run)
+	Overwritten int `json:"overwritten"` // replaced in the primary (0 in a dry run)
+	// WouldRestore and WouldOverwrite are a dry run's counts of what --apply would write.
+	WouldRestore   int    `json:"wouldRestore"`
+	WouldOverwrite int    `json:"wouldOverwrite"`
+	SkippedExists  int    `json:"skippedExists"`
+	MissingInDR    int    `json:"missingInDR"`
+	Items          []Item `json:"items"` // up to MaxListed, in selection order
 }
 
 func (o *Options) defaults() error {
@@ -137,7 +140,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		}
 	}
 	opts.Logger.Info("restore complete", "dryRun", rep.DryRun, "selected", rep.Selected, "restored", rep.Restored,
-		"overwritten", rep.Overwritten, "skippedExists", rep.SkippedExists, "missingInDR", rep.MissingInDR)
+		"overwritten", rep.Overwritten, "wouldRestore", rep.WouldRestore, "wouldOverwrite", rep.WouldOverwrite, "skippedExists", rep.SkippedExists, "missingInDR", rep.MissingInDR)
 	return rep, nil
 }
 
@@ -271,10 +274,14 @@ func restoreNamespace(ctx context.Context, opts Options, sel []selected, rep *Re
 
 	for i, s := range sel {
 		switch outcomes[i] {
-		case Restored, WouldRestore:
+		case Restored:
 			rep.Restored++
-		case Overwritten, WouldOverwrite:
+		case WouldRestore:
+			rep.WouldRestore++
+		case Overwritten:
 			rep.Overwritten++
+		case WouldOverwrite:
+			rep.WouldOverwrite++
 		case SkippedExists:
 			rep.SkippedExists++
 		case MissingInDR:

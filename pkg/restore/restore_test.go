@@ -212,6 +212,20 @@ func TestRestore(t *testing.T) {
 			if rep.DryRun != !tt.apply || (rep.DryRun && !strings.Contains(table.String(), "dry run")) {
 				t.Errorf("dry run flag %v, table:\n%s", rep.DryRun, table.String())
 			}
+			// A dry run counts what it would write, never what it wrote, in the report and the table.
+			counts := map[Outcome]int{Restored: rep.Restored, WouldRestore: rep.WouldRestore,
+				Overwritten: rep.Overwritten, WouldOverwrite: rep.WouldOverwrite}
+			for o, n := range counts {
+				if n != len(tt.want[o]) {
+					t.Errorf("report counts %d %s, want %d", n, o, len(tt.want[o]))
+				}
+			}
+			verdict, _, _ := strings.Cut(table.String(), "\n")
+			for _, word := range []string{"would restore", "would overwrite", " restored", " overwritten"} {
+				if got, want := strings.Contains(verdict, word), strings.HasPrefix(word, "would") == rep.DryRun; got != want {
+					t.Errorf("verdict line %q: contains %q = %v, want %v", verdict, word, got, want)
+				}
+			}
 		})
 	}
 }
