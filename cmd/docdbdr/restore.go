@@ -30,7 +30,8 @@ func (l *idList) Set(s string) error { *l = append(*l, s); return nil }
 func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("restore", stderr)
 	db := fs.String("db", "", "database of the deletes to restore (default WATCH_DB)")
-	coll := fs.String("coll", "", "collection of the deletes to restore (default: every collection of the database)")
+	colls := fs.String("collections", "", "comma-separated collections of the deletes to restore (default: every collection of the database)")
+	coll := fs.String("coll", "", "deprecated: --collections")
 	from := fs.String("from", "", "only deletes at or after this RFC 3339 time")
 	to := fs.String("to", "", "only deletes before this RFC 3339 time")
 	var ids idList
@@ -43,7 +44,9 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 Selects intercepted deletes from the archive (ARCHIVE_BUCKET) by namespace, time range and _id,
 and copies DR's current version of each document back into the primary. Without --apply nothing
-is written. A document that exists in the primary is skipped unless --overwrite.
+is written ("would restore"). A document that exists in the primary is skipped unless
+--overwrite. DR's documents are read where NAMESPACE_MAP maps the primary's namespace (export
+the NAMESPACE_MAP apply uses). A database or collection DR does not hold is refused (exit 2).
 
 flags:`)
 		fs.PrintDefaults()
@@ -55,11 +58,20 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	sel := restore.Selection{DB: *db, Coll: *coll, IDs: ids}
+	sel := restore.Selection{DB: *db, IDs: ids}
 	if sel.DB == "" {
 		sel.DB = env.cfg.WatchDB
 	}
 	var errs []error
+	if *coll != "" && *colls != "" {
+		errs = append(errs, errors.New("give --collections (or the deprecated --coll), not both"))
+	}
+	var collList []string // empty: the whole database
+	for _, c := range strings.Split(*colls+*coll, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			collList = append(collList, c)
+		}
+	}
 	if sel.DB == "" {
 		errs = append(errs, errors.New("no database: set WATCH_DB or pass --db"))
 	}
@@ -98,14 +110,29 @@ flags:`)
 	defer disconnect(primary, dr)
 	// The deleted documents are in DR (apply never applies a delete): a database or collection
 	// DR does not hold is a typo, or NAMESPACE_MAP is not the one apply uses.
-	if err := refuseMissing(ctx, dr, "DR", drScope(sel, nsmap)); err != nil {
-		return err
+	if len(collList) == 0 {
+		collList = []string{""}
+	}
+	for _, c := range collList {
+		sel.Coll = c
+		if err := refuseMissing(ctx, dr, "DR", drScope(sel, nsmap)); err != nil {
+			return err
+		}
 	}
 
-	rep, err := restore.Run(ctx, restore.Options{Primary: primary, DR: dr, Archive: reader, Select: sel,
-		MapNamespace: nsmap, Apply: *doApply, Overwrite: *overwrite, Logger: env.log})
-	if err != nil {
-		return err
+	var rep restore.Report
+	for i, c := range collList {
+		sel.Coll = c
+		r, err := restore.Run(ctx, restore.Options{Primary: primary, DR: dr, Archive: reader, Select: sel,
+			MapNamespace: nsmap, Apply: *doApply, Overwrite: *overwrite, Logger: env.log})
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			rep = r
+		} else {
+			rep.Merge(r)
+		}
 	}
 	if *asJSON {
 		return rep.WriteJSON(stdout)

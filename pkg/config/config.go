@@ -102,6 +102,7 @@ type CLI struct {
 	// ChangeStreamRetention is CHANGE_STREAM_RETENTION: no start position older than this is
 	// accepted, and status reports the share of it the lag uses.
 	ChangeStreamRetention time.Duration
+	NamespaceMap          string // NAMESPACE_MAP, as apply reads it (parsed by pkg/apply)
 	LogLevel              slog.Level
 }
 
@@ -173,6 +174,7 @@ func LoadCLI(getenv func(string) string) (CLI, error) {
 		DRStateDB:        r.str("DR_STATE_DB"),
 
 		ChangeStreamRetention: r.duration("CHANGE_STREAM_RETENTION", time.Minute, 7*24*time.Hour),
+		NamespaceMap:          r.pairs("NAMESPACE_MAP", false),
 		LogLevel:              r.logLevel(),
 	}
 	// How capture produces: replay-deadletters publishes capture's dead letters the same way.

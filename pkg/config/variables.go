@@ -72,7 +72,7 @@ var variables = []Variable{
 
 	// Apply.
 	{"INTERCEPT_POLICY", apply, "delete=archive,drop=archive,rename=archive,dropDatabase=archive", "per operation: archive, apply or apply+archive"},
-	{"NAMESPACE_MAP", apply, "", "src=dst pairs, e.g. bar.foo=bar_dr.foo,bar=bar_dr"},
+	{"NAMESPACE_MAP", applyCLI, "", "src=dst pairs, e.g. bar.foo=bar_dr.foo,bar=bar_dr; the CLI reads it to find a primary namespace's documents in DR (bootstrap, verify, restore, status): set it as apply has it"},
 	{"MAX_BULK_OPS", apply, "1000", "operations per bulk write"},
 	{"DR_STATE_DB", applyCLI, "docdbdr", "apply's state database on the DR cluster: the archive ledger and barrier markers; never replicated into"},
 

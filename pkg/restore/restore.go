@@ -94,6 +94,18 @@ type Report struct {
 	Items          []Item `json:"items"` // up to MaxListed, in selection order
 }
 
+// Merge adds the counts and items of another run (over other namespaces) to r.
+func (r *Report) Merge(o Report) {
+	r.Selected += o.Selected
+	r.Restored += o.Restored
+	r.Overwritten += o.Overwritten
+	r.WouldRestore += o.WouldRestore
+	r.WouldOverwrite += o.WouldOverwrite
+	r.SkippedExists += o.SkippedExists
+	r.MissingInDR += o.MissingInDR
+	r.Items = append(r.Items, o.Items...)
+}
+
 func (o *Options) defaults() error {
 	if o.Primary == nil || o.DR == nil || o.Archive == nil {
 		return errors.New("restore: primary, DR and archive are required")

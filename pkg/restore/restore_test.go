@@ -292,3 +292,13 @@ func TestDayInRange(t *testing.T) {
 		}
 	}
 }
+
+func TestReportMerge(t *testing.T) {
+	a := Report{DryRun: true, Selected: 3, WouldRestore: 2, SkippedExists: 1, Items: []Item{{NS: "bar.foo"}}}
+	a.Merge(Report{DryRun: true, Selected: 2, WouldRestore: 1, WouldOverwrite: 1, MissingInDR: 0, Items: []Item{{NS: "bar.x"}}})
+	want := Report{DryRun: true, Selected: 5, WouldRestore: 3, WouldOverwrite: 1, SkippedExists: 1}
+	if a.Selected != want.Selected || a.WouldRestore != want.WouldRestore || a.WouldOverwrite != want.WouldOverwrite ||
+		a.SkippedExists != want.SkippedExists || len(a.Items) != 2 || a.Items[1].NS != "bar.x" {
+		t.Errorf("merged %+v", a)
+	}
+}
