@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/docdb-dr/docdb-dr/internal/localrun"
+	"github.com/docdb-dr/docdb-dr/pkg/capture"
 )
 
 func init() {
@@ -34,6 +36,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	batchSize := fs.Int("batch-size", 100, "most Kafka records in one apply batch (the event source mapping's BatchSize)")
 	window := fs.Duration("batching-window", 100*time.Millisecond, "longest an apply batch waits for more records (MaximumBatchingWindowInSeconds)")
 	group := fs.String("group", localrun.DefaultGroupID, "apply's Kafka consumer group")
+	asJSON := fs.Bool("json", false, "print the per-batch lines as JSON objects (durations in seconds)")
 	logLevel := fs.String("log-level", "warn", "level of the functions' JSON logs on stderr (the summary lines go to stdout)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: docdbdr run [flags]
@@ -63,7 +66,7 @@ flags:`)
 		fmt.Fprintln(stderr, err)
 		return errUsage
 	}
-	sum := &runSummaries{w: stdout}
+	sum := &runSummaries{w: stdout, json: *asJSON}
 	p, err := localrun.New(ctx, localrun.Options{
 		Getenv:          localrun.Getenv(nil, nil, runGetenv(os.Getenv)),
 		CaptureInterval: *interval,
@@ -79,11 +82,12 @@ flags:`)
 		return err
 	}
 	sc := p.Scope()
-	fmt.Fprintf(stdout, "docdbdr run: capturing %s from %s into %s through topic %s; Ctrl-C stops\n",
-		sc, p.CaptureConfig().Primary, p.ApplyConfig().DR, p.ApplyConfig().Topic)
+	if !*asJSON {
+		fmt.Fprintf(stdout, "docdbdr run: capturing %s from %s into %s through topic %s; Ctrl-C stops\n",
+			sc, p.CaptureConfig().Primary, p.ApplyConfig().DR, p.ApplyConfig().Topic)
+	}
 	p.Start(ctx)
 	<-ctx.Done()
-	fmt.Fprintln(stdout, "docdbdr run: stopping")
 	if err := p.Close(); err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
@@ -112,8 +116,9 @@ func runDefaultsText() string {
 // runSummaries prints one line per capture invocation and apply batch. The callbacks come from
 // the capture schedule's and the event source mapping's goroutines: a mutex orders the lines.
 type runSummaries struct {
-	w  io.Writer
-	mu sync.Mutex
+	w    io.Writer
+	json bool
+	mu   sync.Mutex
 	// totals
 	events, records, applied, archived, captureErrs, applyErrs int
 }
@@ -123,6 +128,18 @@ func (s *runSummaries) capture(r localrun.CaptureResult) {
 	defer s.mu.Unlock()
 	sm := r.Summary
 	s.events += sm.Events
+	if r.Err != nil {
+		s.captureErrs++
+	}
+	if s.json {
+		s.encode(struct {
+			Kind     string          `json:"kind"` // "capture"
+			Capture  capture.Summary `json:"capture"`
+			Duration jsonDuration    `json:"duration"`
+			Error    string          `json:"error,omitempty"`
+		}{"capture", sm, jsonDuration(r.Ended.Sub(r.Started)), errText(r.Err)})
+		return
+	}
 	line := fmt.Sprintf("capture: %d event(s), %d acknowledged, stopped on %s after %s",
 		sm.Events, sm.Acknowledged, sm.StopReason, humanDuration(r.Ended.Sub(r.Started)))
 	if sm.LastClusterTime != nil {
@@ -132,7 +149,6 @@ func (s *runSummaries) capture(r localrun.CaptureResult) {
 		line += fmt.Sprintf(", %d dead-lettered", sm.DeadLettered)
 	}
 	if r.Err != nil {
-		s.captureErrs++
 		line += ", FAILED: " + r.Err.Error()
 	}
 	fmt.Fprintln(s.w, line)
@@ -142,18 +158,25 @@ func (s *runSummaries) apply(r localrun.ApplyResult) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sm := r.Summary
+	if r.Err != nil {
+		s.applyErrs++
+	} else {
+		s.records += r.Records
+		s.applied += sm.Applied
+		s.archived += sm.Archived
+	}
+	if s.json {
+		s.encode(applyLine{Kind: "apply", Records: r.Records, Applied: sm.Applied, Archived: sm.Archived, AlreadyApplied: sm.AlreadyApplied,
+			DeadLettered: sm.DeadLettered, MaxLag: jsonDuration(sm.MaxLag), Duration: jsonDuration(r.Ended.Sub(r.Started)), Error: errText(r.Err)})
+		return
+	}
 	line := fmt.Sprintf("apply: batch of %d record(s): %d applied, %d archived, %d already applied, in %s, max lag %s",
 		r.Records, sm.Applied, sm.Archived, sm.AlreadyApplied, humanDuration(r.Ended.Sub(r.Started)), humanDuration(sm.MaxLag))
 	if sm.DeadLettered > 0 {
 		line += fmt.Sprintf(", %d dead-lettered", sm.DeadLettered)
 	}
 	if r.Err != nil {
-		s.applyErrs++
 		line += ", FAILED (retried): " + r.Err.Error()
-	} else {
-		s.records += r.Records
-		s.applied += sm.Applied
-		s.archived += sm.Archived
 	}
 	fmt.Fprintln(s.w, line)
 }
@@ -161,6 +184,38 @@ func (s *runSummaries) apply(r localrun.ApplyResult) {
 func (s *runSummaries) total() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.json {
+		s.encode(map[string]any{"kind": "total", "events": s.events, "records": s.records, "applied": s.applied, "archived": s.archived,
+			"failedCaptures": s.captureErrs, "failedApplyBatches": s.applyErrs})
+		return
+	}
 	fmt.Fprintf(s.w, "docdbdr run: stopped; %d event(s) captured, %d record(s) applied (%d writes, %d archived), %d failed capture invocation(s), %d failed apply batch(es)\n",
 		s.events, s.records, s.applied, s.archived, s.captureErrs, s.applyErrs)
+}
+
+// applyLine is one apply batch in --json.
+type applyLine struct {
+	Kind           string       `json:"kind"` // "apply"
+	Records        int          `json:"records"`
+	Applied        int          `json:"applied"`
+	Archived       int          `json:"archived"`
+	AlreadyApplied int          `json:"alreadyApplied"`
+	DeadLettered   int          `json:"deadLettered"`
+	MaxLag         jsonDuration `json:"maxLag"`
+	Duration       jsonDuration `json:"duration"`
+	Error          string       `json:"error,omitempty"`
+}
+
+// encode writes one JSON line; the caller holds s.mu.
+func (s *runSummaries) encode(v any) {
+	enc := json.NewEncoder(s.w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

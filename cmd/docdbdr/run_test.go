@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"runtime"
@@ -16,6 +18,10 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/mongo"
 	"go.mongodb.org/mongo-driver/mongo/options"
+
+	"github.com/docdb-dr/docdb-dr/internal/localrun"
+	"github.com/docdb-dr/docdb-dr/pkg/apply"
+	"github.com/docdb-dr/docdb-dr/pkg/capture"
 )
 
 // TestRunEndToEnd runs `docdbdr run` against the embedded stack as the README recipe does (the
@@ -250,4 +256,41 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestRunSummaries checks the per-batch lines, as text and as JSON, and the totals (a failed
+// apply batch is retried: it does not count as applied).
+func TestRunSummaries(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	feed := func(s *runSummaries) {
+		s.capture(localrun.CaptureResult{Started: t0, Ended: t0.Add(45 * time.Second),
+			Summary: capture.Summary{Events: 7, Acknowledged: 7, StopReason: capture.StopContinuousDrain}})
+		s.apply(localrun.ApplyResult{Records: 5, Started: t0, Ended: t0.Add(20 * time.Millisecond),
+			Summary: apply.Summary{Applied: 4, Archived: 1, MaxLag: 1500 * time.Millisecond}})
+		s.apply(localrun.ApplyResult{Records: 2, Err: errors.New("DR down")})
+		s.total()
+	}
+	var text bytes.Buffer
+	feed(&runSummaries{w: &text})
+	for _, want := range []string{"capture: 7 event(s), 7 acknowledged, stopped on continuous-drain-elapsed after 45s",
+		"apply: batch of 5 record(s): 4 applied, 1 archived, 0 already applied, in 20ms, max lag 1.5s",
+		"FAILED (retried): DR down", "stopped; 7 event(s) captured, 5 record(s) applied (4 writes, 1 archived), 0 failed capture invocation(s), 1 failed apply batch(es)"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, text.String())
+		}
+	}
+	var js bytes.Buffer
+	feed(&runSummaries{w: &js, json: true})
+	lines := strings.Split(strings.TrimSpace(js.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d JSON lines:\n%s", len(lines), js.String())
+	}
+	var a applyLine
+	if err := json.Unmarshal([]byte(lines[1]), &a); err != nil || a.Kind != "apply" || a.Applied != 4 || time.Duration(a.MaxLag) != 1500*time.Millisecond {
+		t.Errorf("apply line %s: %+v, %v", lines[1], a, err)
+	}
+	var total map[string]any
+	if err := json.Unmarshal([]byte(lines[3]), &total); err != nil || total["records"] != float64(5) || total["failedApplyBatches"] != float64(1) {
+		t.Errorf("total line %s: %v", lines[3], err)
+	}
 }

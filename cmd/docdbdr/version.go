@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"runtime"
@@ -23,15 +24,44 @@ var version, commit = "", ""
 
 func runVersion(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("version", stderr)
+	asJSON := fs.Bool("json", false, "print {version, commit, go, platform} as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintln(stdout, versionLine(debug.ReadBuildInfo()))
+	v := versionOf(debug.ReadBuildInfo())
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(v)
+	}
+	_, err := fmt.Fprintln(stdout, v.line())
 	return err
 }
 
-// versionLine is "docdbdr <version> commit <rev>[-dirty] (<time>) <go version> <os>/<arch>".
-func versionLine(bi *debug.BuildInfo, ok bool) string {
+// versionInfo is what version prints.
+type versionInfo struct {
+	Version  string `json:"version"`
+	Commit   string `json:"commit"`               // "unknown" when neither linked in nor stamped
+	Time     string `json:"commitTime,omitempty"` // the VCS stamp's commit time
+	Dirty    bool   `json:"dirty"`
+	Go       string `json:"go"`
+	Platform string `json:"platform"`
+}
+
+// line is "docdbdr <version> commit <rev>[-dirty] (<time>) <go version> <os>/<arch>".
+func (v versionInfo) line() string {
+	rev := v.Commit
+	if v.Dirty {
+		rev += "-dirty"
+	}
+	if v.Time != "" {
+		rev += " (" + v.Time + ")"
+	}
+	return fmt.Sprintf("docdbdr %s commit %s %s %s", v.Version, rev, v.Go, v.Platform)
+}
+
+func versionLine(bi *debug.BuildInfo, ok bool) string { return versionOf(bi, ok).line() }
+
+// versionOf takes the link-time values, else the build information.
+func versionOf(bi *debug.BuildInfo, ok bool) versionInfo {
 	v, rev, at, dirty := version, commit, "", false
 	if ok {
 		if v == "" {
@@ -56,11 +86,5 @@ func versionLine(bi *debug.BuildInfo, ok bool) string {
 	if rev == "" {
 		rev = "unknown"
 	}
-	if dirty {
-		rev += "-dirty"
-	}
-	if at != "" {
-		rev += " (" + at + ")"
-	}
-	return fmt.Sprintf("docdbdr %s commit %s %s %s/%s", v, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return versionInfo{Version: v, Commit: rev, Time: at, Dirty: dirty, Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
 }

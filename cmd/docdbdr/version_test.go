@@ -35,6 +35,11 @@ func TestVersionLine(t *testing.T) {
 			}
 		})
 	}
+	var js bytes.Buffer
+	if code := run(context.Background(), []string{"version", "--json"}, &js, io.Discard); code != 0 ||
+		!strings.Contains(js.String(), `"go":"`+runtime.Version()+`"`) || !strings.Contains(js.String(), `"commit":"`) {
+		t.Errorf("version --json: exit %d, %s", code, js.String())
+	}
 	for _, args := range [][]string{{"--version"}, {"version"}} {
 		var out bytes.Buffer
 		if code := run(context.Background(), args, &out, io.Discard); code != 0 || !strings.HasPrefix(out.String(), "docdbdr ") {
