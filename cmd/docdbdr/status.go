@@ -141,8 +141,13 @@ flags:`)
 		t := changeevent.Time(ts)
 		rep.PrimaryClusterTime = &t
 	}
+	every, err := store.List(ctx)
+	if err != nil {
+		return err
+	}
 	for i, sc := range scopes {
 		s := scopeStatusOf(states[i], rep.At)
+		s.Overlaps = overlapping(sc, every)
 		s.readStream(ctx, primary, sc, states[i], rep.At, env.cfg.ChangeStreamRetention)
 		if !*noCounts {
 			if err := s.count(ctx, primary, dr, sc, nsmap); err != nil {
@@ -217,9 +222,12 @@ type scopeStatus struct {
 	ArchiveLines24h *int          `json:"archiveLines24h,omitempty"` // intercepted events archived in the last 24h
 	// Dead letters in the last 24 hours: capture's for this scope; apply's for the whole topic
 	// (their keys are dated by day, so these are the days of the window).
-	CaptureDeadLetters24h *int     `json:"captureDeadLetters24h,omitempty"`
-	ApplyDeadLetters      *int     `json:"applyDeadLettersTopicTodayYesterday,omitempty"`
-	Problems              []string `json:"problems,omitempty"` // why the scope is unhealthy; empty when healthy
+	CaptureDeadLetters24h *int `json:"captureDeadLetters24h,omitempty"`
+	ApplyDeadLetters      *int `json:"applyDeadLettersTopicTodayYesterday,omitempty"`
+	// Overlaps lists the other scopes in the state collection that share a namespace with this
+	// one: a stale state document, or two captures publishing the same changes twice.
+	Overlaps []string `json:"overlaps,omitempty"`
+	Problems []string `json:"problems,omitempty"` // why the scope is unhealthy; empty when healthy
 }
 
 type clusterTimeJ struct {
@@ -548,6 +556,10 @@ func (r statusReport) writeTable(w io.Writer) error {
 		if s.CaptureDeadLetters24h != nil {
 			row("dead letters", "capture: %d in the last 24h; apply (topic): %d today and yesterday", *s.CaptureDeadLetters24h, *s.ApplyDeadLetters)
 		}
+		if len(s.Overlaps) > 0 {
+			row("overlaps", "WARNING: other scopes with a checkpoint here share namespaces with this one: %s (a stale state document, or two captures publishing the same changes)",
+				strings.Join(s.Overlaps, ", "))
+		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}
@@ -603,4 +615,17 @@ func thousands(n int64) string {
 		return "-" + b.String()
 	}
 	return b.String()
+}
+
+// overlapping names the scopes of the state documents, other than sc, that share a namespace
+// with it.
+func overlapping(sc scope.Scope, states []checkpoint.State) []string {
+	var out []string
+	for _, st := range states {
+		o, err := scope.ParseID(st.Scope)
+		if err == nil && st.Scope != sc.ID() && sc.Overlaps(o) {
+			out = append(out, st.Scope)
+		}
+	}
+	return out
 }

@@ -180,6 +180,18 @@ func TestStatus(t *testing.T) {
 	if code := run(ctx, []string{"status", "--db", "bar", "--collections", "x"}, &out, &errOut); code != 1 || !strings.Contains(out.String(), "UNHEALTHY: no checkpoint") {
 		t.Errorf("no checkpoint: exit %d\n%s", code, out.String())
 	}
+
+	// A state document of the whole database overlaps bar.foo (not bar.x, which has none).
+	if err := store.Reset(ctx, "bar", checkpoint.ResetTo{StartAt: time.Now()}, "op-2"); err != nil {
+		t.Fatal(err)
+	}
+	if rep, _, _ := status(); len(rep.Scopes[0].Overlaps) != 1 || rep.Scopes[0].Overlaps[0] != "bar" {
+		t.Errorf("overlaps %q, want [bar]", rep.Scopes[0].Overlaps)
+	}
+	out.Reset()
+	if run(ctx, []string{"status", "--db", "bar", "--collections", "foo"}, &out, &errOut); !strings.Contains(out.String(), "share namespaces with this one: bar") {
+		t.Errorf("table:\n%s", out.String())
+	}
 }
 
 // putDeletes archives n deletes of bar.foo at the given time, in one object.

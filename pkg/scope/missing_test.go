@@ -74,3 +74,20 @@ func TestMissing(t *testing.T) {
 		}
 	}
 }
+
+func TestOverlaps(t *testing.T) {
+	bar, foo, fooX, y := Scope{DB: "bar"}, Scope{DB: "bar", Collections: []string{"foo"}},
+		Scope{DB: "bar", Collections: []string{"foo", "x"}}, Scope{DB: "bar", Collections: []string{"y"}}
+	tests := []struct {
+		a, b Scope
+		want bool
+	}{
+		{bar, foo, true}, {foo, bar, true}, {foo, fooX, true}, {foo, y, false}, {fooX, y, false},
+		{bar, Scope{DB: "baz"}, false}, {foo, Scope{DB: "baz", Collections: []string{"foo"}}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.a.Overlaps(tt.b); got != tt.want {
+			t.Errorf("%s overlaps %s = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}

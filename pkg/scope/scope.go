@@ -176,3 +176,21 @@ func (s Scope) Missing(ctx context.Context, client *mongo.Client) ([]string, err
 	}
 	return missing, nil
 }
+
+// Overlaps reports whether two scopes share a namespace: the same database, and either one
+// takes the whole database or both list a collection in common. Two captures of overlapping
+// scopes publish the shared namespaces' changes twice.
+func (s Scope) Overlaps(o Scope) bool {
+	if s.DB != o.DB {
+		return false
+	}
+	if len(s.Collections) == 0 || len(o.Collections) == 0 {
+		return true
+	}
+	for _, c := range s.Collections {
+		if slices.Contains(o.Collections, c) {
+			return true
+		}
+	}
+	return false
+}
