@@ -123,8 +123,15 @@ flags:`)
 	var rep restore.Report
 	for i, c := range collList {
 		sel.Coll = c
+		ns := sel.DB
+		if c != "" {
+			ns += "." + c
+		}
+		progress, finish := newProgress(stderr, "restore "+ns)
 		r, err := restore.Run(ctx, restore.Options{Primary: primary, DR: dr, Archive: reader, Select: sel,
-			MapNamespace: nsmap, Apply: *doApply, Overwrite: *overwrite, Logger: env.log})
+			MapNamespace: nsmap, Apply: *doApply, Overwrite: *overwrite, Logger: env.log,
+			Progress: func(done, total int) { progress(int64(done), int64(total)) }})
+		finish()
 		if err != nil {
 			return err
 		}

@@ -55,6 +55,9 @@ type Options struct {
 	BatchSize int  // ids looked up per query; default 500
 	MaxListed int  // items kept in the report; default 1000 (counts are always complete)
 	Logger    *slog.Logger
+	// Progress, when set, is called from Run's goroutine with the documents handled so far and
+	// the number selected: once the selection is read, then after each batch.
+	Progress func(done, selected int)
 }
 
 // Outcome is what happened (or, in a dry run, would happen) to one selected document.
@@ -146,9 +149,17 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		return Report{}, err
 	}
 	rep := Report{DryRun: !opts.Apply, Overwrite: opts.Overwrite, Selected: len(sel)}
+	done := 0
+	if opts.Progress != nil {
+		opts.Progress(0, len(sel))
+	}
 	for batch := range slices.Chunk(sel, opts.BatchSize) {
 		if err := restoreBatch(ctx, opts, batch, &rep); err != nil {
 			return rep, err
+		}
+		done += len(batch)
+		if opts.Progress != nil {
+			opts.Progress(done, len(sel))
 		}
 	}
 	opts.Logger.Info("restore complete", "dryRun", rep.DryRun, "selected", rep.Selected, "restored", rep.Restored,

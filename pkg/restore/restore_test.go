@@ -173,10 +173,17 @@ func TestRestore(t *testing.T) {
 			archiveDeletes(t, store, dels)
 			before := snapshot(t, primary)
 
+			var progress [][2]int
 			rep, err := Run(ctx, Options{Primary: primary, DR: dr, Archive: ArchiveReader{Store: store, Layout: layout},
-				Select: tt.sel, Apply: tt.apply, Overwrite: tt.overwrite})
+				Select: tt.sel, Apply: tt.apply, Overwrite: tt.overwrite, BatchSize: 2,
+				Progress: func(done, selected int) { progress = append(progress, [2]int{done, selected}) }})
 			if err != nil {
 				t.Fatal(err)
+			}
+			// Reported once the selection is known, then after each batch of 2, ending at all of it.
+			if want := 1 + (rep.Selected+1)/2; len(progress) != want || progress[0] != [2]int{0, rep.Selected} ||
+				progress[len(progress)-1] != [2]int{rep.Selected, rep.Selected} {
+				t.Errorf("progress %v for %d selected in batches of 2", progress, rep.Selected)
 			}
 			for _, o := range []Outcome{Restored, WouldRestore, Overwritten, WouldOverwrite, SkippedExists, MissingInDR} {
 				if got := ids(rep.Items, o); !slices.Equal(got, tt.want[o]) {
