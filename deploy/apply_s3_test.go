@@ -25,6 +25,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
 
+	"github.com/docdb-dr/docdb-dr/internal/devstack"
 	"github.com/docdb-dr/docdb-dr/internal/devstack/mongoserver/mongotest"
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
@@ -62,16 +63,41 @@ func (r *recordingS3) ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Inp
 // TestApplyS3ActionsAreTheGrantedOnes derives the S3 actions the apply code performs, and on
 // which key prefixes, by running the handler over every kind of record (insert, update,
 // delete, drop, a claim-checked event, a poison record, and the recovery of a crashed batch's
-// pending lines), and checks that ApplyRole grants exactly those: nothing the code needs is
-// missing (on AWS, the batch would fail for ever), nothing it does not use is granted.
+// pending lines), with the version history off and on, and checks that ApplyRole grants exactly
+// those: nothing the code needs is missing (on AWS, the batch would fail for ever), nothing it
+// does not use is granted.
 func TestApplyS3ActionsAreTheGrantedOnes(t *testing.T) {
+	for _, history := range []string{"off", "on"} {
+		t.Run("history="+history, func(t *testing.T) {
+			used := applyS3Use(t, history == "on")
+			want := map[string][]string{
+				"s3:PutObject": {"arn:aws:s3:::<ArchiveBucket>/docdbdr/deadletter/*", "arn:aws:s3:::<ArchiveBucket>/docdbdr/deletes/*"},
+				"s3:GetObject": {"arn:aws:s3:::<ArchiveBucket>/docdbdr/claimcheck/*"},
+			}
+			if history == "on" {
+				want["s3:PutObject"] = append(want["s3:PutObject"], "arn:aws:s3:::<ArchiveBucket>/docdbdr/history/*")
+			}
+			if !equalGrants(used, want) {
+				t.Errorf("the code's S3 use changed: %v (want %v); update ApplyRole and this test together", used, want)
+			}
+			granted := actionsOn(t, render(t, required(map[string]any{"ArchiveHistory": history})), "ApplyRole", "s3:")
+			if !equalGrants(granted, used) {
+				t.Errorf("ApplyRole grants %v, the apply code uses %v", granted, used)
+			}
+		})
+	}
+}
+
+// applyS3Use runs the apply handler over every kind of record and returns the S3 actions it
+// performed, by IAM action, on which resources.
+func applyS3Use(t *testing.T, history bool) map[string][]string {
 	const prefix = "docdbdr/"
 	ctx := context.Background()
 	backend := s3mem.New()
 	if err := backend.CreateBucket("archive"); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(gofakes3.New(backend).Server())
+	srv := httptest.NewServer(devstack.StrictS3(gofakes3.New(backend).Server(), 0, 0)) // as S3 answers apply's role
 	defer srv.Close()
 	rec := &recordingS3{S3API: s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL), UsePathStyle: true,
 		Credentials: credentials.NewStaticCredentialsProvider("test", "test", "")})}
@@ -117,7 +143,7 @@ func TestApplyS3ActionsAreTheGrantedOnes(t *testing.T) {
 	stub.ClaimCheck = &changeevent.ClaimCheck{Bucket: "archive", Key: ccKey, Size: int64(len(body)), SHA256: hex.EncodeToString(sum[:])}
 
 	h, err := apply.New(apply.NewMongoWriter(mongotest.Client(t)), store,
-		apply.Options{ArchivePrefix: prefix, ClaimCheckBucket: "archive", Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+		apply.Options{ArchivePrefix: prefix, ClaimCheckBucket: "archive", History: history, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,17 +183,7 @@ func TestApplyS3ActionsAreTheGrantedOnes(t *testing.T) {
 			sort.Strings(used[action])
 		}
 	}
-	want := map[string][]string{
-		"s3:PutObject": {"arn:aws:s3:::<ArchiveBucket>/docdbdr/deadletter/*", "arn:aws:s3:::<ArchiveBucket>/docdbdr/deletes/*"},
-		"s3:GetObject": {"arn:aws:s3:::<ArchiveBucket>/docdbdr/claimcheck/*"},
-	}
-	if !equalGrants(used, want) {
-		t.Errorf("the code's S3 use changed: %v (want %v); update ApplyRole and this test together", used, want)
-	}
-	granted := actionsOn(t, render(t, required(nil)), "ApplyRole", "s3:")
-	if !equalGrants(granted, used) {
-		t.Errorf("ApplyRole grants %v, the apply code uses %v", granted, used)
-	}
+	return used
 }
 
 func must[T any](v T, err error) T {

@@ -209,6 +209,9 @@ func TestIAMResourcesAreTheNamedOnes(t *testing.T) {
 				"sqs:":           {"sqs:SendMessage": {"<ApplyFailureQueue.Arn>"}},
 			},
 		}
+		if s.params["ArchiveHistory"] == "on" { // the version history's objects
+			want["ApplyRole"]["s3:"]["s3:PutObject"] = append(want["ApplyRole"]["s3:"]["s3:PutObject"], prefix+"history/*")
+		}
 		if iam {
 			want["CaptureRole"]["kafka-cluster:"] = map[string][]string{
 				"kafka-cluster:Connect":               {clusterARN},

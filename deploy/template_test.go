@@ -61,7 +61,7 @@ var variants = []struct {
 	{"tls-only+object-lock+kms+alarms+glue", required(map[string]any{
 		"KafkaAuth": "none", "ObjectLockMode": "COMPLIANCE", "ObjectLockRetentionDays": float64(30),
 		"ArchiveKmsKeyArn": archiveKey, "ArchiveTransitionDays": float64(0), "ArchiveExpirationDays": float64(3650),
-		"AlarmEmail": "oncall@example.com", "CreateGlueTable": "true",
+		"AlarmEmail": "oncall@example.com", "CreateGlueTable": "true", "ArchiveHistory": "on",
 	})},
 }
 

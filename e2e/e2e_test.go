@@ -11,6 +11,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,6 +37,7 @@ var (
 	seedsFlag = flag.Int("seeds", 0, "number of seeds to run, 1..N (default $E2E_SEEDS, else 3)")
 	firstSeed = flag.Int("first-seed", 1, "first seed")
 	opsFlag   = flag.Int("ops", 600, "workload operations per seed")
+	updateDoc = flag.Bool("update", false, "write the run's archive figures into docs/reliability.md")
 )
 
 // seeds returns the seeds to run: -seeds, else $E2E_SEEDS, else 3, starting at -first-seed.
@@ -62,6 +64,7 @@ func TestRandomized(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end suite")
 	}
+	var rows []seedRow
 	for _, seed := range seeds(t) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
 			t.Cleanup(func() {
@@ -69,8 +72,13 @@ func TestRandomized(t *testing.T) {
 					t.Logf("FAILED with seed %d: rerun with go test ./e2e -run 'TestRandomized/seed=%d$' -first-seed %d -seeds 1 -v", seed, seed, seed)
 				}
 			})
-			runSeed(t, seed)
+			row := runSeed(t, seed)
+			row.failed = t.Failed()
+			rows = append(rows, row)
 		})
+	}
+	if *updateDoc {
+		writeArchiveFigures(t, rows)
 	}
 }
 
@@ -140,10 +148,13 @@ type stats struct {
 	saveCrashes, cancelCrashes                int
 	applies, applyErrors                      int
 	claimChecks                               int
+	replays                                   int   // consumer-group rewinds during the run
+	replayed                                  int64 // records they delivered again
+	replayErr                                 error
 }
 
-func runSeed(t *testing.T, seed uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+func runSeed(t *testing.T, seed uint64) seedRow {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 	sc := newScenario(rng)
@@ -151,7 +162,9 @@ func runSeed(t *testing.T, seed uint64) {
 	workloadRNG := rand.New(rand.NewPCG(seed, 1))
 	chaosRNG := rand.New(rand.NewPCG(seed, 2))
 
-	st, err := devstack.Start(ctx, devstack.Options{})
+	// The embedded S3 is strict (403 for a missing key, as to apply's role) and slows down 2% of
+	// object requests, as S3 does under load.
+	st, err := devstack.Start(ctx, devstack.Options{S3SlowDownRate: 0.02, S3SlowDownSeed: seed})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +209,7 @@ func runSeed(t *testing.T, seed uint64) {
 	if err := docdb.EnableChangeStreams(ctx, p.Primary(), p.Scope()); err != nil {
 		t.Fatal(err)
 	}
+	started := time.Now()
 	if _, err := p.CaptureOnce(ctx, capture.Overrides{}); err != nil { // pins the start
 		t.Fatal(err)
 	}
@@ -206,7 +220,7 @@ func runSeed(t *testing.T, seed uint64) {
 	chaosDone := make(chan struct{})
 	go func() {
 		defer close(chaosDone)
-		chaos(ctx, p, &f, &s, chaosRNG, done)
+		chaos(ctx, p, st, &f, &s, chaosRNG, done)
 	}()
 	werr := w.run(ctx, *opsFlag, 16*time.Millisecond)
 	close(done)
@@ -218,10 +232,23 @@ func runSeed(t *testing.T, seed uint64) {
 	// A final clean capture to the end of the stream, and apply caught up. Apply faults still
 	// armed fire here and are retried.
 	f.save.Disarm()
-	syncCtx, cancelSync := context.WithTimeout(ctx, 90*time.Second)
+	syncCtx, cancelSync := context.WithTimeout(ctx, 180*time.Second) // a batch may be one record: 2000+ invocations
 	defer cancelSync()
 	if err := p.Sync(syncCtx); err != nil {
 		t.Fatalf("final sync: %v", err)
+	}
+	// Then the whole topic once more: a consumer-group reset to the oldest offset.
+	p.Stop()
+	again, err := rewindGroup(st, localrun.DefaultGroupID, chaosRNG, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start(ctx)
+	// The whole topic again, one invocation per batch (a batch can be one record): its own time.
+	replayCtx, cancelReplay := context.WithTimeout(ctx, 150*time.Second)
+	defer cancelReplay()
+	if err := p.Sync(replayCtx); err != nil {
+		t.Fatalf("sync after the final consumer-group reset: %v", err)
 	}
 
 	s.mu.Lock()
@@ -229,17 +256,28 @@ func runSeed(t *testing.T, seed uint64) {
 	t.Logf("capture: %d invocations, %d failed (%d crashed before the checkpoint, %d cancelled), %d left acknowledged events behind a stale checkpoint, %d claim checks",
 		s.captures, s.captureErrors, s.saveCrashes, s.cancelCrashes, s.republishingRuns, s.claimChecks)
 	t.Logf("apply: %d invocations, %d failed (DR write faults fired %d, archive faults fired %d)", s.applies, s.applyErrors, f.write.Fired(), f.put.Fired())
+	t.Logf("consumer group: %d rewinds during the run delivered %d records again; the final reset to the oldest offset %d", s.replays, s.replayed, again)
+	replayErr := s.replayErr
 	s.mu.Unlock()
+	if replayErr != nil {
+		t.Fatal(replayErr)
+	}
 
 	checkDR(ctx, t, p, w)
-	checkArchive(ctx, t, p, w, st)
+	c := checkArchive(ctx, t, p, w, st)
+	checkVerifyArchive(ctx, t, p, c, started)
+	checkRestore(ctx, t, p, w)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return seedRow{seed: seed, archive: c, captureCrashes: s.saveCrashes + s.cancelCrashes, applyFailures: s.applyErrors,
+		rewinds: s.replays + 1, replayed: s.replayed + again}
 }
 
 // chaos runs capture again and again until done, crashing some invocations before their
 // checkpoint (a failing Save, or a context cancelled at a random moment), and arms apply faults
 // (a bulk write failing after k writes, an archive PUT failing) that the event source mapping
 // retries through.
-func chaos(ctx context.Context, p *localrun.Pipeline, f *injected, s *stats, rng *rand.Rand, done <-chan struct{}) {
+func chaos(ctx context.Context, p *localrun.Pipeline, st *devstack.Stack, f *injected, s *stats, rng *rand.Rand, done <-chan struct{}) {
 	for {
 		select {
 		case <-done:
@@ -253,6 +291,17 @@ func chaos(ctx context.Context, p *localrun.Pipeline, f *injected, s *stats, rng
 		}
 		if rng.IntN(6) == 0 && !f.put.Armed() {
 			f.put.Arm(rng.IntN(3), 1)
+		}
+		if rng.IntN(15) == 0 {
+			// An operator resets the consumer group's offsets back into what was applied.
+			p.Stop()
+			n, err := rewindGroup(st, localrun.DefaultGroupID, rng, false)
+			p.Start(ctx)
+			s.mu.Lock()
+			s.replays++
+			s.replayed += n
+			s.replayErr = errors.Join(s.replayErr, err)
+			s.mu.Unlock()
 		}
 		switch x := rng.Float64(); {
 		case x < 0.25:

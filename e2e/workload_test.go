@@ -34,6 +34,9 @@ type docModel struct {
 	id            bson.RawValue
 	current       bson.Raw // nil while deleted
 	beforeLastDel bson.Raw // the version the last delete removed; nil if never deleted
+	// deletedVersions are the versions its deletes removed, in order: what the archive's
+	// before-images must be.
+	deletedVersions []bson.Raw
 }
 
 // nsModel is one namespace's documents.
@@ -263,6 +266,7 @@ func (w *workload) deleteMany(ctx context.Context, n ns, live []*docModel) error
 
 func (w *workload) deleted(n ns, d *docModel) {
 	d.beforeLastDel, d.current = d.current, nil
+	d.deletedVersions = append(d.deletedVersions, d.beforeLastDel)
 	w.deletes[n]++
 }
 

@@ -75,7 +75,8 @@ func TestCaptureKilled(t *testing.T) {
 		CaptureProcess: true,
 		LeaseTTL:       ttl,
 		Env:            env,
-		Timeout:        time.Duration(kills)*(wait+5*time.Second) + 3*time.Minute,
+		// Each kill waits for a new process and its cold start; a loaded machine needs ~30 s.
+		Timeout: time.Duration(kills)*(wait+45*time.Second) + 3*time.Minute,
 	})
 	pubs := h.watchPublishes()
 

@@ -33,7 +33,9 @@ type ledger struct {
 	Republished   int // KafkaRecords minus distinct events: at-least-once copies
 	Applied       int // insert/update/replace events applied by a successful apply invocation
 	Archived      int // delete events in the archive
-	ArchiveLines  int // lines in the archive objects (a redelivery cut differently may add copies)
+	ArchiveLines  int // lines in the archive objects: one per intercepted event
+	ArchiveDups   int // lines beyond one per event (must be 0: the ledger makes lines exactly-once)
+	NullBefore    int // delete lines without a before-image (must be 0: DR had every document)
 	DeadLettered  int // dead-letter objects (poison records; not events of the scope)
 	Lost          int // events of the scope neither applied, archived nor dead-lettered
 	DRDuplicates  int // DR documents that exist more than once for one _id (must be 0)
@@ -71,6 +73,12 @@ func (h *harness) account() ledger {
 	}
 	if l.DRUnexplained > 0 {
 		h.t.Errorf("%d DR documents are neither in the primary nor archived deletes", l.DRUnexplained)
+	}
+	if l.ArchiveDups > 0 {
+		h.t.Errorf("the archive holds %d lines beyond one per intercepted event", l.ArchiveDups)
+	}
+	if l.NullBefore > 0 {
+		h.t.Errorf("%d archived deletes have no before-image, though DR held every document", l.NullBefore)
 	}
 	return l
 }
@@ -124,8 +132,8 @@ func (h *harness) measure() (ledger, []string) {
 	}
 
 	// The archive: intercepted events and the _ids of the deleted documents.
-	archivedTokens, deletedIDs, lines := h.readArchive()
-	l.ArchiveLines = lines
+	archivedTokens, deletedIDs, lines, nullBefore := h.readArchive()
+	l.ArchiveLines, l.ArchiveDups, l.NullBefore = lines, lines-len(archivedTokens), nullBefore
 	deadTokens, deadObjects := h.readDeadLetters(byCoord)
 	l.DeadLettered = deadObjects
 
@@ -238,9 +246,10 @@ func (h *harness) readTopic() map[coord][]byte {
 	return out
 }
 
-// readArchive returns the resume tokens of every archived event and the _id keys of the
-// archived deletes.
-func (h *harness) readArchive() (tokens map[string]bool, deletedIDs map[apply.IDKey]bool, lines int) {
+// readArchive returns the resume tokens of every archived event, the _id keys of the archived
+// deletes, the number of lines, and the number of delete lines whose before is null or is not a
+// version of the line's document.
+func (h *harness) readArchive() (tokens map[string]bool, deletedIDs map[apply.IDKey]bool, lines, nullBefore int) {
 	h.t.Helper()
 	tokens, deletedIDs = map[string]bool{}, map[apply.IDKey]bool{}
 	keys, err := h.archive.List(h.ctx, prefix+"deletes/")
@@ -273,10 +282,17 @@ func (h *harness) readArchive() (tokens map[string]bool, deletedIDs map[apply.ID
 					h.t.Fatal(err)
 				}
 				deletedIDs[apply.KeyOf(id)] = true
+				before, err := rec.BeforeDocument()
+				if err != nil {
+					h.t.Fatalf("%s: %v", key, err)
+				}
+				if before == nil || !before.Lookup("_id").Equal(id) {
+					nullBefore++
+				}
 			}
 		}
 	}
-	return tokens, deletedIDs, lines
+	return tokens, deletedIDs, lines, nullBefore
 }
 
 // readDeadLetters returns the events whose records were dead-lettered and the number of

@@ -154,7 +154,7 @@ func startS3(t testing.TB) *s3Endpoint {
 	t.Helper()
 	e := &s3Endpoint{}
 	fake := gofakes3.New(s3mem.New(), gofakes3.WithAutoBucket(false), gofakes3.WithLogger(gofakes3.GlobalLog(gofakes3.LogErr)))
-	inner := fake.Server()
+	inner := devstack.StrictS3(fake.Server(), 0, 0) // as S3 answers apply's role: 403 for a missing key
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

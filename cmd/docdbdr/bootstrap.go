@@ -15,7 +15,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"go.mongodb.org/mongo-driver/mongo"
 
@@ -282,13 +281,17 @@ func (e *toolEnv) archiveReader(ctx context.Context) (r restore.ArchiveReader, o
 	if err != nil {
 		return restore.ArchiveReader{}, false, err
 	}
-	client := s3.NewFromConfig(c, func(o *s3.Options) {
-		if a.S3Endpoint != "" {
-			o.BaseEndpoint = aws.String(a.S3Endpoint)
-			o.UsePathStyle = true
-		}
-	})
+	client := archive.NewS3Client(c, a.S3Endpoint)
 	return restore.ArchiveReader{Store: archive.NewS3(client, a.Bucket), Layout: archive.Layout{Prefix: a.Prefix}}, true, nil
+}
+
+// requireArchive is archiveReader for a command that cannot work without the archive.
+func (e *toolEnv) requireArchive(ctx context.Context, command string) (restore.ArchiveReader, error) {
+	r, ok, err := e.archiveReader(ctx)
+	if err == nil && !ok {
+		err = fmt.Errorf("ARCHIVE_BUCKET is required: %s reads the archive", command)
+	}
+	return r, err
 }
 
 func disconnect(clients ...*mongo.Client) {

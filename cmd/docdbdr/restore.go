@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"go.mongodb.org/mongo-driver/bson"
+
+	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/restore"
 	"github.com/docdb-dr/docdb-dr/pkg/scope"
@@ -16,7 +19,7 @@ import (
 func init() {
 	register(command{
 		name:    "restore",
-		summary: "undelete: copy DR's version of intercepted deletes back into the primary (dry run unless --apply)",
+		summary: "undelete intercepted deletes, or (--as-of T) bring documents back to their versions at T (dry run unless --apply)",
 		run:     runRestore,
 	})
 }
@@ -39,14 +42,25 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	doApply := fs.Bool("apply", false, "write to the primary (default: dry run, report only)")
 	overwrite := fs.Bool("overwrite", false, "replace documents that exist in the primary again (default: skip them)")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
+	asOf := fs.String("as-of", "", "point-in-time restore: bring the selected documents of the one collection of --collections back to their versions at this RFC 3339 time (needs apply's ARCHIVE_HISTORY=on)")
+	filter := fs.String("filter", "", "with --as-of: select the documents whose current version matches this query (Extended JSON) in the primary or in DR")
+	into := fs.String("into", "", "with --as-of: write the selection as it was at T into this new collection of --db instead of restoring in place")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: docdbdr restore [flags]
+       docdbdr restore --as-of T --collections C [--id ID ... | --filter Q] [--into NEW] [flags]
 
 Selects intercepted deletes from the archive (ARCHIVE_BUCKET) by namespace, time range and _id,
 and copies DR's current version of each document back into the primary. Without --apply nothing
 is written ("would restore"). A document that exists in the primary is skipped unless
 --overwrite. DR's documents are read where NAMESPACE_MAP maps the primary's namespace (export
-the NAMESPACE_MAP apply uses). A database or collection DR does not hold is refused (exit 2).
+the NAMESPACE_MAP apply uses). A database or collection DR does not hold is refused (exit 2). On
+a terminal a progress bar shows the documents done, the rate and the time left.
+
+With --as-of T, every selected document of the collection that changed after T is brought back
+to its version at T from the version history (the earliest archived before-image after T):
+changed back, re-created (deleted after T), or removed (inserted after T); documents the
+selection does not name are never touched. T before the history was switched on, or older than
+ARCHIVE_EXPIRATION_DAYS, is refused.
 
 flags:`)
 		fs.PrintDefaults()
@@ -88,6 +102,33 @@ flags:`)
 		}
 		*t.dst = v
 	}
+	var asOfT time.Time
+	if *asOf != "" {
+		v, err := time.Parse(time.RFC3339, *asOf)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--as-of: want an RFC 3339 time such as 2024-03-01T10:42:00Z: %w", err))
+		}
+		asOfT = v
+		if len(collList) != 1 {
+			errs = append(errs, errors.New("--as-of needs one collection: --collections C"))
+		} else {
+			sel.Coll = collList[0]
+		}
+		if *from != "" || *to != "" || *overwrite {
+			errs = append(errs, errors.New("--from, --to and --overwrite are for undeletes, not --as-of"))
+		}
+		if *filter != "" && len(ids) > 0 {
+			errs = append(errs, errors.New("--filter and --id cannot be combined"))
+		}
+	} else if *filter != "" || *into != "" {
+		errs = append(errs, errors.New("--filter and --into need --as-of"))
+	}
+	var query bson.Raw
+	if *filter != "" {
+		if err := bson.UnmarshalExtJSON([]byte(*filter), false, &query); err != nil {
+			errs = append(errs, fmt.Errorf("--filter: want a query document in Extended JSON such as {\"status\": \"paid\"}: %w", err))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintln(stderr, err)
 		return errUsage
@@ -108,6 +149,20 @@ flags:`)
 		return err
 	}
 	defer disconnect(primary, dr)
+	if *asOf != "" {
+		rep, err := restore.RunAsOf(ctx, restore.AsOfOptions{Primary: primary, DR: dr, Archive: reader,
+			Limits: apply.NewMongoWriter(dr).WithStateDB(env.cfg.DRStateDB), NS: changeevent.Namespace{DB: sel.DB, Coll: sel.Coll},
+			AsOf: asOfT, IDs: ids, Filter: query, Into: *into, MapNamespace: nsmap, Retention: env.cfg.ArchiveExpiration,
+			Apply: *doApply, Logger: env.log})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return rep.WriteJSON(stdout)
+		}
+		return rep.WriteTable(stdout)
+	}
+
 	// The deleted documents are in DR (apply never applies a delete): a database or collection
 	// DR does not hold is a typo, or NAMESPACE_MAP is not the one apply uses.
 	if len(collList) == 0 {
@@ -119,7 +174,6 @@ flags:`)
 			return err
 		}
 	}
-
 	var rep restore.Report
 	for i, c := range collList {
 		sel.Coll = c

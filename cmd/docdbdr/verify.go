@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/docdb-dr/docdb-dr/pkg/verify"
 )
@@ -27,6 +28,9 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ranges := fs.Int("ranges", 0, "_id ranges per collection (default 4 × workers)")
 	list := fs.Int("list", 20, "ids listed per category and collection")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
+	archiveCheck := fs.Bool("archive", false, "check the archive instead: every delete, drop, rename and dropDatabase of the primary's change history since --since has exactly one line with a proven before-image")
+	since := fs.String("since", "1h", "with --archive: where the check starts, an RFC 3339 time or a duration ago; must be inside the change stream retention")
+	settle := fs.Duration("settle", 2*time.Minute, "with --archive: events newer than this are still on their way, not missing")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: docdbdr verify [flags]
 
@@ -35,6 +39,11 @@ alone is a difference) and reports documents missing in DR, different, and extra
 documents whose delete (or collection drop) is in the archive (ARCHIVE_BUCKET) are intercepted
 deletes, kept in DR on purpose, and are not differences. Exit status 1 when there are real
 differences. Run it when apply has caught up: documents changing during the scan may differ.
+
+With --archive it checks the archive against the primary's change history instead: each
+intercepted event since --since must have exactly one line, and each delete line a before-image
+apply proved (beforeExact). Exit status 1 when an event is missing or duplicated, or a
+before-image is null or inexact.
 
 flags:`)
 		fs.PrintDefaults()
@@ -47,6 +56,9 @@ flags:`)
 		return err
 	}
 	defer disconnect(primary, dr)
+	if *archiveCheck {
+		return runVerifyArchive(ctx, env, sc, primary, *since, *settle, *list, *asJSON, stdout, stderr)
+	}
 
 	opts := verify.Options{Primary: primary, DR: dr, Scope: sc, MapNamespace: nsmap,
 		Workers: *workers, Ranges: *ranges, MaxListed: *list, Logger: env.log}

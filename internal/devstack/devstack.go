@@ -75,6 +75,14 @@ type Options struct {
 
 	// S3 is S3GoFakeS3 (default) or S3VersityGW.
 	S3 string
+	// LenientS3 turns off the embedded S3's strict mode (s3strict.go), which answers as S3
+	// answers docdb-dr's roles: 403 AccessDenied, not 404, to a GET or HEAD of a missing key (the
+	// apply role has no s3:ListBucket), and 503 SlowDown to a share S3SlowDownRate (0..1) of
+	// object requests, chosen by a generator seeded with S3SlowDownSeed. Strict mode is on by
+	// default; it applies to the gofakes3 server (versitygw is a real S3 implementation).
+	LenientS3      bool
+	S3SlowDownRate float64
+	S3SlowDownSeed uint64
 	// VersityGWBinary is the versitygw executable (default: "versitygw"
 	// from PATH).
 	VersityGWBinary string

@@ -87,7 +87,11 @@ func (st *Stack) startGoFakeS3(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("devstack: s3 listen: %w", err)
 	}
-	srv := &http.Server{Handler: faker.Server(), ReadHeaderTimeout: 10 * time.Second}
+	var handler http.Handler = faker.Server()
+	if !opts.LenientS3 {
+		handler = newStrictS3(handler, opts.S3SlowDownRate, opts.S3SlowDownSeed)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			opts.Logger.Error("s3 server stopped", "err", err)

@@ -34,6 +34,7 @@ type batch struct {
 	h      *Handler
 	sum    Summary
 	oldest time.Time // earliest cluster time in the batch
+	start  time.Time // when the invocation started (the since of new history markers)
 	claim  string    // this invocation's claim id, in the keys of the objects it claims
 
 	// archived holds the event ids whose line this invocation claimed or found in the ledger:

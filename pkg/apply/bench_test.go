@@ -118,10 +118,14 @@ func BenchmarkApply10k(b *testing.B) {
 type countingS3 struct {
 	archive.S3API
 	puts, gets atomic.Int64
+	bytes      atomic.Int64 // bodies PUT
 }
 
 func (c *countingS3) PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
 	c.puts.Add(1)
+	if in.ContentLength != nil {
+		c.bytes.Add(*in.ContentLength)
+	}
 	return c.S3API.PutObject(ctx, in, opts...)
 }
 
@@ -287,6 +291,8 @@ func (nullDR) Frontiers(context.Context, string, []int64) ([]Frontier, error)   
 func (nullDR) SetFrontiers(context.Context, []Frontier) error                             { return nil }
 func (nullDR) Barrier(context.Context, string) (string, error)                            { return "", nil }
 func (nullDR) SetBarrier(context.Context, BarrierMarker) error                            { return nil }
+func (nullDR) MarkHistory(context.Context, []changeevent.Namespace, time.Time) error      { return nil }
+func (nullDR) ClearHistory(context.Context) error                                         { return nil }
 
 // BenchmarkMemory6MB handles a batch at the Lambda payload limit (about 6 MB of base64 record
 // values: 6,000 inserts of ~630-byte documents) and reports allocation per batch and the peak

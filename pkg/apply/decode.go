@@ -126,8 +126,15 @@ func (h *Handler) fetchClaimCheck(ctx context.Context, stub *changeevent.Event) 
 		return changeevent.Event{}, poisoned("claim check is in bucket %q, apply reads %q", cc.Bucket, h.opts.ClaimCheckBucket)
 	}
 	body, err := h.archive.Get(ctx, cc.Key)
-	if errors.Is(err, archive.ErrNotFound) {
+	switch {
+	case errors.Is(err, archive.ErrNotFound):
 		return changeevent.Event{}, poisoned("claim check object %q does not exist", cc.Key)
+	case errors.Is(err, archive.ErrAccessDenied):
+		// Capture writes the object before it publishes the stub, so a 403 means the object is
+		// gone (apply's role has no s3:ListBucket, so S3 answers 403 for a missing key) or the
+		// role lacks s3:GetObject on claimcheck/: either way no retry can succeed. The record
+		// is dead-lettered with its reason, and replay-deadletters brings it back once fixed.
+		return changeevent.Event{}, poisoned("claim check object %q is missing or not readable by this role: %v", cc.Key, err)
 	}
 	if err != nil {
 		return changeevent.Event{}, fmt.Errorf("fetch claim check: %w", err)

@@ -69,6 +69,12 @@ type State interface {
 	Barrier(ctx context.Context, id string) (string, error)
 	// SetBarrier inserts or updates a barrier marker.
 	SetBarrier(ctx context.Context, m BarrierMarker) error
+	// MarkHistory records, for each primary namespace that has no marker yet, that its version
+	// history is archived from since on (collection "history"); an existing marker is kept.
+	MarkHistory(ctx context.Context, nss []changeevent.Namespace, since time.Time) error
+	// ClearHistory removes every history marker: the version history is off, and no time before
+	// now can be restored from it.
+	ClearHistory(ctx context.Context) error
 }
 
 // Ledger entry states.

@@ -31,11 +31,21 @@ import (
 //   - no line is inexact or missing: DR started in sync, so every version is known.
 func TestEventTimeArchive(t *testing.T) {
 	for seed := range uint64(3) {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { eventTimeRun(t, seed) })
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { eventTimeRun(t, seed, false) })
 	}
 }
 
-func eventTimeRun(t *testing.T, seed uint64) {
+// TestEventTimeHistory is TestEventTimeArchive with the version history on (Options.History),
+// and checks in addition that every insert, update and replace has exactly one history line
+// whose before is the document exactly as the workload saw it just before that event (null for
+// an insert), beforeExact true, whatever the redeliveries.
+func TestEventTimeHistory(t *testing.T) {
+	for seed := range uint64(2) {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { eventTimeRun(t, seed, true) })
+	}
+}
+
+func eventTimeRun(t *testing.T, seed uint64, history bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	rng := rand.New(rand.NewPCG(seed, 11))
@@ -50,6 +60,15 @@ func eventTimeRun(t *testing.T, seed uint64) {
 	defer stream.Close(ctx)
 	deleted := map[string]bson.Raw{} // resume token (as ext JSON) of the delete -> pre-image
 	var deletes []bson.Raw           // pre-images in order, matched to events below
+	var pres []bson.Raw              // every event's pre-image in order (nil for an insert)
+	preOf := map[string]bson.Raw{}   // resume token of an insert, update or replace -> pre-image
+	read := func(filter bson.D) bson.Raw {
+		pre, err := pc.FindOne(ctx, filter).Raw()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.Clone(pre)
+	}
 	live := map[int32]bool{}
 	const ids = 15
 	ops := 0
@@ -63,28 +82,31 @@ func eventTimeRun(t *testing.T, seed uint64) {
 				t.Fatal(err)
 			}
 			live[id] = true
+			pres = append(pres, nil)
 			ops++
 			continue
 		}
 		switch k := rng.IntN(10); {
 		case k < 6:
+			pre := read(filter)
 			if res, err := pc.UpdateOne(ctx, filter, randomOperatorUpdate(rng)); err == nil && res.ModifiedCount > 0 {
+				pres = append(pres, pre)
 				ops++
 			}
 		case k < 7:
+			pre := read(filter)
 			if _, err := pc.ReplaceOne(ctx, filter, bson.D{{Key: "r", Value: int32(rng.IntN(100))}, {Key: "arr", Value: bson.A{}}}); err != nil {
 				t.Fatal(err)
 			}
+			pres = append(pres, pre)
 			ops++
 		default:
-			pre, err := pc.FindOne(ctx, filter).Raw()
-			if err != nil {
-				t.Fatal(err)
-			}
+			pre := read(filter)
 			if _, err := pc.DeleteOne(ctx, filter); err != nil {
 				t.Fatal(err)
 			}
-			deletes = append(deletes, bytes.Clone(pre))
+			pres = append(pres, pre)
+			deletes = append(deletes, pre)
 			live[id] = false
 			ops++
 		}
@@ -104,6 +126,8 @@ func eventTimeRun(t *testing.T, seed uint64) {
 		if ev.Operation == changeevent.Delete {
 			deleted[string(ev.ResumeToken)] = deletes[deleteIdx]
 			deleteIdx++
+		} else {
+			preOf[string(ev.ResumeToken)] = pres[n]
 		}
 		if ev.Operation == changeevent.Update && ev.FullDocument != nil {
 			future++
@@ -118,7 +142,7 @@ func eventTimeRun(t *testing.T, seed uint64) {
 
 	// Apply in batches of random sizes; some delivered twice.
 	ar := newFakeArchive()
-	h, err := New(NewMongoWriter(dr), ar, Options{Logger: discardLogger(), ArchivePrefix: "docdbdr/"})
+	h, err := New(NewMongoWriter(dr), ar, Options{Logger: discardLogger(), ArchivePrefix: "docdbdr/", History: history})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +163,7 @@ func eventTimeRun(t *testing.T, seed uint64) {
 				t.Fatal(err)
 			}
 			total.Archived += sum.Archived
+			total.HistoryLines += sum.HistoryLines
 			total.BeforeInexact += sum.BeforeInexact
 			total.BeforeMissing += sum.BeforeMissing
 		}
@@ -179,9 +204,42 @@ func eventTimeRun(t *testing.T, seed uint64) {
 			t.Errorf("delete %s: before (exact %t, %s)\n got %s\nwant %s", r.EventID, r.BeforeExact, r.BeforeNote, extJSON(t, before), extJSON(t, want))
 		}
 	}
-	if len(seen) != len(deleted) || total.Archived != len(deleted) || total.BeforeInexact != 0 || total.BeforeMissing != 0 {
-		t.Errorf("%d of %d deletes archived; summary archived %d, inexact %d, missing %d", len(seen), len(deleted),
-			total.Archived, total.BeforeInexact, total.BeforeMissing)
+	if len(seen) != len(deleted) || total.Archived-total.HistoryLines != len(deleted) || total.BeforeInexact != 0 || total.BeforeMissing != 0 {
+		t.Errorf("%d of %d deletes archived; summary archived %d (history %d), inexact %d, missing %d", len(seen), len(deleted),
+			total.Archived, total.HistoryLines, total.BeforeInexact, total.BeforeMissing)
+	}
+	// The version history: one line per insert, update and replace, with the version the
+	// workload saw just before it.
+	want := 0
+	if history {
+		want = len(preOf)
+	}
+	hseen := map[string]bool{}
+	for _, r := range ar.historyLines(t) {
+		var tok bson.Raw
+		if err := bson.UnmarshalExtJSON(r.ResumeToken, true, &tok); err != nil {
+			t.Fatal(err)
+		}
+		pre, ok := preOf[string(tok)]
+		if !ok {
+			t.Errorf("history line for an event that is not an insert, update or replace: %+v", r)
+			continue
+		}
+		if hseen[string(tok)] {
+			t.Errorf("history line written twice: %s %s", r.Operation, r.EventID)
+		}
+		hseen[string(tok)] = true
+		before, err := r.BeforeDocument()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(before, pre) || !r.BeforeExact {
+			t.Errorf("%s %s: before (exact %t, %s)\n got %s\nwant %s", r.Operation, r.EventID, r.BeforeExact, r.BeforeNote,
+				extJSON(t, before), extJSON(t, pre))
+		}
+	}
+	if len(hseen) != want || total.HistoryLines != want {
+		t.Errorf("%d history lines (summary %d), want one per insert, update and replace: %d", len(hseen), total.HistoryLines, want)
 	}
 	t.Logf("%d events, %d deletes, %d updates with a looked-up document", ops, len(deleted), future)
 }

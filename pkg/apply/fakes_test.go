@@ -49,11 +49,12 @@ type fakeDR struct {
 	ledger    map[string]LedgerEntry
 	barriers  map[string]BarrierMarker
 	frontiers map[string]Frontier
+	history   map[changeevent.Namespace]time.Time // history markers
 }
 
 func newFakeDR() *fakeDR {
 	return &fakeDR{docs: map[changeevent.Namespace]map[IDKey]bson.Raw{}, ledger: map[string]LedgerEntry{}, barriers: map[string]BarrierMarker{},
-		frontiers: map[string]Frontier{}}
+		frontiers: map[string]Frontier{}, history: map[changeevent.Namespace]time.Time{}}
 }
 
 func (f *fakeDR) coll(ns changeevent.Namespace) map[IDKey]bson.Raw {
@@ -321,6 +322,24 @@ func (f *fakeDR) SetBarrier(_ context.Context, m BarrierMarker) error {
 	return nil
 }
 
+func (f *fakeDR) MarkHistory(_ context.Context, nss []changeevent.Namespace, since time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ns := range nss {
+		if _, ok := f.history[ns]; !ok {
+			f.history[ns] = since
+		}
+	}
+	return nil
+}
+
+func (f *fakeDR) ClearHistory(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.history)
+	return nil
+}
+
 // fakeArchive is an in-memory object store with S3's conditional writes: Put never replaces an
 // object. It is safe for concurrent use.
 type fakeArchive struct {
@@ -358,7 +377,11 @@ func (a *fakeArchive) Get(_ context.Context, key string) ([]byte, error) {
 		return nil, a.failGet
 	}
 	b, ok := a.objects[key]
-	if !ok {
+	switch {
+	case !ok && strings.HasPrefix(key, "denied/"):
+		// As S3 answers a role without s3:ListBucket for a missing key.
+		return nil, fmt.Errorf("get %s: %w", key, archive.ErrAccessDenied)
+	case !ok:
 		return nil, fmt.Errorf("get %s: %w", key, archive.ErrNotFound)
 	}
 	return bytes.Clone(b), nil
@@ -534,6 +557,16 @@ func newEnv(t testing.TB, opts Options) *handlerEnv {
 	h.claimID = func() string { return "claim" }
 	env.h = h
 	return env
+}
+
+// historyLines returns every line of every version history object, objects in key order.
+func (a *fakeArchive) historyLines(t testing.TB) []archive.Record {
+	t.Helper()
+	var out []archive.Record
+	for _, k := range a.keys("docdbdr/history/") {
+		out = append(out, a.records(t, k)...)
+	}
+	return out
 }
 
 // lines returns every line of every delete archive object, objects in key order.

@@ -87,7 +87,7 @@ func NewFunction(ctx context.Context, env Env) (*Function, error) {
 	log.Info("apply configured", slog.String("dr", cfg.DR.String()), slog.String("bucket", cfg.Archive.Bucket),
 		slog.String("prefix", cfg.Archive.Prefix), slog.String("topic", cfg.Topic),
 		slog.String("policy", opts.Policy.String()), slog.String("namespaceMap", opts.NamespaceMap.String()), slog.Int("maxBulkOps", cfg.MaxBulkOps),
-		slog.String("stateDB", cfg.StateDB))
+		slog.String("stateDB", cfg.StateDB), slog.Bool("history", cfg.History))
 	return f, nil
 }
 
@@ -127,6 +127,7 @@ func OptionsFromConfig(c config.Apply) (Options, error) {
 		MaxBulkOps:       c.MaxBulkOps,
 		ArchivePrefix:    c.Archive.Prefix,
 		ClaimCheckBucket: c.Archive.Bucket,
+		History:          c.History,
 	}, nil
 }
 
@@ -221,5 +222,15 @@ func (l lazyDR) Barrier(ctx context.Context, id string) (string, error) {
 
 func (l lazyDR) SetBarrier(ctx context.Context, m BarrierMarker) error {
 	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.SetBarrier(ctx, m) })
+	return err
+}
+
+func (l lazyDR) MarkHistory(ctx context.Context, nss []changeevent.Namespace, since time.Time) error {
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.MarkHistory(ctx, nss, since) })
+	return err
+}
+
+func (l lazyDR) ClearHistory(ctx context.Context) error {
+	_, err := do(ctx, l, func(w *MongoWriter) (struct{}, error) { return struct{}{}, w.ClearHistory(ctx) })
 	return err
 }

@@ -54,6 +54,10 @@ type Options struct {
 	Metrics          io.Writer        // where EMF lines go; nil: discarded
 	Now              func() time.Time // nil: time.Now
 	PutParallelism   int              // archive objects written at once; 0: 4
+	// History (ARCHIVE_HISTORY=on) archives, for every insert, update, replace and delete (one
+	// that the delete policy does not archive already), the version it overwrote, under
+	// <prefix>history/ (see segment.go and docs/apply.md#version-history).
+	History bool
 }
 
 // Handler applies batches. It holds no per-batch state and may serve invocations one after the
@@ -69,7 +73,9 @@ type Handler struct {
 	claimID func() string
 
 	stateMu    sync.Mutex
-	stateReady bool // the state collections' indexes exist
+	stateReady bool // the state collections' indexes exist (and, history off, its markers are gone)
+	// marked holds the primary namespaces whose history marker this Handler has written.
+	marked map[changeevent.Namespace]bool
 }
 
 // New returns a Handler that writes to dr and archives to ar.
@@ -118,6 +124,7 @@ func New(dr DR, ar Archive, opts Options) (*Handler, error) {
 		opts:    opts,
 		log:     opts.Logger,
 		claimID: randomClaimID,
+		marked:  map[changeevent.Namespace]bool{},
 	}, nil
 }
 
@@ -149,7 +156,37 @@ func (h *Handler) ensureState(ctx context.Context) error {
 	if err := h.dr.EnsureState(ctx); err != nil {
 		return fmt.Errorf("prepare DR_STATE_DB %q: %w", h.dr.StateDB(), err)
 	}
+	if !h.opts.History {
+		// The history is off: what it holds from an earlier period on no longer reaches now.
+		if err := h.dr.ClearHistory(ctx); err != nil {
+			return fmt.Errorf("clear the history markers in DR_STATE_DB %q: %w", h.dr.StateDB(), err)
+		}
+	}
 	h.stateReady = true
+	return nil
+}
+
+// markHistory writes the history markers of the namespaces this Handler has not marked yet, with
+// since = the start of the batch: every event applied from then on by a Handler with history on
+// has its line (see docs/apply.md#version-history).
+func (h *Handler) markHistory(ctx context.Context, nss []changeevent.Namespace, since time.Time) error {
+	h.stateMu.Lock()
+	defer h.stateMu.Unlock()
+	var fresh []changeevent.Namespace
+	for _, ns := range nss {
+		if !h.marked[ns] {
+			fresh = append(fresh, ns)
+		}
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	if err := h.dr.MarkHistory(ctx, fresh, since); err != nil {
+		return fmt.Errorf("record the history markers of %d namespaces: %w", len(fresh), err)
+	}
+	for _, ns := range fresh {
+		h.marked[ns] = true
+	}
 	return nil
 }
 
@@ -159,6 +196,7 @@ func (h *Handler) ensureState(ctx context.Context) error {
 func (h *Handler) Handle(ctx context.Context, ev events.KafkaEvent) (Summary, error) {
 	start := h.opts.Now()
 	b := newBatch(h)
+	b.start = start
 	err := b.run(ctx, partitionRecords(ev))
 	end := h.opts.Now()
 

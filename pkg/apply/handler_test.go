@@ -327,6 +327,7 @@ func TestPoisonRecordsAreDeadLettered(t *testing.T) {
 			r.Headers = []map[string]events.JSONNumberBytes{{changeevent.HeaderBarrier: events.JSONNumberBytes("many")}}
 		}, "not a partition count"},
 		{"claim check missing", func(r *events.KafkaRecord) { r.Value = enc(stub(1, "00", "cc/missing")) }, "does not exist"},
+		{"claim check missing, 403 to a role without list", func(r *events.KafkaRecord) { r.Value = enc(stub(1, "00", "denied/cc")) }, "is missing or not readable by this role"},
 		{"claim check wrong size", func(r *events.KafkaRecord) {
 			r.Value = enc(stub(int64(len(ccBody))+1, hex.EncodeToString(ccSum[:]), "cc/good"))
 		}, "bytes, the message says"},

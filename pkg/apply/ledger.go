@@ -37,6 +37,7 @@ type line struct {
 	docID   bson.RawValue // deletes: the document's _id
 	missing bool          // before is null: DR had no version of the document
 	inexact bool          // before could not be proven to be the version at the event
+	history bool          // a version history line (ARCHIVE_HISTORY), in a history/ object
 }
 
 // object is an archive object claimed by this invocation: its key, and its lines in order with
@@ -82,6 +83,7 @@ func (b *batch) claimLines(ctx context.Context, lines []*line) ([]object, error)
 		ns        changeevent.Namespace
 		topic     string
 		partition int64
+		history   bool
 	}
 	type group struct {
 		key   string
@@ -98,11 +100,15 @@ func (b *batch) claimLines(ctx context.Context, lines []*line) ([]object, error)
 			b.sum.AlreadyArchived++
 			continue
 		}
-		gk := groupKey{ns: ev.NS, topic: l.it.at.Topic, partition: l.it.at.Partition}
+		gk := groupKey{ns: ev.NS, topic: l.it.at.Topic, partition: l.it.at.Partition, history: l.history}
 		g := groups[gk]
 		if g == nil || g.bytes+len(l.body) > maxObjectBytes {
 			// The object is named after its first line (and this invocation's claim id).
-			g = &group{key: b.h.layout.ArchiveObject(ev.NS, ev.ClusterTime, ev.EventID(), b.claim)}
+			key := b.h.layout.ArchiveObject(ev.NS, ev.ClusterTime, ev.EventID(), b.claim)
+			if l.history {
+				key = b.h.layout.HistoryObject(ev.NS, ev.ClusterTime, ev.EventID(), b.claim)
+			}
+			g = &group{key: key}
 			groups[gk] = g
 		}
 		entries = append(entries, LedgerEntry{
@@ -149,12 +155,15 @@ func (b *batch) claimLines(ctx context.Context, lines []*line) ([]object, error)
 // countLine counts a line this invocation archived.
 func (b *batch) countLine(l *line) {
 	b.sum.Archived++
+	if l.history {
+		b.sum.HistoryLines++
+	}
 	switch {
 	case l.missing:
 		b.sum.BeforeMissing++
-		b.h.log.Warn("delete archived without a before-image: DR had no version of the document",
+		b.h.log.Warn(string(l.it.ev.Operation)+" archived without a before-image: DR had no version of the document",
 			slog.String("namespace", l.it.ev.NS.String()), slog.String("record", l.it.coords()),
-			slog.String("eventId", l.it.ev.EventID()))
+			slog.String("eventId", l.it.ev.EventID()), slog.Bool("history", l.history))
 	case l.inexact:
 		b.sum.BeforeInexact++
 	}

@@ -26,6 +26,9 @@ const (
 	LedgerCollection   = "archived"
 	FrontierCollection = "applied"
 	BarrierCollection  = "barriers"
+	// HistoryCollection holds one marker per primary namespace whose version history is
+	// archived (ARCHIVE_HISTORY=on): {_id: "<db>.<coll>", db, coll, since: <Date>}.
+	HistoryCollection = "history"
 )
 
 // MongoWriter is the DR cluster over a MongoDB driver client. It is safe for concurrent use.
@@ -541,4 +544,66 @@ func (m *MongoWriter) SetBarrier(ctx context.Context, b BarrierMarker) error {
 		bson.E{Key: "at", Value: primitive.NewDateTimeFromTime(b.At)})
 	_, err := m.barriers().ReplaceOne(ctx, bson.D{{Key: "_id", Value: b.ID}}, doc, options.Replace().SetUpsert(true))
 	return err
+}
+
+// MarkHistory inserts the markers that do not exist ($setOnInsert: the first writer's since stays,
+// the earliest time from which every event of the namespace is known to be in the history).
+func (m *MongoWriter) MarkHistory(ctx context.Context, nss []changeevent.Namespace, since time.Time) error {
+	if len(nss) == 0 {
+		return nil
+	}
+	models := make([]mongo.WriteModel, len(nss))
+	for i, ns := range nss {
+		models[i] = mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: ns.String()}}).
+			SetUpdate(bson.D{{Key: "$setOnInsert", Value: bson.D{{Key: "db", Value: ns.DB}, {Key: "coll", Value: ns.Coll},
+				{Key: "since", Value: primitive.NewDateTimeFromTime(since)}}}}).SetUpsert(true)
+	}
+	_, err := m.client.Database(m.state).Collection(HistoryCollection).BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	return err
+}
+
+// ClearHistory deletes every history marker.
+func (m *MongoWriter) ClearHistory(ctx context.Context) error {
+	_, err := m.client.Database(m.state).Collection(HistoryCollection).DeleteMany(ctx, bson.D{})
+	return err
+}
+
+// HistorySince reads the history marker of a primary namespace: since when its version history
+// is archived; ok is false when it is not (ARCHIVE_HISTORY is off, or no event of it was applied
+// since it was switched on).
+func (m *MongoWriter) HistorySince(ctx context.Context, ns changeevent.Namespace) (since time.Time, ok bool, err error) {
+	raw, err := m.client.Database(m.state).Collection(HistoryCollection).FindOne(ctx, bson.D{{Key: "_id", Value: ns.String()}}).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("read the history marker of %s in %s.%s: %w", ns, m.state, HistoryCollection, err)
+	}
+	dt, isDate := raw.Lookup("since").DateTimeOK()
+	if !isDate {
+		return time.Time{}, false, fmt.Errorf("%w: history marker %s has since %s", ErrCorruptState, ns, raw.Lookup("since"))
+	}
+	return time.UnixMilli(dt).UTC(), true, nil
+}
+
+// ObjectsOf returns the keys of the archive objects holding the written lines of one document of
+// a primary namespace (its deletes, and its version history), from the ledger's {db, coll, docId}
+// index: a reader of one document's history GETs those objects only. Lines still pending (their
+// objects being written) are not included.
+func (m *MongoWriter) ObjectsOf(ctx context.Context, ns changeevent.Namespace, id bson.RawValue) ([]string, error) {
+	keys, err := m.ledger().Distinct(ctx, "object", bson.D{{Key: "db", Value: ns.DB}, {Key: "coll", Value: ns.Coll},
+		{Key: "docId", Value: id}, {Key: "state", Value: StateWritten}})
+	if err != nil {
+		return nil, fmt.Errorf("find the archive objects of %s %s in %s.%s: %w", ns, id, m.state, LedgerCollection, err)
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		s, ok := k.(string)
+		if !ok {
+			return nil, fmt.Errorf("%w: a ledger entry of %s names object %v", ErrCorruptState, ns, k)
+		}
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out, nil
 }

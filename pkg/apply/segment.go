@@ -27,6 +27,11 @@ import (
 //     lacks heals it from the looked-up full document (inexact: updateLookup reads the
 //     document when capture reads the event, possibly after later changes). A delete's line
 //     takes the current version, rendered once, complete; the document is then absent;
+//     With the history on (Options.History), every insert, update, replace and delete (one the
+//     delete policy does not archive already) also gets a line with the version it overwrites:
+//     the walk's current version before the event, under the same rule and with the same
+//     exact flag as a delete's; an insert's is null (exact). A replace then needs DR's version
+//     too, and is read in step 1;
 //  3. claim the lines in the ledger (ledger.go);
 //  4. the DR writes, in order per namespace, while the archive objects are written.
 //
@@ -70,6 +75,11 @@ func (b *batch) segment(ctx context.Context, all []*item) error {
 	if err != nil {
 		return err
 	}
+	if b.h.opts.History {
+		if err := b.h.markHistory(ctx, primaryNamespaces(items), b.start); err != nil {
+			return err
+		}
+	}
 	objs, err := b.claimLines(ctx, lines)
 	if err != nil {
 		return err
@@ -97,6 +107,19 @@ func (b *batch) segment(ctx context.Context, all []*item) error {
 		return err
 	}
 	return b.advance(ctx, all, false)
+}
+
+// primaryNamespaces lists the primary namespaces of the items, in order of first appearance.
+func primaryNamespaces(items []*item) []changeevent.Namespace {
+	seen := map[changeevent.Namespace]bool{}
+	var out []changeevent.Namespace
+	for _, it := range items {
+		if !seen[it.ev.NS] {
+			seen[it.ev.NS] = true
+			out = append(out, it.ev.NS)
+		}
+	}
+	return out
 }
 
 // unapplied drops the records that the applied frontier shows were applied already (a
@@ -191,8 +214,8 @@ func (b *batch) advance(ctx context.Context, items []*item, intent bool) error {
 	return nil
 }
 
-// readVersions reads DR's version of every document that the segment updates or deletes before
-// any insert or replace of it in the segment sets it.
+// readVersions reads DR's version of every document that the segment updates or deletes (or,
+// with the history on, replaces) before any insert or replace of it in the segment sets it.
 func (b *batch) readVersions(ctx context.Context, items []*item) (map[docRef]*version, error) {
 	seen := map[docRef]bool{}
 	replayed := map[docRef]string{}
@@ -207,7 +230,8 @@ func (b *batch) readVersions(ctx context.Context, items []*item) (map[docRef]*ve
 		if it.replay != "" {
 			replayed[ref] = it.replay
 		}
-		if op := it.ev.Operation; op == changeevent.Update || op == changeevent.Delete {
+		// With the history on, a replace's line needs the version it overwrites too.
+		if op := it.ev.Operation; op == changeevent.Update || op == changeevent.Delete || (op == changeevent.Replace && b.h.opts.History) {
 			if _, ok := want[ns]; !ok {
 				order = append(order, ns)
 			}
@@ -262,6 +286,13 @@ func (b *batch) walk(items []*item, versions map[docRef]*version) ([]*queue, []*
 		ev := &it.ev
 		ns, id, ref := it.ref.ns, it.id, it.ref
 		cur := versions[ref]
+		if b.h.opts.History && (ev.Operation != changeevent.Delete || !b.h.policy.Delete.Archive) {
+			l, err := b.historyLine(it, id, cur)
+			if err != nil {
+				return nil, nil, err
+			}
+			lines = append(lines, l)
+		}
 		switch ev.Operation {
 		case changeevent.Insert, changeevent.Replace:
 			enqueue(ns, it, replaceWrites(id, ev.FullDocument))
@@ -344,6 +375,35 @@ func (b *batch) update(it *item, id bson.RawValue, cur *version) (*version, []Wr
 		return &version{doc: cur.doc, note: "the update at " + it.coords() + " does not apply to the known version (" +
 			err.Error() + "); version from before it"}, ws, nil
 	}
+}
+
+// historyLine renders the version history line of a document change (ARCHIVE_HISTORY=on): the
+// version the event overwrites, under the same event-time rule as a delete's before-image. An
+// insert's is null and exact: the primary had no document with its _id just before it.
+func (b *batch) historyLine(it *item, id bson.RawValue, cur *version) (*line, error) {
+	l := &line{it: it, docID: id, history: true}
+	var before bson.Raw
+	if cur != nil && it.ev.Operation != changeevent.Insert {
+		before = cur.doc
+	}
+	rec, err := archive.NewRecord(&it.ev, it.at, before)
+	if err != nil {
+		return nil, fmt.Errorf("archive the version before the %s at %s: %w", it.ev.Operation, it.coords(), err)
+	}
+	switch {
+	case it.ev.Operation == changeevent.Insert:
+		rec.BeforeExact = true
+	case before == nil:
+		l.missing = true
+		rec.BeforeExact, rec.BeforeNote = false, "DR had no version of the document at the "+string(it.ev.Operation)
+	case !cur.exact:
+		l.inexact = true
+		rec.BeforeExact, rec.BeforeNote = false, cur.note
+	}
+	if l.body, err = rec.MarshalLine(); err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 // deleteLine renders a delete's line with the current version as its before-image.

@@ -22,6 +22,8 @@ type Summary struct {
 	// left pending that this one wrote.
 	Archived        int
 	AlreadyArchived int
+	// HistoryLines counts the version history lines among Archived (ARCHIVE_HISTORY=on).
+	HistoryLines int
 	// AlreadyApplied counts document changes not applied again because the applied frontier
 	// shows an earlier delivery applied them (a redelivery, a consumer-group replay).
 	AlreadyApplied   int
@@ -67,6 +69,7 @@ func (h *Handler) report(s Summary, err error, now time.Time) {
 		slog.Int("applied", s.Applied),
 		slog.Int("archived", s.Archived),
 		slog.Int("alreadyArchived", s.AlreadyArchived),
+		slog.Int("historyLines", s.HistoryLines),
 		slog.Int("alreadyApplied", s.AlreadyApplied),
 		slog.Int("archiveObjects", s.ArchiveObjects),
 		slog.Int("archivePuts", s.ArchivePuts),
@@ -91,6 +94,7 @@ func (h *Handler) report(s Summary, err error, now time.Time) {
 	m.Add("BeforeMissing", metrics.Count, float64(s.BeforeMissing))
 	m.Add("BeforeInexact", metrics.Count, float64(s.BeforeInexact))
 	m.Add("AlreadyArchived", metrics.Count, float64(s.AlreadyArchived))
+	m.Add("HistoryLines", metrics.Count, float64(s.HistoryLines))
 	m.Add("Barriers", metrics.Count, float64(s.Barriers))
 	m.Add("CorruptState", metrics.Count, float64(s.CorruptState))
 	m.Duration("Duration", s.Duration)

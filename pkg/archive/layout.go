@@ -42,11 +42,35 @@ func (l Layout) ArchiveObject(ns changeevent.Namespace, first primitive.Timestam
 	if coll == "" {
 		coll = CollectionlessName
 	}
+	return l.object(DeletesArea, ns.DB, coll, first, eventID, claim)
+}
+
+// The areas of the layout: the first key segment after the prefix.
+const (
+	DeletesArea = "deletes" // intercepted deletes and collection events
+	HistoryArea = "history" // version history (ARCHIVE_HISTORY=on)
+)
+
+// HistoryObject is the key of one version history object (ARCHIVE_HISTORY=on): the before-images
+// of the document changes of one primary namespace claimed together by one apply invocation, in
+// the delete archive's layout under its own area:
+//
+//	<prefix>history/db=<db>/coll=<coll>/dt=YYYY-MM-DD/<T>-<I>-<eventId[0:16]>-<claim>.json.gz
+func (l Layout) HistoryObject(ns changeevent.Namespace, first primitive.Timestamp, eventID, claim string) string {
+	return l.object(HistoryArea, ns.DB, ns.Coll, first, eventID, claim)
+}
+
+func (l Layout) object(area, db, coll string, first primitive.Timestamp, eventID, claim string) string {
 	if len(eventID) > 16 {
 		eventID = eventID[:16]
 	}
-	return fmt.Sprintf("%sdeletes/db=%s/coll=%s/dt=%s/%d-%d-%s-%s.json.gz",
-		l.Prefix, segment(ns.DB), segment(coll), changeevent.Time(first).Format(time.DateOnly), first.T, first.I, eventID, segment(claim))
+	return fmt.Sprintf("%s%s/db=%s/coll=%s/dt=%s/%d-%d-%s-%s.json.gz",
+		l.Prefix, area, segment(db), segment(coll), changeevent.Time(first).Format(time.DateOnly), first.T, first.I, eventID, segment(claim))
+}
+
+// HistoryPrefix is the key prefix of the version history objects of one collection.
+func (l Layout) HistoryPrefix(db, coll string) string {
+	return fmt.Sprintf("%s%s/db=%s/coll=%s/", l.Prefix, HistoryArea, segment(db), segment(coll))
 }
 
 // DeletesPrefix is the key prefix of every delete object of one namespace (coll "" means all

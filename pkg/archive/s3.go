@@ -19,6 +19,11 @@ import (
 // ErrNotFound is returned (wrapped) by Get when the object does not exist.
 var ErrNotFound = errors.New("object not found")
 
+// ErrAccessDenied is returned (wrapped) by Get when S3 answers 403 AccessDenied. To a caller
+// without s3:ListBucket on the bucket (apply's role) that is also how S3 answers a GET of a key
+// that does not exist, so the two cannot be told apart.
+var ErrAccessDenied = errors.New("access denied (S3 answers so for a missing key to a role without s3:ListBucket)")
+
 // S3API is the part of the S3 client the store uses.
 type S3API interface {
 	PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...func(*s3.Options)) (*s3.PutObjectOutput, error)
@@ -96,6 +101,8 @@ func httpStatus(err error) int {
 			return http.StatusConflict
 		case "SlowDown":
 			return http.StatusServiceUnavailable
+		case "AccessDenied":
+			return http.StatusForbidden
 		}
 	}
 	return 0
@@ -107,6 +114,9 @@ func (s *S3) Get(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		if isNotFound(err) {
 			return nil, fmt.Errorf("get s3://%s/%s: %w", s.bucket, key, ErrNotFound)
+		}
+		if httpStatus(err) == http.StatusForbidden {
+			return nil, fmt.Errorf("get s3://%s/%s: %w", s.bucket, key, ErrAccessDenied)
 		}
 		return nil, fmt.Errorf("get s3://%s/%s: %w", s.bucket, key, err)
 	}

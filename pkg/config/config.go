@@ -84,7 +84,9 @@ type Apply struct {
 	NamespaceMap    string // parsed by pkg/apply
 	MaxBulkOps      int
 	StateDB         string // DR_STATE_DB: apply's state database on DR (archive ledger, barrier markers)
-	LogLevel        slog.Level
+	// History is ARCHIVE_HISTORY=on: every document change's before-image is archived too.
+	History  bool
+	LogLevel slog.Level
 }
 
 // CLI is what the docdbdr CLI can read from the environment. Nothing is required here: each
@@ -103,7 +105,10 @@ type CLI struct {
 	// accepted, and status reports the share of it the lag uses.
 	ChangeStreamRetention time.Duration
 	NamespaceMap          string // NAMESPACE_MAP, as apply reads it (parsed by pkg/apply)
-	LogLevel              slog.Level
+	// ArchiveExpiration is ARCHIVE_EXPIRATION_DAYS: archive objects older than this are deleted
+	// by the bucket's lifecycle (0: never).
+	ArchiveExpiration time.Duration
+	LogLevel          slog.Level
 }
 
 // LoadCapture reads the capture function's variables through getenv (os.Getenv in production).
@@ -153,6 +158,7 @@ func LoadApply(getenv func(string) string) (Apply, error) {
 		NamespaceMap:    r.pairs("NAMESPACE_MAP", false),
 		MaxBulkOps:      int(r.integer("MAX_BULK_OPS", 1, 100_000)),
 		StateDB:         r.str("DR_STATE_DB"),
+		History:         r.oneOf("ARCHIVE_HISTORY", "off", "on") == "on",
 		LogLevel:        r.logLevel(),
 	}
 	r.dbName("DR_STATE_DB", a.StateDB)
@@ -177,6 +183,7 @@ func LoadCLI(getenv func(string) string) (CLI, error) {
 		NamespaceMap:          r.pairs("NAMESPACE_MAP", false),
 		LogLevel:              r.logLevel(),
 	}
+	c.ArchiveExpiration = time.Duration(r.integer("ARCHIVE_EXPIRATION_DAYS", 0, 100_000)) * 24 * time.Hour
 	// How capture produces: replay-deadletters publishes capture's dead letters the same way.
 	c.Kafka.Compression = r.oneOf("KAFKA_COMPRESSION", Compressions...)
 	c.Kafka.MaxMessageBytes = int(r.integer("KAFKA_MAX_MESSAGE_BYTES", 1024, 100<<20))

@@ -156,14 +156,18 @@ func TestLoadApply(t *testing.T) {
 	}
 	if a.Topic != "changevents" || a.MaxBulkOps != 1000 || a.DR.TLS != "required" ||
 		a.InterceptPolicy != "delete=archive,drop=archive,rename=archive,dropDatabase=archive" || a.Archive.Prefix != "docdbdr/" ||
-		a.StateDB != "docdbdr" {
+		a.StateDB != "docdbdr" || a.History {
 		t.Errorf("defaults: %+v", a)
+	}
+	if a, err := LoadApply(env(base, "ARCHIVE_HISTORY", "on")); err != nil || !a.History {
+		t.Errorf("ARCHIVE_HISTORY=on: %+v, %v", a, err)
 	}
 	if a, err := LoadApply(env(base, "DR_STATE_DB", "dr_state")); err != nil || a.StateDB != "dr_state" {
 		t.Errorf("DR_STATE_DB: %+v, %v", a, err)
 	}
-	_, err = LoadApply(env(base, "DR_URI", "", "NAMESPACE_MAP", "bar.foo=bar_dr.foo,oops", "MAX_BULK_OPS", "0", "ARCHIVE_BUCKET", "", "DR_STATE_DB", "no.dots"))
-	for _, n := range []string{"DR_URI", "NAMESPACE_MAP", "MAX_BULK_OPS", "ARCHIVE_BUCKET", "DR_STATE_DB"} {
+	_, err = LoadApply(env(base, "DR_URI", "", "NAMESPACE_MAP", "bar.foo=bar_dr.foo,oops", "MAX_BULK_OPS", "0", "ARCHIVE_BUCKET", "", "DR_STATE_DB", "no.dots",
+		"ARCHIVE_HISTORY", "yes"))
+	for _, n := range []string{"DR_URI", "NAMESPACE_MAP", "MAX_BULK_OPS", "ARCHIVE_BUCKET", "DR_STATE_DB", "ARCHIVE_HISTORY"} {
 		if err == nil || !strings.Contains(err.Error(), n+":") {
 			t.Errorf("error does not name %s: %v", n, err)
 		}
@@ -175,8 +179,15 @@ func TestLoadCLINothingRequired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Primary.URI != "" || c.Kafka.Topic != "changevents" || c.StateDB != "docdbdr" || c.DRStateDB != "docdbdr" || c.ChangeStreamRetention != 3*time.Hour {
+	if c.Primary.URI != "" || c.Kafka.Topic != "changevents" || c.StateDB != "docdbdr" || c.DRStateDB != "docdbdr" ||
+		c.ArchiveExpiration != 0 || c.ChangeStreamRetention != 3*time.Hour {
 		t.Errorf("got %+v", c)
+	}
+	if c, err := LoadCLI(env(nil, "ARCHIVE_EXPIRATION_DAYS", "30")); err != nil || c.ArchiveExpiration != 30*24*time.Hour {
+		t.Errorf("ARCHIVE_EXPIRATION_DAYS=30: %v, %v", c.ArchiveExpiration, err)
+	}
+	if _, err := LoadCLI(env(nil, "ARCHIVE_EXPIRATION_DAYS", "-1")); err == nil || !strings.Contains(err.Error(), "ARCHIVE_EXPIRATION_DAYS:") {
+		t.Errorf("ARCHIVE_EXPIRATION_DAYS=-1: %v", err)
 	}
 	if _, err := LoadCLI(env(nil, "WATCH_COLLECTIONS", "foo")); err == nil || !strings.Contains(err.Error(), "WATCH_DB:") {
 		t.Errorf("collections without a database: %v", err)

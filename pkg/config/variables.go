@@ -22,6 +22,7 @@ type Variable struct {
 
 var (
 	capture    = []string{FuncCapture}
+	cli        = []string{FuncCLI}
 	apply      = []string{FuncApply}
 	captureCLI = []string{FuncCapture, FuncCLI}
 	applyCLI   = []string{FuncApply, FuncCLI}
@@ -75,6 +76,8 @@ var variables = []Variable{
 	{"NAMESPACE_MAP", applyCLI, "", "src=dst pairs, e.g. bar.foo=bar_dr.foo,bar=bar_dr; the CLI reads it to find a primary namespace's documents in DR (bootstrap, verify, restore, status): set it as apply has it"},
 	{"MAX_BULK_OPS", apply, "1000", "operations per bulk write"},
 	{"DR_STATE_DB", applyCLI, "docdbdr", "apply's state database on the DR cluster: the archive ledger and barrier markers; never replicated into"},
+	{"ARCHIVE_HISTORY", apply, "off", "on: archive the version each insert, update, replace and delete overwrites under <prefix>history/ (for docdbdr history and restore --as-of); off: deletes only"},
+	{"ARCHIVE_EXPIRATION_DAYS", cli, "0", "days after which the bucket's lifecycle deletes archive objects (the template's ArchiveExpirationDays); restore --as-of refuses an older T; 0: never"},
 
 	// Common.
 	{"LOG_LEVEL", all, "info", "debug, info, warn or error"},

@@ -33,38 +33,74 @@ type ArchiveReader struct {
 // in key order (collection, day, Kafka partition and offset); day folders outside the range are
 // not read at all.
 func (a ArchiveReader) Records(ctx context.Context, db, coll string, from, to time.Time, fn func(archive.Record) error) error {
-	keys, err := a.Store.List(ctx, a.Layout.DeletesPrefix(db, coll))
+	return a.area(ctx, "delete archive", a.Layout.DeletesPrefix(db, coll), db, coll, from, to, fn)
+}
+
+// Versions implements VersionArchive: every line of one collection in the version history and
+// in the delete archive (whose deletes carry their before-images) with a cluster time in
+// [from, to), the history's first. Lines come in key order within each area, not in cluster-time
+// order.
+func (a ArchiveReader) Versions(ctx context.Context, db, coll string, from, to time.Time, fn func(archive.Record) error) error {
+	if err := a.area(ctx, "version history", a.Layout.HistoryPrefix(db, coll), db, coll, from, to, fn); err != nil {
+		return err
+	}
+	return a.Records(ctx, db, coll, from, to, fn)
+}
+
+// Objects implements ObjectReader: every line of the objects at keys, in the order given.
+func (a ArchiveReader) Objects(ctx context.Context, keys []string, fn func(archive.Record) error) error {
+	for _, key := range keys {
+		if err := a.object(ctx, key, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// object reads the lines of one object.
+func (a ArchiveReader) object(ctx context.Context, key string, fn func(archive.Record) error) error {
+	body, err := a.Store.Get(ctx, key)
 	if err != nil {
-		return fmt.Errorf("list the delete archive of %s: %w", nsString(db, coll), err)
+		return fmt.Errorf("read archive object %s: %w", key, err)
+	}
+	lines, err := archive.DecodeObject(body)
+	if err != nil {
+		return fmt.Errorf("archive object %s: %w", key, err)
+	}
+	for i, line := range lines {
+		rec, err := archive.ParseLine(line)
+		if err != nil {
+			return fmt.Errorf("archive object %s line %d: %w", key, i+1, err)
+		}
+		if err := fn(rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a ArchiveReader) area(ctx context.Context, what, prefix, db, coll string, from, to time.Time, fn func(archive.Record) error) error {
+	keys, err := a.Store.List(ctx, prefix)
+	if err != nil {
+		return fmt.Errorf("list the %s of %s: %w", what, nsString(db, coll), err)
 	}
 	slices.Sort(keys)
 	for _, key := range keys {
 		if !dayInRange(key, from, to) {
 			continue
 		}
-		body, err := a.Store.Get(ctx, key)
-		if err != nil {
-			return fmt.Errorf("read archive object %s: %w", key, err)
-		}
-		lines, err := archive.DecodeObject(body)
-		if err != nil {
-			return fmt.Errorf("archive object %s: %w", key, err)
-		}
-		for i, line := range lines {
-			rec, err := archive.ParseLine(line)
-			if err != nil {
-				return fmt.Errorf("archive object %s line %d: %w", key, i+1, err)
-			}
+		err := a.object(ctx, key, func(rec archive.Record) error {
 			at := time.Unix(rec.Timestamp, 0)
 			if (!from.IsZero() && at.Before(from)) || (!to.IsZero() && !at.Before(to)) {
-				continue
+				return nil
 			}
 			if coll != "" && cmp.Or(rec.Coll, archive.CollectionlessName) != coll {
-				continue // a prefix match of a longer collection name
+				return nil // a prefix match of a longer collection name
 			}
-			if err := fn(rec); err != nil {
-				return err
-			}
+			return fn(rec)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil
