@@ -66,8 +66,10 @@ scope in STATE_DB.STATE_COLLECTION) stands, read from the primary, DR and the ar
   - the reset history (reset-checkpoint, bootstrap);
   - documents per collection in the primary and DR (estimated counts; NAMESPACE_MAP applies);
   - archive lines (intercepted deletes, drops, renames) in the last 24 hours and dead letters.
-Exit status 1 when a scope has no checkpoint, its change stream cannot be read (history lost), the
-lag exceeds --max-lag, or the retention share exceeds --max-retention-share.
+Exit status 1 when a scope has no checkpoint, its change stream cannot be read (not enabled: the
+command to run is printed; history lost), the lag exceeds --max-lag, or the retention share
+exceeds --max-retention-share. A scope with neither a checkpoint nor its database or collections
+in the primary is refused as a typo (exit 2).
 
 flags:`)
 		fs.PrintDefaults()
@@ -115,12 +117,16 @@ flags:`)
 			scopes = append(scopes, sc)
 		}
 	} else {
-		if err := refuseMissing(ctx, primary, "the primary", scopes[0]); err != nil {
-			return err
-		}
 		st, err := store.Load(ctx, scopes[0].ID())
 		if err != nil {
 			return err
+		}
+		// A scope with neither a checkpoint nor its database or collections in the primary is a
+		// typo; one capture has a checkpoint for may be waiting for its first write.
+		if !st.Exists {
+			if err := refuseMissing(ctx, primary, "the primary", scopes[0]); err != nil {
+				return fmt.Errorf("%w, and no checkpoint in %s", err, store.Namespace())
+			}
 		}
 		states = []checkpoint.State{st}
 	}
@@ -205,21 +211,25 @@ type scopeStatus struct {
 	Scope      string `json:"scope"`
 	Checkpoint bool   `json:"checkpoint"` // false: capture never ran for the scope
 
-	ResumeToken     string        `json:"resumeToken,omitempty"`     // canonical Extended JSON
-	ClusterTime     *clusterTimeJ `json:"clusterTime,omitempty"`     // of the last event capture published
-	StartAt         *time.Time    `json:"startAt,omitempty"`         // a reset to a time, not yet used by capture
-	CheckpointAge   *jsonDuration `json:"checkpointAge,omitempty"`   // now - clusterTime (or startAt)
-	LastSaved       *time.Time    `json:"lastSaved,omitempty"`       // updatedAt: the last checkpoint save or reset
-	OldestUnread    *time.Time    `json:"oldestUnread,omitempty"`    // the first change after the checkpoint; nil: none
-	Lag             *jsonDuration `json:"lag,omitempty"`             // now - oldestUnread; 0 when none
-	RetentionShare  *float64      `json:"retentionShare,omitempty"`  // lag / CHANGE_STREAM_RETENTION
-	StreamError     string        `json:"streamError,omitempty"`     // the change stream could not be read
-	HistoryLost     bool          `json:"historyLost,omitempty"`     // ... because its history is gone
-	Lease           *leaseStatus  `json:"lease,omitempty"`           // nil: free
-	Fence           int64         `json:"fence"`                     // leases taken and resets so far
-	Resets          []resetStatus `json:"resets,omitempty"`          // newest last
-	Namespaces      []nsCount     `json:"namespaces,omitempty"`      // documents per collection
-	ArchiveLines24h *int          `json:"archiveLines24h,omitempty"` // intercepted events archived in the last 24h
+	ResumeToken    string        `json:"resumeToken,omitempty"`    // canonical Extended JSON
+	ClusterTime    *clusterTimeJ `json:"clusterTime,omitempty"`    // of the last event capture published
+	StartAt        *time.Time    `json:"startAt,omitempty"`        // a reset to a time, not yet used by capture
+	CheckpointAge  *jsonDuration `json:"checkpointAge,omitempty"`  // now - clusterTime (or startAt)
+	LastSaved      *time.Time    `json:"lastSaved,omitempty"`      // updatedAt: the last checkpoint save or reset
+	OldestUnread   *time.Time    `json:"oldestUnread,omitempty"`   // the first change after the checkpoint; nil: none
+	Lag            *jsonDuration `json:"lag,omitempty"`            // now - oldestUnread; 0 when none
+	RetentionShare *float64      `json:"retentionShare,omitempty"` // lag / CHANGE_STREAM_RETENTION
+	StreamError    string        `json:"streamError,omitempty"`    // the change stream could not be read
+	HistoryLost    bool          `json:"historyLost,omitempty"`    // ... because its history is gone
+	// StreamsNotEnabled: ... because DocumentDB change streams are not enabled for the scope;
+	// EnableCommands are what to run on the primary.
+	StreamsNotEnabled bool          `json:"streamsNotEnabled,omitempty"`
+	EnableCommands    []string      `json:"enableCommands,omitempty"`
+	Lease             *leaseStatus  `json:"lease,omitempty"`           // nil: free
+	Fence             int64         `json:"fence"`                     // leases taken and resets so far
+	Resets            []resetStatus `json:"resets,omitempty"`          // newest last
+	Namespaces        []nsCount     `json:"namespaces,omitempty"`      // documents per collection
+	ArchiveLines24h   *int          `json:"archiveLines24h,omitempty"` // intercepted events archived in the last 24h
 	// Dead letters in the last 24 hours: capture's for this scope; apply's for the whole topic
 	// (their keys are dated by day, so these are the days of the window).
 	CaptureDeadLetters24h *int `json:"captureDeadLetters24h,omitempty"`
@@ -366,7 +376,11 @@ func (s *scopeStatus) readStream(ctx context.Context, primary *mongo.Client, sc 
 	}
 	if err != nil {
 		s.StreamError = err.Error()
-		s.HistoryLost = isHistoryLost(err)
+		s.StreamsNotEnabled = streamsNotEnabled(err)
+		s.HistoryLost = !s.StreamsNotEnabled && isHistoryLost(err)
+		if s.StreamsNotEnabled {
+			s.EnableCommands = sc.EnableCommands()
+		}
 		return
 	}
 	lag := time.Duration(0)
@@ -382,6 +396,14 @@ func (s *scopeStatus) readStream(ctx context.Context, primary *mongo.Client, sc 
 		share := lag.Seconds() / retention.Seconds()
 		s.RetentionShare = &share
 	}
+}
+
+// streamsNotEnabled is DocumentDB's refusal of a change stream on a namespace whose streams were
+// never enabled (modifyChangeStreams); it may carry code 136 like history loss, so it is told
+// apart by its message first, as pkg/capture does.
+func streamsNotEnabled(err error) bool {
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "modifychangestreams") || strings.Contains(msg, "not enabled")
 }
 
 // isHistoryLost is a change-stream error saying the resume point is gone (MongoDB 286,
@@ -471,6 +493,8 @@ func (s *scopeStatus) judge(lim statusLimits) {
 	switch {
 	case !s.Checkpoint:
 		s.Problems = append(s.Problems, "no checkpoint: capture has never run for this scope")
+	case s.StreamsNotEnabled:
+		s.Problems = append(s.Problems, "change streams are not enabled for the scope: run "+strings.Join(s.EnableCommands, " and ")+" on the primary")
 	case s.HistoryLost:
 		s.Problems = append(s.Problems, "change-stream history lost: bootstrap or reset-checkpoint (README runbook)")
 	case s.StreamError != "":
