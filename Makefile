@@ -18,7 +18,7 @@ STATICCHECK         := $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHEC
 FUZZTIME ?= 10s
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all build test lint fmt-check vet staticcheck tidy-check vulncheck race check \
+.PHONY: all build cli test lint fmt-check vet staticcheck tidy-check vulncheck race check \
         demo bench deploy clean fuzz build-CaptureFunction build-ApplyFunction
 
 all: build
@@ -32,6 +32,11 @@ $(BUILD_DIR)/%/bootstrap: FORCE
 	$(LAMBDA_ENV) $(GO) build $(LAMBDA_FLAGS) -o $@ ./functions/$*
 
 FORCE:
+
+## cli: the operator CLI for this machine, stamped with its version and commit (docdbdr --version)
+cli:
+	$(GO) build -ldflags "-X main.version=$$(git describe --tags --always --dirty 2>/dev/null || echo devel) -X main.commit=$$(git rev-parse HEAD 2>/dev/null)" -o $(BUILD_DIR)/docdbdr ./cmd/docdbdr
+	@$(BUILD_DIR)/docdbdr --version
 
 # SAM's `BuildMethod: makefile` calls build-<LogicalId> with ARTIFACTS_DIR set.
 build-CaptureFunction:

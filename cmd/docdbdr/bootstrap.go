@@ -45,18 +45,21 @@ func runBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	batch := fs.Int("batch", 1000, "documents per bulk write")
 	restart := fs.Bool("restart", false, "discard recorded progress and copy from the beginning with a new start position")
 	noCheckpoint := fs.Bool("no-checkpoint", false, "do not set the capture checkpoint; only print the start position")
-	retention := fs.Duration("retention", 3*time.Hour, "the primary's change-stream retention (fail rather than set a start position older than this)")
+	retention := fs.String("retention", "", "the primary's change-stream retention: fail rather than set a start position older than this (default CHANGE_STREAM_RETENTION, 3h when unset)")
 	who := fs.String("who", defaultWho(), "recorded as the operator in the state and checkpoint")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: docdbdr bootstrap [flags]
 
-Copies every document of the sc (WATCH_DB / WATCH_COLLECTIONS, or --db / --collections) from
+Copies every document of the scope (WATCH_DB / WATCH_COLLECTIONS, or --db / --collections) from
 PRIMARY_* to DR_* with bulk upserts of the raw BSON in parallel _id ranges. The change-stream
 position is taken before the copy starts; when the copy is complete the capture checkpoint
 (STATE_DB.STATE_COLLECTION on the primary) is reset to it, so capture replays every change made
-during the copy. Stop capture for the sc while bootstrap runs. Progress is recorded in
-docdbdr.bootstrap on DR: run the same command again to resume an interrupted copy.
+during the copy. Capture must not run for the scope during the copy (an event it publishes then
+could be overwritten in DR by an older version the copy read): pause it first, and wait until
+docdbdr status shows its lease free (docs/deployment.md). Progress is recorded in
+docdbdr.bootstrap on DR: run the same command again to resume an interrupted copy. Documents are
+written to DR where NAMESPACE_MAP maps them.
 
 flags:`)
 		fs.PrintDefaults()
@@ -69,11 +72,17 @@ flags:`)
 		return err
 	}
 	defer disconnect(primary, dr)
+	ret := env.cfg.ChangeStreamRetention
+	if *retention != "" {
+		if ret, err = time.ParseDuration(*retention); err != nil || ret <= 0 {
+			return refusef("--retention %q: want a positive duration such as 3h or 168h", *retention)
+		}
+	}
 
 	opts := bootstrap.Options{
 		Primary: primary, DR: dr, Scope: sc, MapNamespace: nsmap,
 		Workers: *workers, Ranges: *ranges, BatchDocs: *batch, Restart: *restart,
-		Who: *who, Retention: *retention, Progress: stderr, Logger: env.log,
+		Who: *who, Retention: ret, Progress: stderr, Logger: env.log,
 	}
 	if !*noCheckpoint {
 		opts.Checkpoint = bootstrap.CheckpointStore{Store: env.checkpoints(primary)}
@@ -85,21 +94,25 @@ flags:`)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		// Durations in seconds, as every --json of the CLI.
+		return enc.Encode(struct {
+			bootstrap.Result
+			Elapsed jsonDuration `json:"elapsed"`
+		}{res, jsonDuration(res.Elapsed)})
 	}
 	switch {
 	case res.AlreadyDone:
-		fmt.Fprintf(stdout, "sc %s was already bootstrapped (start position %s); use --restart to copy again\n", sc.ID(), res.Start)
+		fmt.Fprintf(stdout, "scope %s was already bootstrapped (start position %s); use --restart to copy again\n", sc.ID(), res.Start)
 	default:
-		fmt.Fprintf(stdout, "bootstrap of %s complete: %d documents, %d bytes copied in %s\n", sc.ID(), res.Docs, res.Bytes, res.Elapsed.Round(time.Millisecond))
+		fmt.Fprintf(stdout, "bootstrap of %s complete: %s documents, %s copied in %s\n", sc.ID(), thousands(res.Docs), humanBytes(res.Bytes), humanDuration(res.Elapsed))
 		for _, c := range res.Collections {
-			fmt.Fprintf(stdout, "  %s: %d documents in %d range(s)\n", c.Name, c.Docs, c.Ranges)
+			fmt.Fprintf(stdout, "  %s: %s documents in %d range(s)\n", c.Name, thousands(c.Docs), c.Ranges)
 		}
 		fmt.Fprintf(stdout, "start position: %s\n", res.Start)
 		if res.CheckpointSet {
 			fmt.Fprintln(stdout, "capture checkpoint reset to the start position: re-enable capture for the scope")
 		} else {
-			fmt.Fprintln(stdout, "capture checkpoint NOT set (--no-checkpoint): run docdbdr reset-checkpoint --to <start time> before re-enabling capture")
+			fmt.Fprintln(stdout, "capture checkpoint NOT set (--no-checkpoint): run docdbdr reset-checkpoint --to <start time> (with --force if capture never ran for the scope) before re-enabling capture")
 		}
 	}
 	return nil
@@ -130,7 +143,8 @@ func loadToolEnv(stderr io.Writer) (*toolEnv, error) {
 
 // openScoped is the start of a tool that works on a scope in both clusters: the environment, the
 // scope (flags over WATCH_*), NAMESPACE_MAP, and clients of the primary and DR, which the caller
-// disconnects.
+// disconnects. A scope naming a database or collection the primary does not hold is refused
+// (exit 2, naming it).
 func openScoped(ctx context.Context, sf scopeFlags, stderr io.Writer) (env *toolEnv, sc scope.Scope,
 	nsmap func(changeevent.Namespace) changeevent.Namespace, primary, dr *mongo.Client, err error) {
 	if env, err = loadToolEnv(stderr); err != nil {
@@ -144,7 +158,13 @@ func openScoped(ctx context.Context, sf scopeFlags, stderr io.Writer) (env *tool
 	if nsmap, err = env.namespaceMap(); err != nil {
 		return
 	}
-	primary, dr, err = env.connectBoth(ctx)
+	if primary, dr, err = env.connectBoth(ctx); err != nil {
+		return
+	}
+	if err = refuseMissing(ctx, primary, "the primary", sc); err != nil {
+		disconnect(primary, dr)
+		primary, dr = nil, nil
+	}
 	return
 }
 
@@ -155,14 +175,18 @@ type scopeFlags struct {
 
 func addScopeFlags(fs *flag.FlagSet) scopeFlags {
 	return scopeFlags{
-		db:          fs.String("db", "", "database of the scope (default WATCH_DB)"),
-		collections: fs.String("collections", "", "comma-separated collections of the scope (default WATCH_COLLECTIONS; none: the whole database)"),
+		db:          fs.String("db", "", "database of the scope in the primary (default WATCH_DB; in DR it is where NAMESPACE_MAP maps it, as apply does: export the same NAMESPACE_MAP)"),
+		collections: fs.String("collections", "", "comma-separated collections of the scope (default WATCH_COLLECTIONS when --db is WATCH_DB or unset; none: the whole database)"),
 	}
 }
 
 func (e *toolEnv) scope(f scopeFlags) (scope.Scope, error) {
 	s := scope.Scope{DB: e.cfg.WatchDB, Collections: e.cfg.WatchCollections}
-	if *f.db != "" {
+	if *f.db != "" && *f.db != e.cfg.WatchDB {
+		if len(s.Collections) > 0 && *f.collections == "" {
+			e.log.Warn("WATCH_COLLECTIONS ignored: --db names another database than WATCH_DB; the scope is the whole database unless --collections",
+				"db", *f.db, "WATCH_DB", e.cfg.WatchDB, "WATCH_COLLECTIONS", strings.Join(s.Collections, ","))
+		}
 		s = scope.Scope{DB: *f.db}
 	}
 	if *f.collections != "" {
@@ -181,7 +205,7 @@ func (e *toolEnv) scope(f scopeFlags) (scope.Scope, error) {
 
 // namespaceMap is NAMESPACE_MAP (where apply writes each primary namespace in DR), or nil.
 func (e *toolEnv) namespaceMap() (func(changeevent.Namespace) changeevent.Namespace, error) {
-	spec := os.Getenv("NAMESPACE_MAP")
+	spec := e.cfg.NamespaceMap
 	if spec == "" {
 		return nil, nil
 	}
@@ -276,6 +300,20 @@ func disconnect(clients ...*mongo.Client) {
 			_ = c.Disconnect(context.Background())
 		}
 	}
+}
+
+// humanBytes is a byte count for people, with the exact count: "70.8 MiB (74,288,890 bytes)".
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB (%s bytes)", float64(n)/float64(div), "KMGTPE"[exp], thousands(n))
 }
 
 // defaultWho names the operator: user@host.

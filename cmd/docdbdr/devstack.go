@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/docdb-dr/docdb-dr/internal/devstack"
+	"github.com/docdb-dr/docdb-dr/pkg/docdb"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
 func init() {
@@ -40,6 +42,7 @@ func runDevstack(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	s3Server := fs.String("s3", devstack.S3GoFakeS3, "S3 server: gofakes3 (in process) or versitygw (subprocess)")
 	versityBin := fs.String("versitygw", "versitygw", "versitygw executable, for --s3=versitygw")
 	logLevel := fs.String("log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (logs go to stderr)")
+	watchDB := fs.String("watch-db", "bar", "exported as WATCH_DB, with change streams enabled for it on the primary, so that docdbdr run, status and verify work from the env file as it is (\"\": neither)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: docdbdr devstack [flags]\n\nStarts the local stack on 127.0.0.1 and prints its endpoints as shell exports.\n\nflags:")
 		fs.PrintDefaults()
@@ -84,7 +87,14 @@ func runDevstack(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer st.Close()
 
-	exports := exportLines(st.Env())
+	env := st.Env()
+	if *watchDB != "" {
+		if err := enableStreams(ctx, st, *watchDB); err != nil {
+			return err
+		}
+		env = append(env, "WATCH_DB="+*watchDB)
+	}
+	exports := exportLines(env)
 	if *dataDir != "" {
 		// 0600: with --auth the URIs carry the password.
 		envFile := filepath.Join(*dataDir, "env.sh")
@@ -100,6 +110,21 @@ func runDevstack(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	<-ctx.Done()
 	log.Info("stopping devstack")
 	return st.Close()
+}
+
+// enableStreams enables change streams for database db on the stack's primary (modifyChangeStreams,
+// as an operator does once on DocumentDB before the first capture).
+func enableStreams(ctx context.Context, st *devstack.Stack, db string) error {
+	s := docdb.Settings{URI: st.PrimaryURI, TLS: docdb.TLSDisabled}
+	if st.CAFile != "" {
+		s.TLS, s.TLSCAFile = docdb.TLSRequired, st.CAFile
+	}
+	client, err := docdb.Connect(ctx, s, nil)
+	if err != nil {
+		return fmt.Errorf("connect to the devstack primary: %w", err)
+	}
+	defer disconnect(client)
+	return docdb.EnableChangeStreams(ctx, client, scope.Scope{DB: db})
 }
 
 // exportLines renders NAME=value pairs as `export NAME='value'` lines,

@@ -25,7 +25,7 @@ func TestHistoryAndAsOfUsage(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"as-of without a collection", []string{"restore", "--db", "bar", "--as-of", "2024-05-01T10:42:00Z"}, "--as-of needs --coll"},
+		{"as-of without a collection", []string{"restore", "--db", "bar", "--as-of", "2024-05-01T10:42:00Z"}, "--as-of needs one collection"},
 		{"as-of not a time", []string{"restore", "--db", "bar", "--coll", "foo", "--as-of", "10:42"}, "--as-of: want an RFC 3339 time"},
 		{"filter without as-of", []string{"restore", "--db", "bar", "--filter", "{}"}, "need --as-of"},
 		{"filter not a query", []string{"restore", "--db", "bar", "--coll", "foo", "--as-of", "2024-05-01T10:42:00Z", "--filter", "{cat"}, "--filter: want a query document"},

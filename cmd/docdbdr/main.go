@@ -65,6 +65,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args = append([]string{"version"}, args[1:]...)
+	}
 	c, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "docdbdr: unknown command %q\n\n", args[0])
@@ -78,6 +81,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, errUsage):
+		if err != errUsage { // a refusal that says why (guard.go); plain errUsage was explained already
+			fmt.Fprintf(stderr, "docdbdr %s: %v\n", c.name, err)
+		}
 		return 2
 	default:
 		fmt.Fprintf(stderr, "docdbdr %s: %v\n", c.name, err)

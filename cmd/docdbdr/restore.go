@@ -13,6 +13,7 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/restore"
+	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
 func init() {
@@ -32,7 +33,8 @@ func (l *idList) Set(s string) error { *l = append(*l, s); return nil }
 func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("restore", stderr)
 	db := fs.String("db", "", "database of the deletes to restore (default WATCH_DB)")
-	coll := fs.String("coll", "", "collection of the deletes to restore (default: every collection of the database)")
+	colls := fs.String("collections", "", "comma-separated collections of the deletes to restore (default: every collection of the database)")
+	coll := fs.String("coll", "", "deprecated: --collections")
 	from := fs.String("from", "", "only deletes at or after this RFC 3339 time")
 	to := fs.String("to", "", "only deletes before this RFC 3339 time")
 	var ids idList
@@ -40,16 +42,19 @@ func runRestore(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	doApply := fs.Bool("apply", false, "write to the primary (default: dry run, report only)")
 	overwrite := fs.Bool("overwrite", false, "replace documents that exist in the primary again (default: skip them)")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
-	asOf := fs.String("as-of", "", "point-in-time restore: bring the selected documents of --coll back to their versions at this RFC 3339 time (needs apply's ARCHIVE_HISTORY=on)")
+	asOf := fs.String("as-of", "", "point-in-time restore: bring the selected documents of the one collection of --collections back to their versions at this RFC 3339 time (needs apply's ARCHIVE_HISTORY=on)")
 	filter := fs.String("filter", "", "with --as-of: select the documents whose current version matches this query (Extended JSON) in the primary or in DR")
 	into := fs.String("into", "", "with --as-of: write the selection as it was at T into this new collection of --db instead of restoring in place")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: docdbdr restore [flags]
-       docdbdr restore --as-of T --coll C [--id ID ... | --filter Q] [--into NEW] [flags]
+       docdbdr restore --as-of T --collections C [--id ID ... | --filter Q] [--into NEW] [flags]
 
 Selects intercepted deletes from the archive (ARCHIVE_BUCKET) by namespace, time range and _id,
 and copies DR's current version of each document back into the primary. Without --apply nothing
-is written. A document that exists in the primary is skipped unless --overwrite.
+is written ("would restore"). A document that exists in the primary is skipped unless
+--overwrite. DR's documents are read where NAMESPACE_MAP maps the primary's namespace (export
+the NAMESPACE_MAP apply uses). A database or collection DR does not hold is refused (exit 2). On
+a terminal a progress bar shows the documents done, the rate and the time left.
 
 With --as-of T, every selected document of the collection that changed after T is brought back
 to its version at T from the version history (the earliest archived before-image after T):
@@ -67,11 +72,20 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	sel := restore.Selection{DB: *db, Coll: *coll, IDs: ids}
+	sel := restore.Selection{DB: *db, IDs: ids}
 	if sel.DB == "" {
 		sel.DB = env.cfg.WatchDB
 	}
 	var errs []error
+	if *coll != "" && *colls != "" {
+		errs = append(errs, errors.New("give --collections (or the deprecated --coll), not both"))
+	}
+	var collList []string // empty: the whole database
+	for _, c := range strings.Split(*colls+*coll, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			collList = append(collList, c)
+		}
+	}
 	if sel.DB == "" {
 		errs = append(errs, errors.New("no database: set WATCH_DB or pass --db"))
 	}
@@ -95,8 +109,10 @@ flags:`)
 			errs = append(errs, fmt.Errorf("--as-of: want an RFC 3339 time such as 2024-03-01T10:42:00Z: %w", err))
 		}
 		asOfT = v
-		if sel.Coll == "" {
-			errs = append(errs, errors.New("--as-of needs --coll"))
+		if len(collList) != 1 {
+			errs = append(errs, errors.New("--as-of needs one collection: --collections C"))
+		} else {
+			sel.Coll = collList[0]
 		}
 		if *from != "" || *to != "" || *overwrite {
 			errs = append(errs, errors.New("--from, --to and --overwrite are for undeletes, not --as-of"))
@@ -133,7 +149,6 @@ flags:`)
 		return err
 	}
 	defer disconnect(primary, dr)
-
 	if *asOf != "" {
 		rep, err := restore.RunAsOf(ctx, restore.AsOfOptions{Primary: primary, DR: dr, Archive: reader,
 			Limits: apply.NewMongoWriter(dr).WithStateDB(env.cfg.DRStateDB), NS: changeevent.Namespace{DB: sel.DB, Coll: sel.Coll},
@@ -147,13 +162,54 @@ flags:`)
 		}
 		return rep.WriteTable(stdout)
 	}
-	rep, err := restore.Run(ctx, restore.Options{Primary: primary, DR: dr, Archive: reader, Select: sel,
-		MapNamespace: nsmap, Apply: *doApply, Overwrite: *overwrite, Logger: env.log})
-	if err != nil {
-		return err
+
+	// The deleted documents are in DR (apply never applies a delete): a database or collection
+	// DR does not hold is a typo, or NAMESPACE_MAP is not the one apply uses.
+	if len(collList) == 0 {
+		collList = []string{""}
+	}
+	for _, c := range collList {
+		sel.Coll = c
+		if err := refuseMissing(ctx, dr, "DR", drScope(sel, nsmap)); err != nil {
+			return err
+		}
+	}
+	var rep restore.Report
+	for i, c := range collList {
+		sel.Coll = c
+		ns := sel.DB
+		if c != "" {
+			ns += "." + c
+		}
+		progress, finish := newProgress(stderr, "restore "+ns)
+		r, err := restore.Run(ctx, restore.Options{Primary: primary, DR: dr, Archive: reader, Select: sel,
+			MapNamespace: nsmap, Apply: *doApply, Overwrite: *overwrite, Logger: env.log,
+			Progress: func(done, total int) { progress(int64(done), int64(total)) }})
+		finish()
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			rep = r
+		} else {
+			rep.Merge(r)
+		}
 	}
 	if *asJSON {
 		return rep.WriteJSON(stdout)
 	}
 	return rep.WriteTable(stdout)
+}
+
+// drScope is where in DR the selection's documents are: its namespace through NAMESPACE_MAP.
+func drScope(sel restore.Selection, nsmap func(changeevent.Namespace) changeevent.Namespace) scope.Scope {
+	ns := changeevent.Namespace{DB: sel.DB, Coll: sel.Coll}
+	if nsmap != nil {
+		ns = nsmap(ns)
+	}
+	sc := scope.Scope{DB: ns.DB}
+	if sel.Coll != "" {
+		sc.Collections = []string{ns.Coll}
+	}
+	return sc
 }

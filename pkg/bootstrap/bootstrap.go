@@ -224,7 +224,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 
 	res.Collections = summarize(run.Collections, ranges)
 	res.Elapsed = time.Since(began)
-	log.Info("bootstrap complete", "docs", res.Docs, "bytes", res.Bytes, "elapsed", res.Elapsed)
+	log.Info("bootstrap complete", "docs", res.Docs, "bytes", res.Bytes, "elapsed", res.Elapsed.String())
 	return res, nil
 }
 

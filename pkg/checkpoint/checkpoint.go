@@ -121,6 +121,25 @@ func New(coll *mongo.Collection, now func() time.Time) *Store {
 	return &Store{coll: coll, now: now}
 }
 
+// Namespace is the state collection, "db.collection", for messages.
+func (s *Store) Namespace() string { return s.coll.Database().Name() + "." + s.coll.Name() }
+
+// List returns every scope's state document, by scope id.
+func (s *Store) List(ctx context.Context) ([]State, error) {
+	cur, err := s.coll.Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("list checkpoints in %s: %w", s.Namespace(), err)
+	}
+	var out []State
+	if err := cur.All(ctx, &out); err != nil {
+		return nil, fmt.Errorf("list checkpoints in %s: %w", s.Namespace(), err)
+	}
+	for i := range out {
+		out[i].Exists = true
+	}
+	return out, nil
+}
+
 // Load returns the scope's state; State.Exists is false when there is none yet.
 func (s *Store) Load(ctx context.Context, scope string) (State, error) {
 	var st State

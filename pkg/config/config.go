@@ -101,6 +101,10 @@ type CLI struct {
 	StateDB          string
 	StateCollection  string
 	DRStateDB        string // DR_STATE_DB, as apply reads it
+	// ChangeStreamRetention is CHANGE_STREAM_RETENTION: no start position older than this is
+	// accepted, and status reports the share of it the lag uses.
+	ChangeStreamRetention time.Duration
+	NamespaceMap          string // NAMESPACE_MAP, as apply reads it (parsed by pkg/apply)
 	// ArchiveExpiration is ARCHIVE_EXPIRATION_DAYS: archive objects older than this are deleted
 	// by the bucket's lifecycle (0: never).
 	ArchiveExpiration time.Duration
@@ -174,7 +178,10 @@ func LoadCLI(getenv func(string) string) (CLI, error) {
 		StateDB:          r.str("STATE_DB"),
 		StateCollection:  r.str("STATE_COLLECTION"),
 		DRStateDB:        r.str("DR_STATE_DB"),
-		LogLevel:         r.logLevel(),
+
+		ChangeStreamRetention: r.duration("CHANGE_STREAM_RETENTION", time.Minute, 7*24*time.Hour),
+		NamespaceMap:          r.pairs("NAMESPACE_MAP", false),
+		LogLevel:              r.logLevel(),
 	}
 	c.ArchiveExpiration = time.Duration(r.integer("ARCHIVE_EXPIRATION_DAYS", 0, 100_000)) * 24 * time.Hour
 	// How capture produces: replay-deadletters publishes capture's dead letters the same way.

@@ -179,7 +179,8 @@ func TestLoadCLINothingRequired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Primary.URI != "" || c.Kafka.Topic != "changevents" || c.StateDB != "docdbdr" || c.DRStateDB != "docdbdr" || c.ArchiveExpiration != 0 {
+	if c.Primary.URI != "" || c.Kafka.Topic != "changevents" || c.StateDB != "docdbdr" || c.DRStateDB != "docdbdr" ||
+		c.ArchiveExpiration != 0 || c.ChangeStreamRetention != 3*time.Hour {
 		t.Errorf("got %+v", c)
 	}
 	if c, err := LoadCLI(env(nil, "ARCHIVE_EXPIRATION_DAYS", "30")); err != nil || c.ArchiveExpiration != 30*24*time.Hour {

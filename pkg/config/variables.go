@@ -69,11 +69,11 @@ var variables = []Variable{
 	{"DEADLINE_MARGIN", capture, "10s", "stop this long before the Lambda deadline"},
 	{"START_AT", capture, "now", "first run only: now or an RFC 3339 time"},
 	{"LEASE_TTL", capture, "30s", "lease lifetime; a heartbeat renews it every LEASE_TTL/3 while the run lives, so a dead capture blocks the scope at most this long; must be more than DEADLINE_MARGIN"},
-	{"CHANGE_STREAM_RETENTION", capture, "3h", "the cluster's change_stream_log_retention_duration, for the lag-fraction metric"},
+	{"CHANGE_STREAM_RETENTION", captureCLI, "3h", "the cluster's change_stream_log_retention_duration: capture's lag-fraction metric; the CLI's oldest accepted start position (bootstrap, reset-checkpoint) and status's retention share"},
 
 	// Apply.
 	{"INTERCEPT_POLICY", apply, "delete=archive,drop=archive,rename=archive,dropDatabase=archive", "per operation: archive, apply or apply+archive"},
-	{"NAMESPACE_MAP", apply, "", "src=dst pairs, e.g. bar.foo=bar_dr.foo,bar=bar_dr"},
+	{"NAMESPACE_MAP", applyCLI, "", "src=dst pairs, e.g. bar.foo=bar_dr.foo,bar=bar_dr; the CLI reads it to find a primary namespace's documents in DR (bootstrap, verify, restore, status): set it as apply has it"},
 	{"MAX_BULK_OPS", apply, "1000", "operations per bulk write"},
 	{"DR_STATE_DB", applyCLI, "docdbdr", "apply's state database on the DR cluster: the archive ledger and barrier markers; never replicated into"},
 	{"ARCHIVE_HISTORY", apply, "off", "on: archive the version each insert, update, replace and delete overwrites under <prefix>history/ (for docdbdr history and restore --as-of); off: deletes only"},

@@ -12,12 +12,13 @@ import (
 // WriteTable writes the report for people: the verdict line, then one row per document.
 func (r Report) WriteTable(w io.Writer) error {
 	var b strings.Builder
-	mode := "restore"
 	if r.DryRun {
-		mode = "restore (dry run: nothing written; --apply to write)"
+		fmt.Fprintf(&b, "restore (dry run: nothing written; --apply to write): %d selected, %d would restore, %d would overwrite, %d skipped (exist in primary), %d missing in DR\n",
+			r.Selected, r.WouldRestore, r.WouldOverwrite, r.SkippedExists, r.MissingInDR)
+	} else {
+		fmt.Fprintf(&b, "restore: %d selected, %d restored, %d overwritten, %d skipped (exist in primary), %d missing in DR\n",
+			r.Selected, r.Restored, r.Overwritten, r.SkippedExists, r.MissingInDR)
 	}
-	fmt.Fprintf(&b, "%s: %d selected, %d restored, %d overwritten, %d skipped (exist in primary), %d missing in DR\n",
-		mode, r.Selected, r.Restored, r.Overwritten, r.SkippedExists, r.MissingInDR)
 	if len(r.Items) > 0 {
 		b.WriteString("\n")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)

@@ -55,6 +55,9 @@ type Options struct {
 	BatchSize int  // ids looked up per query; default 500
 	MaxListed int  // items kept in the report; default 1000 (counts are always complete)
 	Logger    *slog.Logger
+	// Progress, when set, is called from Run's goroutine with the documents handled so far and
+	// the number selected: once the selection is read, then after each batch.
+	Progress func(done, selected int)
 }
 
 // Outcome is what happened (or, in a dry run, would happen) to one selected document.
@@ -83,12 +86,27 @@ type Report struct {
 	DryRun    bool `json:"dryRun"`
 	Overwrite bool `json:"overwrite"`
 	// Selected counts distinct documents; a document deleted several times is restored once.
-	Selected      int    `json:"selected"`
-	Restored      int    `json:"restored"`    // or would be, in a dry run
-	Overwritten   int    `json:"overwritten"` // or would be
-	SkippedExists int    `json:"skippedExists"`
-	MissingInDR   int    `json:"missingInDR"`
-	Items         []Item `json:"items"` // up to MaxListed, in selection order
+	Selected    int `json:"selected"`
+	Restored    int `json:"restored"`    // inserted into the primary (0 in a dry run)
+	Overwritten int `json:"overwritten"` // replaced in the primary (0 in a dry run)
+	// WouldRestore and WouldOverwrite are a dry run's counts of what --apply would write.
+	WouldRestore   int    `json:"wouldRestore"`
+	WouldOverwrite int    `json:"wouldOverwrite"`
+	SkippedExists  int    `json:"skippedExists"`
+	MissingInDR    int    `json:"missingInDR"`
+	Items          []Item `json:"items"` // up to MaxListed, in selection order
+}
+
+// Merge adds the counts and items of another run (over other namespaces) to r.
+func (r *Report) Merge(o Report) {
+	r.Selected += o.Selected
+	r.Restored += o.Restored
+	r.Overwritten += o.Overwritten
+	r.WouldRestore += o.WouldRestore
+	r.WouldOverwrite += o.WouldOverwrite
+	r.SkippedExists += o.SkippedExists
+	r.MissingInDR += o.MissingInDR
+	r.Items = append(r.Items, o.Items...)
 }
 
 func (o *Options) defaults() error {
@@ -131,13 +149,21 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		return Report{}, err
 	}
 	rep := Report{DryRun: !opts.Apply, Overwrite: opts.Overwrite, Selected: len(sel)}
+	done := 0
+	if opts.Progress != nil {
+		opts.Progress(0, len(sel))
+	}
 	for batch := range slices.Chunk(sel, opts.BatchSize) {
 		if err := restoreBatch(ctx, opts, batch, &rep); err != nil {
 			return rep, err
 		}
+		done += len(batch)
+		if opts.Progress != nil {
+			opts.Progress(done, len(sel))
+		}
 	}
 	opts.Logger.Info("restore complete", "dryRun", rep.DryRun, "selected", rep.Selected, "restored", rep.Restored,
-		"overwritten", rep.Overwritten, "skippedExists", rep.SkippedExists, "missingInDR", rep.MissingInDR)
+		"overwritten", rep.Overwritten, "wouldRestore", rep.WouldRestore, "wouldOverwrite", rep.WouldOverwrite, "skippedExists", rep.SkippedExists, "missingInDR", rep.MissingInDR)
 	return rep, nil
 }
 
@@ -271,10 +297,14 @@ func restoreNamespace(ctx context.Context, opts Options, sel []selected, rep *Re
 
 	for i, s := range sel {
 		switch outcomes[i] {
-		case Restored, WouldRestore:
+		case Restored:
 			rep.Restored++
-		case Overwritten, WouldOverwrite:
+		case WouldRestore:
+			rep.WouldRestore++
+		case Overwritten:
 			rep.Overwritten++
+		case WouldOverwrite:
+			rep.WouldOverwrite++
 		case SkippedExists:
 			rep.SkippedExists++
 		case MissingInDR:

@@ -173,10 +173,17 @@ func TestRestore(t *testing.T) {
 			archiveDeletes(t, store, dels)
 			before := snapshot(t, primary)
 
+			var progress [][2]int
 			rep, err := Run(ctx, Options{Primary: primary, DR: dr, Archive: ArchiveReader{Store: store, Layout: layout},
-				Select: tt.sel, Apply: tt.apply, Overwrite: tt.overwrite})
+				Select: tt.sel, Apply: tt.apply, Overwrite: tt.overwrite, BatchSize: 2,
+				Progress: func(done, selected int) { progress = append(progress, [2]int{done, selected}) }})
 			if err != nil {
 				t.Fatal(err)
+			}
+			// Reported once the selection is known, then after each batch of 2, ending at all of it.
+			if want := 1 + (rep.Selected+1)/2; len(progress) != want || progress[0] != [2]int{0, rep.Selected} ||
+				progress[len(progress)-1] != [2]int{rep.Selected, rep.Selected} {
+				t.Errorf("progress %v for %d selected in batches of 2", progress, rep.Selected)
 			}
 			for _, o := range []Outcome{Restored, WouldRestore, Overwritten, WouldOverwrite, SkippedExists, MissingInDR} {
 				if got := ids(rep.Items, o); !slices.Equal(got, tt.want[o]) {
@@ -211,6 +218,20 @@ func TestRestore(t *testing.T) {
 			}
 			if rep.DryRun != !tt.apply || (rep.DryRun && !strings.Contains(table.String(), "dry run")) {
 				t.Errorf("dry run flag %v, table:\n%s", rep.DryRun, table.String())
+			}
+			// A dry run counts what it would write, never what it wrote, in the report and the table.
+			counts := map[Outcome]int{Restored: rep.Restored, WouldRestore: rep.WouldRestore,
+				Overwritten: rep.Overwritten, WouldOverwrite: rep.WouldOverwrite}
+			for o, n := range counts {
+				if n != len(tt.want[o]) {
+					t.Errorf("report counts %d %s, want %d", n, o, len(tt.want[o]))
+				}
+			}
+			verdict, _, _ := strings.Cut(table.String(), "\n")
+			for _, word := range []string{"would restore", "would overwrite", " restored", " overwritten"} {
+				if got, want := strings.Contains(verdict, word), strings.HasPrefix(word, "would") == rep.DryRun; got != want {
+					t.Errorf("verdict line %q: contains %q = %v, want %v", verdict, word, got, want)
+				}
 			}
 		})
 	}
@@ -276,5 +297,15 @@ func TestDayInRange(t *testing.T) {
 		if got := dayInRange(key, tt.from, tt.to); got != tt.want {
 			t.Errorf("dayInRange(%v, %v) = %v, want %v", tt.from, tt.to, got, tt.want)
 		}
+	}
+}
+
+func TestReportMerge(t *testing.T) {
+	a := Report{DryRun: true, Selected: 3, WouldRestore: 2, SkippedExists: 1, Items: []Item{{NS: "bar.foo"}}}
+	a.Merge(Report{DryRun: true, Selected: 2, WouldRestore: 1, WouldOverwrite: 1, MissingInDR: 0, Items: []Item{{NS: "bar.x"}}})
+	want := Report{DryRun: true, Selected: 5, WouldRestore: 3, WouldOverwrite: 1, SkippedExists: 1}
+	if a.Selected != want.Selected || a.WouldRestore != want.WouldRestore || a.WouldOverwrite != want.WouldOverwrite ||
+		a.SkippedExists != want.SkippedExists || len(a.Items) != 2 || a.Items[1].NS != "bar.x" {
+		t.Errorf("merged %+v", a)
 	}
 }

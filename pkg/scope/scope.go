@@ -121,3 +121,76 @@ func (s Scope) String() string {
 	}
 	return strings.ReplaceAll(s.ID(), ",", ", ")
 }
+
+// ParseID is the inverse of ID: "bar" is the whole database bar, "bar.foo,bar.x" the collections
+// foo and x of bar. Database names cannot hold a dot, so the first dot of an item ends the
+// database name; every item must name the same database.
+func ParseID(id string) (Scope, error) {
+	if id == "" {
+		return Scope{}, errors.New("empty scope id")
+	}
+	if !strings.Contains(id, ".") {
+		return Scope{DB: id}, nil
+	}
+	var s Scope
+	for _, item := range strings.Split(id, ",") {
+		db, coll, ok := strings.Cut(item, ".")
+		switch {
+		case !ok || db == "" || coll == "":
+			return Scope{}, fmt.Errorf("scope id %q: %q is not db.collection", id, item)
+		case s.DB != "" && db != s.DB:
+			return Scope{}, fmt.Errorf("scope id %q names two databases, %s and %s", id, s.DB, db)
+		}
+		s.DB = db
+		s.Collections = append(s.Collections, coll)
+	}
+	return s, nil
+}
+
+// Missing returns what the scope names that client does not hold: the database (then nothing
+// else is listed), or each listed collection that does not exist in it. An empty result means
+// the whole scope exists. Operator commands use it to refuse a typo rather than work on nothing.
+func (s Scope) Missing(ctx context.Context, client *mongo.Client) ([]string, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	dbs, err := client.ListDatabaseNames(ctx, bson.D{{Key: "name", Value: s.DB}})
+	if err != nil {
+		return nil, fmt.Errorf("list databases: %w", err)
+	}
+	if !slices.Contains(dbs, s.DB) {
+		return []string{"database " + s.DB}, nil
+	}
+	if len(s.Collections) == 0 {
+		return nil, nil
+	}
+	names, err := client.Database(s.DB).ListCollectionNames(ctx, bson.D{})
+	if err != nil {
+		return nil, fmt.Errorf("list collections of %s: %w", s.DB, err)
+	}
+	var missing []string
+	for _, c := range s.Collections {
+		if !slices.Contains(names, c) {
+			missing = append(missing, "collection "+s.DB+"."+c)
+		}
+	}
+	return missing, nil
+}
+
+// Overlaps reports whether two scopes share a namespace: the same database, and either one
+// takes the whole database or both list a collection in common. Two captures of overlapping
+// scopes publish the shared namespaces' changes twice.
+func (s Scope) Overlaps(o Scope) bool {
+	if s.DB != o.DB {
+		return false
+	}
+	if len(s.Collections) == 0 || len(o.Collections) == 0 {
+		return true
+	}
+	for _, c := range s.Collections {
+		if slices.Contains(o.Collections, c) {
+			return true
+		}
+	}
+	return false
+}
