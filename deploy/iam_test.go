@@ -162,7 +162,6 @@ func TestIAMResourcesAreTheNamedOnes(t *testing.T) {
 			bucket = name
 		}
 		prefix := "arn:aws:s3:::" + bucket + "/" + s.params["ArchivePrefix"].(string)
-		objects := prefix + "*"
 		scram := s.params["KafkaAuth"] == "scram-sha-512"
 		iam := s.params["KafkaAuth"] == "iam"
 		topic := "arn:aws:kafka:us-west-2:123456789012:topic/docdbdr/6f9d2c1e-0c5b-4f7e-9b1a-2d3c4e5f6a7b-2/" + s.params["KafkaTopic"].(string)
@@ -193,7 +192,7 @@ func TestIAMResourcesAreTheNamedOnes(t *testing.T) {
 		want := map[string]map[string]map[string][]string{
 			"CaptureRole": {
 				"secretsmanager:": secrets(primarySecret),
-				"s3:":             {"s3:PutObject": {objects}},
+				"s3:":             {"s3:PutObject": {prefix + "claimcheck/*", prefix + "deadletter/capture/*"}},
 				"kms:":            kms(true),
 				"kafka-cluster:":  {},
 				"kafka:":          {},
