@@ -161,6 +161,7 @@ func (b *bench) throughputAt(ctx context.Context, n int) error {
 	c := b.cfg
 	st, p, err := b.benchStack(ctx, "events", devstack.Options{OplogMaxEntries: n + 100_000}, map[string]string{
 		"MAX_AWAIT": "100ms", "IDLE_TIMEOUT": "2s", "CONTINUOUS_DRAIN": "0",
+		"MAX_BYTES": strconv.Itoa(1 << 40), // MAX_EVENTS = N is the only stop
 	}, localrun.Options{ManualCapture: true, CaptureTimeout: 30 * time.Minute})
 	if err != nil {
 		return err
