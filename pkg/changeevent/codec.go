@@ -41,7 +41,7 @@ func FromOwnedChangeStream(own bson.Raw) (Event, error) {
 		}
 		rest = r
 		v := el.Value()
-		switch el.Key() {
+		switch string(el.KeyBytes()) {
 		case "_id":
 			doc, ok := v.DocumentOK()
 			if !ok {
@@ -104,12 +104,22 @@ func namespace(v bsoncore.Value, field string) (Namespace, error) {
 		return Namespace{}, fmt.Errorf("change stream event %s is not a document", field)
 	}
 	var ns Namespace
-	if s, ok := doc.Lookup("db").StringValueOK(); ok {
-		ns.DB = s
-	}
-	if s, ok := doc.Lookup("coll").StringValueOK(); ok {
-		ns.Coll = s
-	}
+	var seenDB, seenColl bool
+	eachElement(doc, func(key []byte, v bsoncore.Value) bool { // one pass; the first of each wins, as Lookup's would
+		switch string(key) {
+		case "db":
+			if s, ok := v.StringValueOK(); ok && !seenDB {
+				ns.DB = s
+			}
+			seenDB = true
+		case "coll":
+			if s, ok := v.StringValueOK(); ok && !seenColl {
+				ns.Coll = s
+			}
+			seenColl = true
+		}
+		return true
+	})
 	return ns, nil
 }
 

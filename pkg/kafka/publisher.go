@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -57,11 +58,39 @@ func (m Message) Size() int {
 
 func (m Message) producerMessage(topic string) *sarama.ProducerMessage {
 	pm := &sarama.ProducerMessage{Topic: topic, Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value)}
-	for _, h := range m.Headers {
-		pm.Headers = append(pm.Headers, sarama.RecordHeader{Key: []byte(h[0]), Value: []byte(h[1])})
+	if len(m.Headers) > 0 {
+		pm.Headers = make([]sarama.RecordHeader, len(m.Headers))
+		for i, h := range m.Headers {
+			pm.Headers[i] = sarama.RecordHeader{Key: headerBytes(h[0]), Value: headerBytes(h[1])}
+		}
 	}
 	return pm
 }
+
+// headerBytes is s as bytes, shared between messages for the few short strings that headers
+// repeat (names, format version, operation types): the producer only reads them.
+func headerBytes(s string) []byte {
+	if v, ok := headerCache.Load(s); ok {
+		return v.([]byte)
+	}
+	b := []byte(s)
+	if len(s) <= maxCachedHeader && headerCacheSize.Load() < maxCachedHeaders {
+		if _, loaded := headerCache.LoadOrStore(s, b); !loaded {
+			headerCacheSize.Add(1)
+		}
+	}
+	return b
+}
+
+const (
+	maxCachedHeader  = 64
+	maxCachedHeaders = 256
+)
+
+var (
+	headerCache     sync.Map // string -> []byte
+	headerCacheSize atomic.Int64
+)
 
 // Publisher sends messages to one topic over one long-lived idempotent AsyncProducer. A Lambda
 // container keeps it across invocations; each invocation publishes through its own Batch, which
