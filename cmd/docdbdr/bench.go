@@ -549,8 +549,15 @@ func (b *bench) headline() {
 	b.putSpread("apply_cpu_us_per_event", cpuPerEvent(last.apply.product, last.n), "µs", note)
 }
 
+// buildCommit, when set at build time (-ldflags "-X main.buildCommit=..."), names the commit of a
+// binary built outside a checkout (a before/after comparison of two builds).
+var buildCommit string
+
 // gitCommit is the checkout's commit, marked "+dirty" with uncommitted changes.
 func gitCommit() string {
+	if buildCommit != "" {
+		return buildCommit
+	}
 	out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
 	if err != nil {
 		return "unknown (" + err.Error() + ")"
