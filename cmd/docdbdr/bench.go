@@ -158,6 +158,7 @@ type bench struct {
 	loadBefore string
 	loadAfter  string
 	warnings   []string
+	hostInfo   [][2]string // see host
 }
 
 // sizeFigures are the throughput pairs measured at one size.
@@ -512,15 +513,23 @@ func joinInts(xs []int) string {
 	return strings.Join(parts, ", ")
 }
 
-// host describes the machine and build the figures come from.
+// host describes the machine and build the figures come from, as they were when the run started
+// (the run's own output files would otherwise make the checkout look modified).
 func (b *bench) host() [][2]string {
+	if b.hostInfo == nil {
+		b.hostInfo = describeHost(b.loadBefore)
+	}
+	return b.hostInfo
+}
+
+func describeHost(loadBefore string) [][2]string {
 	host, _ := os.Hostname()
 	return [][2]string{
 		{"commit", gitCommit()},
 		{"go", runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH},
 		{"host", host},
 		{"cpu", fmt.Sprintf("%s, %d cores (GOMAXPROCS %d)", cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0))},
-		{"load average before", b.loadBefore},
+		{"load average before", loadBefore},
 	}
 }
 
