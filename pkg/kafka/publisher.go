@@ -57,14 +57,30 @@ func (m Message) Size() int {
 }
 
 func (m Message) producerMessage(topic string) *sarama.ProducerMessage {
-	pm := &sarama.ProducerMessage{Topic: topic, Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value)}
+	return &m.envelope(topic).pm
+}
+
+// envelope is a message as handed to the producer: the ProducerMessage, the flight its Metadata
+// points at, and room for a few headers, in one allocation.
+type envelope struct {
+	pm     sarama.ProducerMessage
+	flight flight
+	hdrs   [2]sarama.RecordHeader
+}
+
+func (m Message) envelope(topic string) *envelope {
+	e := &envelope{pm: sarama.ProducerMessage{Topic: topic, Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value)}}
 	if len(m.Headers) > 0 {
-		pm.Headers = make([]sarama.RecordHeader, len(m.Headers))
-		for i, h := range m.Headers {
-			pm.Headers[i] = sarama.RecordHeader{Key: headerBytes(h[0]), Value: headerBytes(h[1])}
+		hs := e.hdrs[:0:len(e.hdrs)]
+		if len(m.Headers) > len(e.hdrs) {
+			hs = make([]sarama.RecordHeader, 0, len(m.Headers))
 		}
+		for _, h := range m.Headers {
+			hs = append(hs, sarama.RecordHeader{Key: headerBytes(h[0]), Value: headerBytes(h[1])})
+		}
+		e.pm.Headers = hs
 	}
-	return pm
+	return e
 }
 
 // headerBytes is s as bytes, shared between messages for the few short strings that headers
@@ -300,10 +316,10 @@ func (p *Publisher) Begin(window int) *Batch {
 	}
 	select {
 	case <-p.aborted:
-		return &Batch{p: p, next: 1, done: make([]bool, window), changed: make(chan struct{}), err: ErrAborted}
+		return &Batch{p: p, next: 1, done: make([]bool, window), err: ErrAborted}
 	default:
 	}
-	return &Batch{p: p, next: 1, done: make([]bool, window), changed: make(chan struct{})}
+	return &Batch{p: p, next: 1, done: make([]bool, window)}
 }
 
 // Batch is one invocation's stream of messages. Messages get sequence numbers 1, 2, 3... in
@@ -318,7 +334,7 @@ type Batch struct {
 	done    []bool        // acknowledged out of order, indexed by seq % window
 	err     error         // first failure; the batch accepts nothing after it
 	ended   bool          //
-	changed chan struct{} // closed and replaced whenever acked or err changes
+	changed chan struct{} // made by a waiter (changedLocked), closed when acked or err changes
 }
 
 // Publish hands msg to the producer and returns its sequence number. It blocks only while the
@@ -347,7 +363,7 @@ func (b *Batch) Publish(ctx context.Context, msg Message) (uint64, error) {
 		if b.next-1-b.acked < uint64(len(b.done)) {
 			break
 		}
-		wait, outstanding := b.changed, b.next-1-b.acked
+		wait, outstanding := b.changedLocked(), b.next-1-b.acked
 		b.mu.Unlock()
 		select {
 		case <-wait:
@@ -360,8 +376,10 @@ func (b *Batch) Publish(ctx context.Context, msg Message) (uint64, error) {
 	b.next++
 	b.mu.Unlock()
 
-	pm := msg.producerMessage(b.p.topic)
-	pm.Metadata = &flight{batch: b, seq: seq, partition: msg.Partition, pinned: msg.Pinned}
+	env := msg.envelope(b.p.topic)
+	env.flight = flight{batch: b, seq: seq, partition: msg.Partition, pinned: msg.Pinned}
+	pm := &env.pm
+	pm.Metadata = &env.flight
 	select {
 	case b.p.producer.Input() <- pm:
 		return seq, nil
@@ -409,9 +427,21 @@ func (b *Batch) failLocked(err error) {
 	}
 }
 
+// broadcastLocked wakes whoever waits for a change (changedLocked); without a waiter there is no
+// channel to close, and no channel is made per acknowledgement.
 func (b *Batch) broadcastLocked() {
-	close(b.changed)
-	b.changed = make(chan struct{})
+	if b.changed != nil {
+		close(b.changed)
+		b.changed = nil
+	}
+}
+
+// changedLocked returns the channel that the next change of acked or err closes.
+func (b *Batch) changedLocked() <-chan struct{} {
+	if b.changed == nil {
+		b.changed = make(chan struct{})
+	}
+	return b.changed
 }
 
 // Partitions is the topic's partition count (Publisher.Partitions).
@@ -457,14 +487,14 @@ func (b *Batch) Err() error {
 func (b *Batch) Progress() <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.changed
+	return b.changedLocked()
 }
 
 // Flush waits until every published message is acknowledged, a message fails, or ctx is done.
 func (b *Batch) Flush(ctx context.Context) error {
 	for {
 		b.mu.Lock()
-		err, all, wait, outstanding := b.err, b.acked == b.next-1, b.changed, b.next-1-b.acked
+		err, all, wait, outstanding := b.err, b.acked == b.next-1, b.changedLocked(), b.next-1-b.acked
 		b.mu.Unlock()
 		switch {
 		case err != nil:
