@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +118,25 @@ func TestSpreadAndRatios(t *testing.T) {
 	}
 	if got := cpuPerEvent([]sample{{cpu: 3 * time.Millisecond}}, 1000); got[0] != 3 {
 		t.Errorf("cpuPerEvent = %v µs, want 3", got)
+	}
+}
+
+func TestWarnLoad(t *testing.T) {
+	cores := runtime.NumCPU()
+	for _, tc := range []struct {
+		load string
+		warn bool
+	}{
+		{fmt.Sprintf("%d.50 1.00 1.00", cores), true},
+		{fmt.Sprintf("%d.00 9.00 9.00", cores), false}, // the 1-minute figure decides; equal is not above
+		{"0.10 0.20 0.30", false},
+		{"", false},
+	} {
+		var out bytes.Buffer
+		b := &bench{out: &out}
+		b.warnLoad("before the run", tc.load)
+		if got := len(b.warnings) == 1 && strings.Contains(out.String(), "WARNING"); got != tc.warn {
+			t.Errorf("load %q: warned %v, want %v (%q)", tc.load, got, tc.warn, out.String())
+		}
 	}
 }
