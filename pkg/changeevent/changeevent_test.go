@@ -9,6 +9,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
+	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
 
 func mustRaw(t testing.TB, v any) bson.Raw {
@@ -333,5 +334,21 @@ func TestUnmarshalRawAndReflective(t *testing.T) {
 				t.Errorf("Unmarshal = %+v\nwant       %+v", got, ref)
 			}
 		})
+	}
+}
+
+// TestInternedString: the interned string is the value's own, for any string (and any other type
+// is refused as StringValueOK refuses it), the first time and the next.
+func TestInternedString(t *testing.T) {
+	for _, v := range []any{"insert", "", "数据库", strings.Repeat("x", maxNameLen), strings.Repeat("y", maxNameLen+1), int32(7), nil} {
+		raw := mustRaw(t, bson.D{{Key: "s", Value: v}})
+		val := bsoncore.Document(raw).Lookup("s")
+		want, wantOK := val.StringValueOK()
+		for range 2 {
+			got, ok := internedString(val)
+			if got != want || ok != wantOK {
+				t.Errorf("internedString(%v) = %q, %v; want %q, %v", v, got, ok, want, wantOK)
+			}
+		}
 	}
 }

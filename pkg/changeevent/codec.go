@@ -1,8 +1,10 @@
 package changeevent
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -49,7 +51,7 @@ func FromOwnedChangeStream(own bson.Raw) (Event, error) {
 			}
 			ev.ResumeToken = bson.Raw(doc)
 		case "operationType":
-			s, ok := v.StringValueOK()
+			s, ok := internedString(v)
 			if !ok {
 				return Event{}, errors.New("change stream event operationType is not a string")
 			}
@@ -108,12 +110,12 @@ func namespace(v bsoncore.Value, field string) (Namespace, error) {
 	eachElement(doc, func(key []byte, v bsoncore.Value) bool { // one pass; the first of each wins, as Lookup's would
 		switch string(key) {
 		case "db":
-			if s, ok := v.StringValueOK(); ok && !seenDB {
+			if s, ok := internedString(v); ok && !seenDB {
 				ns.DB = s
 			}
 			seenDB = true
 		case "coll":
-			if s, ok := v.StringValueOK(); ok && !seenColl {
+			if s, ok := internedString(v); ok && !seenColl {
 				ns.Coll = s
 			}
 			seenColl = true
@@ -297,7 +299,7 @@ func decodeMessage(b []byte) (Event, bool) {
 				return Event{}, false
 			}
 		case "op":
-			s, ok := v.StringValueOK()
+			s, ok := internedString(v)
 			if !ok && !null {
 				return Event{}, false
 			}
@@ -439,7 +441,7 @@ func decodeNamespace(v bsoncore.Value) (Namespace, bool) {
 		default:
 			return false
 		}
-		s, ok := v.StringValueOK()
+		s, ok := internedString(v)
 		*dst = s
 		return ok || v.Type == bson.TypeNull
 	})
@@ -529,3 +531,40 @@ func decodeUpdateDescription(v bsoncore.Value) (*UpdateDescription, bool) {
 	})
 	return ud, ok
 }
+
+// internedString is v.StringValueOK for the short strings that every event repeats (operation
+// types, database and collection names), without an allocation once a string has been seen: they
+// are kept in a table shared by all goroutines, of at most maxNames strings of maxNameLen bytes.
+func internedString(v bsoncore.Value) (string, bool) {
+	if v.Type != bson.TypeString || len(v.Data) < 5 {
+		return v.StringValueOK()
+	}
+	n := int(int32(binary.LittleEndian.Uint32(v.Data))) // the string's bytes and its terminating null
+	if n < 1 || n-1 > maxNameLen || 4+n > len(v.Data) {
+		return v.StringValueOK()
+	}
+	b := v.Data[4 : 4+n-1]
+	names.RLock()
+	s, ok := names.m[string(b)]
+	names.RUnlock()
+	if ok {
+		return s, true
+	}
+	s = string(b)
+	names.Lock()
+	if len(names.m) < maxNames {
+		names.m[s] = s
+	}
+	names.Unlock()
+	return s, true
+}
+
+const (
+	maxNames   = 4096
+	maxNameLen = 128
+)
+
+var names = struct {
+	sync.RWMutex
+	m map[string]string
+}{m: map[string]string{}}

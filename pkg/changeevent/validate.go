@@ -78,11 +78,9 @@ func validateDoc(b []byte, depth int) error {
 			if err := validateDoc(scope, depth+1); err != nil {
 				return fmt.Errorf("field %q scope: %w", key, err)
 			}
-		default:
-			if err := v.Validate(); err != nil {
-				return fmt.Errorf("field %q: %w", key, err)
-			}
 		}
+		// Any other value is whole: ReadValue sliced it by its own length (bsoncore's
+		// Value.Validate would only slice it again).
 	}
 	return nil
 }
