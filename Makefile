@@ -19,7 +19,7 @@ FUZZTIME ?= 10s
 TEST_TIMEOUT ?= 40m
 
 .PHONY: all build cli test lint fmt-check vet staticcheck tidy-check vulncheck race check \
-        demo bench deploy clean fuzz build-CaptureFunction build-ApplyFunction
+        demo bench bench-report deploy clean fuzz build-CaptureFunction build-ApplyFunction
 
 all: build
 
@@ -90,9 +90,14 @@ race:
 demo:
 	$(GO) run ./cmd/docdbdr demo
 
-## bench: throughput and lag figures; writes bench/report.md and a chart
+## bench: capture and apply against their raw baselines (interleaved rounds, min/median/max) and
+## lag; writes build/bench/report.md (git-ignored). BENCH_FLAGS passes flags (e.g. --sizes 1000000)
 bench:
-	$(GO) run ./cmd/docdbdr bench
+	$(GO) run ./cmd/docdbdr bench --out build/bench $(BENCH_FLAGS)
+
+## bench-report: the same, refreshing the committed bench/report.md and its charts
+bench-report:
+	$(GO) run ./cmd/docdbdr bench --out bench $(BENCH_FLAGS)
 
 ## fuzz: every fuzz target for FUZZTIME each (default 10s; the seed corpora also run in `make test`)
 fuzz:

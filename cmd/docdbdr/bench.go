@@ -1,24 +1,24 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/IBM/sarama"
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
-	"go.mongodb.org/mongo-driver/mongo"
-	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/docdb-dr/docdb-dr/internal/devstack"
 	"github.com/docdb-dr/docdb-dr/internal/localrun"
@@ -38,11 +38,11 @@ func init() {
 
 // benchConfig are the bench's sizes and settings (flags).
 type benchConfig struct {
-	events          int // documents captured and applied for the throughput figures
-	originalCapture int // events sent the original write-up's way (a producer and a flush each)
-	originalApply   int // documents written the original way (one insert each)
-	batchSize       int // event source mapping batch size
-	batchingWindow  time.Duration
+	sizes          []int // events captured and applied for the throughput figures, one stack each
+	rounds         int   // interleaved product/baseline rounds per pair, after a warm-up
+	batchSize      int   // event source mapping batch size
+	batchingWindow time.Duration
+	lagRuns        bool // also measure end-to-end lag
 
 	rate           int           // writes per second for the lag runs
 	duration       time.Duration // length of the steady write phase
@@ -59,17 +59,17 @@ type benchConfig struct {
 	out string // directory of report.md and lag.svg
 }
 
-// runBench measures, on fresh embedded stacks: capture throughput against a raw drain of the same
-// change stream and against the original write-up's producer-per-event; apply throughput against
-// a raw bulk write of the same documents and against one insert per document; and end-to-end lag
-// at a steady write rate with CONTINUOUS_DRAIN off and on. It prints `name: value` lines and
-// writes <out>/report.md and <out>/lag.svg.
+// runBench measures, on fresh embedded stacks: capture against raw relay and apply against raw
+// upsert, the physical limit of the same work, in interleaved rounds at each size (benchrounds.go);
+// and end-to-end lag at a steady and a bursty write rate with CONTINUOUS_DRAIN off and on. It
+// prints `name: value` lines (a value with its min/median/max) and writes <out>/report.md and the
+// lag charts.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c benchConfig
 	fs := newFlagSet("bench", stderr)
-	fs.IntVar(&c.events, "events", 20000, "documents captured and applied for the throughput figures")
-	fs.IntVar(&c.originalCapture, "original-capture", 300, "events published the original way (new producer + flush per event)")
-	fs.IntVar(&c.originalApply, "original-apply", 2000, "documents written the original way (one insert per record)")
+	sizes := fs.String("sizes", "10000,100000", "comma-separated event counts for the throughput figures (one fresh stack each)")
+	fs.IntVar(&c.rounds, "rounds", 5, "interleaved rounds of each product/baseline pair (after one warm-up)")
+	fs.BoolVar(&c.lagRuns, "lag", true, "also measure end-to-end lag")
 	fs.IntVar(&c.batchSize, "batch-size", 500, "event source mapping batch size (the template's default)")
 	fs.DurationVar(&c.batchingWindow, "batching-window", time.Second, "event source mapping batching window (the template's default)")
 	fs.IntVar(&c.rate, "rate", 500, "writes per second in the lag runs")
@@ -83,14 +83,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&c.bursty, "bursty", true, "also measure lag with bursts of writes (where CONTINUOUS_DRAIN matters)")
 	fs.DurationVar(&c.burstOn, "burst", time.Second, "length of each burst in the bursty lag runs")
 	fs.DurationVar(&c.burstPeriod, "burst-period", 5*time.Second, "a burst starts every this long in the bursty lag runs")
-	fs.StringVar(&c.out, "out", "bench", "directory for report.md and lag.svg")
+	fs.StringVar(&c.out, "out", "build/bench", "directory for report.md and the lag charts (git-ignored; make bench-report writes bench/)")
 	logLevel := fs.String("log-level", envOr("LOG_LEVEL", "error"), "debug, info, warn or error (logs go to stderr)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: docdbdr bench [flags]
 
-Measures capture and apply throughput and end-to-end lag on the embedded local stack (always; it
-never uses the services named by the environment). Prints one "name: value" line per figure and
-writes <out>/report.md and <out>/lag.svg.
+Measures capture against raw relay and apply against raw upsert (the same work done as directly as
+the driver and sarama allow), in interleaved rounds, and end-to-end lag, on the embedded local stack
+(always; it never uses the services named by the environment). Prints one "name: value" line per
+figure (median, with min and max) and writes <out>/report.md and the lag charts.
 
 flags:`)
 		fs.PrintDefaults()
@@ -98,9 +99,16 @@ flags:`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if c.events < 1 || c.originalCapture < 1 || c.originalApply < 1 || c.rate < 1 || c.duration <= 0 ||
-		c.burstOn <= 0 || c.burstPeriod < c.burstOn {
-		fmt.Fprintln(stderr, "sizes, rate and durations must be positive, and --burst-period at least --burst")
+	for _, f := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(stderr, "--sizes: %q is not a positive event count\n", f)
+			return errUsage
+		}
+		c.sizes = append(c.sizes, n)
+	}
+	if c.rounds < 1 || c.batchSize < 1 || c.rate < 1 || c.duration <= 0 || c.burstOn <= 0 || c.burstPeriod < c.burstOn {
+		fmt.Fprintln(stderr, "rounds, sizes, rate and durations must be positive, and --burst-period at least --burst")
 		return errUsage
 	}
 	log, err := newLogger(stderr, *logLevel)
@@ -108,12 +116,20 @@ flags:`)
 		fmt.Fprintln(stderr, err)
 		return errUsage
 	}
-	b := &bench{cfg: c, out: stdout, log: log, started: time.Now()}
-	if err := b.throughput(ctx); err != nil {
-		return err
+	b := &bench{cfg: c, args: args, out: stdout, log: log, started: time.Now(), loadBefore: loadAvg()}
+	b.printHost()
+	b.warnLoad("before the run", b.loadBefore)
+	for _, n := range c.sizes {
+		if err := b.throughputAt(ctx, n); err != nil {
+			return fmt.Errorf("throughput at %d events: %w", n, err)
+		}
 	}
-	modes := []lagMode{{"drain_off", 0, false}, {"drain_on", c.drain, false}}
-	if c.bursty {
+	b.headline()
+	var modes []lagMode
+	if c.lagRuns {
+		modes = append(modes, lagMode{"drain_off", 0, false}, lagMode{"drain_on", c.drain, false})
+	}
+	if c.lagRuns && c.bursty {
 		modes = append(modes, lagMode{"bursty_drain_off", 0, true}, lagMode{"bursty_drain_on", c.drain, true})
 	}
 	for _, mode := range modes {
@@ -121,17 +137,35 @@ flags:`)
 			return err
 		}
 	}
+	b.loadAfter = loadAvg()
+	fmt.Fprintf(b.out, "load_after: %s\n", b.loadAfter)
+	b.warnLoad("after the run", b.loadAfter)
 	return b.write()
 }
 
 // bench collects the figures as it measures them.
 type bench struct {
 	cfg     benchConfig
+	args    []string
 	out     io.Writer
 	log     *slog.Logger
 	started time.Time
 	figures []figure
 	lags    []lagRun
+
+	pending    sample // the latest measured run (see interleave)
+	sizes      []sizeFigures
+	loadBefore string
+	loadAfter  string
+	warnings   []string
+	hostInfo   [][2]string // see host
+}
+
+// sizeFigures are the throughput pairs measured at one size.
+type sizeFigures struct {
+	n       int
+	capture pairStats
+	apply   pairStats
 }
 
 type figure struct{ name, value, note string }
@@ -158,8 +192,9 @@ func formatFigure(v float64) string {
 
 // benchStack starts an embedded stack and a pipeline over it watching bench.<coll>, with change
 // streams enabled and the checkpoint pinned at "now".
-func (b *bench) benchStack(ctx context.Context, coll string, env map[string]string, opts localrun.Options) (*devstack.Stack, *localrun.Pipeline, error) {
-	st, err := devstack.Start(ctx, devstack.Options{Logger: b.log.With("component", "devstack")})
+func (b *bench) benchStack(ctx context.Context, coll string, do devstack.Options, env map[string]string, opts localrun.Options) (*devstack.Stack, *localrun.Pipeline, error) {
+	do.Logger = b.log.With("component", "devstack")
+	st, err := devstack.Start(ctx, do)
 	if err != nil {
 		return nil, nil, fmt.Errorf("start the embedded stack: %w", err)
 	}
@@ -204,228 +239,6 @@ func benchDoc(seq int) bson.D {
 		{Key: "address", Value: bson.D{{Key: "city", Value: "Seattle"}, {Key: "zip", Value: "98101"}}},
 		{Key: "note", Value: strings.Repeat("x", 80)},
 	}
-}
-
-// throughput measures capture and apply over the same N events, and the baselines.
-func (b *bench) throughput(ctx context.Context) error {
-	c := b.cfg
-	var (
-		mu                 sync.Mutex
-		firstApply, lastAp time.Time
-		applied            int
-	)
-	st, p, err := b.benchStack(ctx, "events", map[string]string{
-		"MAX_AWAIT": "100ms", "IDLE_TIMEOUT": "2s", "CONTINUOUS_DRAIN": "0",
-	}, localrun.Options{
-		ManualCapture:  true,
-		CaptureTimeout: 10 * time.Minute,
-		OnApply: func(r localrun.ApplyResult) {
-			mu.Lock()
-			defer mu.Unlock()
-			if r.Err != nil {
-				return
-			}
-			if firstApply.IsZero() {
-				firstApply = r.Started
-			}
-			lastAp = r.Ended
-			applied += r.Records
-		},
-	})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	defer p.Close()
-
-	// Load N documents into the watched collection (capture has not run since its start).
-	fmt.Fprintf(b.out, "# loading %d documents into the primary\n", c.events)
-	coll := p.Primary().Database("bench").Collection("events")
-	docs := make([]any, 0, 1000)
-	for i := range c.events {
-		docs = append(docs, benchDoc(i))
-		if len(docs) == cap(docs) || i == c.events-1 {
-			if _, err := coll.InsertMany(ctx, docs); err != nil {
-				return fmt.Errorf("load: %w", err)
-			}
-			docs = docs[:0]
-		}
-	}
-	state, err := p.Checkpoints().Load(ctx, p.Scope().ID())
-	if err != nil {
-		return err
-	}
-	from := state.ResumeToken
-
-	// Capture: one invocation drains exactly N events (MAX_EVENTS), publishes and checkpoints.
-	start := time.Now()
-	sum, err := p.CaptureOnce(ctx, capture.Overrides{MaxEvents: c.events})
-	elapsed := time.Since(start)
-	if err != nil {
-		return fmt.Errorf("capture: %w", err)
-	}
-	if sum.Events != c.events {
-		return fmt.Errorf("capture published %d events, want %d (stop: %s)", sum.Events, c.events, sum.StopReason)
-	}
-	captureRate := float64(c.events) / elapsed.Seconds()
-
-	// Raw drain: the same stream from the same token with the driver, reading only.
-	rawRate, err := rawDrain(ctx, coll, from, c.events)
-	if err != nil {
-		return err
-	}
-
-	// Apply: the event source mapping delivers the N records to apply.
-	p.Start(ctx)
-	if err := p.WaitCaughtUp(ctx); err != nil {
-		return err
-	}
-	p.Stop()
-	mu.Lock()
-	applyRate := float64(applied) / lastAp.Sub(firstApply).Seconds()
-	mu.Unlock()
-	if applied < c.events {
-		return fmt.Errorf("apply handled %d records, want %d", applied, c.events)
-	}
-
-	// Raw bulk write of the same documents, and the original one-insert-per-record.
-	all, err := readAllRaw(ctx, coll)
-	if err != nil {
-		return err
-	}
-	bulkRate, err := bulkInsert(ctx, p.DR().Database("bench_raw").Collection("bulk"), all)
-	if err != nil {
-		return err
-	}
-	oneRate, err := oneByOne(ctx, p.DR().Database("bench_raw").Collection("one_by_one"), all[:min(len(all), c.originalApply)])
-	if err != nil {
-		return err
-	}
-
-	// The original capture: a new producer and a flush for every event (after apply is done, so
-	// its JSON messages never reach apply).
-	origRate, err := originalCapture(ctx, coll, from, c.originalCapture, st.KafkaBrokers, st.Topic)
-	if err != nil {
-		return err
-	}
-
-	b.put("capture_events", float64(c.events), "", "one capture invocation, MAX_EVENTS = N")
-	b.put("capture_throughput", captureRate, "events/s", "drain + publish (acks=all, lz4) + checkpoint")
-	b.put("raw_drain_throughput", rawRate, "events/s", "driver change stream from the same token, updateLookup, read only")
-	b.put("capture_vs_raw_drain", captureRate/rawRate, "", "")
-	b.put("original_capture_throughput", origRate, "events/s", fmt.Sprintf("new producer + send + flush + close per event, %d events", c.originalCapture))
-	b.put("capture_vs_original", captureRate/origRate, "x", "")
-	b.put("apply_records", float64(applied), "", fmt.Sprintf("event source mapping, batch size %d", c.batchSize))
-	b.put("apply_throughput", applyRate, "records/s", "first batch start to last batch end")
-	b.put("raw_bulk_write_throughput", bulkRate, "docs/s", "insertMany of the same raw documents, 1000 per command")
-	b.put("apply_vs_raw_bulk_write", applyRate/bulkRate, "", "")
-	b.put("original_apply_throughput", oneRate, "docs/s", fmt.Sprintf("one insert per record, %d records", min(len(all), c.originalApply)))
-	b.put("apply_vs_original", applyRate/oneRate, "x", "")
-	return nil
-}
-
-// rawDrain reads n events of the stream after token as fast as the driver can, and returns
-// events/s.
-func rawDrain(ctx context.Context, coll *mongo.Collection, token bson.Raw, n int) (float64, error) {
-	start := time.Now()
-	cs, err := openStream(ctx, coll, token)
-	if err != nil {
-		return 0, err
-	}
-	defer cs.Close(ctx)
-	for i := 0; i < n; i++ {
-		if !cs.Next(ctx) {
-			return 0, fmt.Errorf("raw drain: stream ended after %d events: %w", i, cs.Err())
-		}
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-func openStream(ctx context.Context, coll *mongo.Collection, token bson.Raw) (*mongo.ChangeStream, error) {
-	opts := options.ChangeStream().SetFullDocument(options.UpdateLookup).SetMaxAwaitTime(100 * time.Millisecond)
-	if len(token) > 0 {
-		opts.SetResumeAfter(token)
-	}
-	cs, err := coll.Watch(ctx, mongo.Pipeline{}, opts)
-	if err != nil {
-		return nil, fmt.Errorf("open change stream: %w", err)
-	}
-	return cs, nil
-}
-
-// originalCapture publishes n events the original write-up's way: each event's document
-// flattened to a JSON string, and a new producer, one send, a flush and a close per event.
-func originalCapture(ctx context.Context, coll *mongo.Collection, token bson.Raw, n int, brokers []string, topic string) (float64, error) {
-	cs, err := openStream(ctx, coll, token)
-	if err != nil {
-		return 0, err
-	}
-	defer cs.Close(ctx)
-	start := time.Now()
-	for i := 0; i < n; i++ {
-		if !cs.Next(ctx) {
-			return 0, fmt.Errorf("original capture: stream ended after %d events: %w", i, cs.Err())
-		}
-		ev, err := changeevent.FromChangeStream(cs.Current)
-		if err != nil {
-			return 0, err
-		}
-		body, err := bson.MarshalExtJSON(ev.FullDocument, false, false)
-		if err != nil {
-			return 0, err
-		}
-		cfg := sarama.NewConfig()
-		cfg.Producer.Return.Successes = true
-		prod, err := sarama.NewSyncProducer(brokers, cfg)
-		if err != nil {
-			return 0, fmt.Errorf("original capture: producer: %w", err)
-		}
-		_, _, err = prod.SendMessage(&sarama.ProducerMessage{Topic: topic, Key: sarama.ByteEncoder(ev.ResumeToken), Value: sarama.ByteEncoder(body)})
-		cerr := prod.Close()
-		if err = errors.Join(err, cerr); err != nil {
-			return 0, fmt.Errorf("original capture: send: %w", err)
-		}
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-func readAllRaw(ctx context.Context, coll *mongo.Collection) ([]bson.Raw, error) {
-	cur, err := coll.Find(ctx, bson.D{})
-	if err != nil {
-		return nil, err
-	}
-	defer cur.Close(ctx)
-	var out []bson.Raw
-	for cur.Next(ctx) {
-		out = append(out, slices.Clone(cur.Current))
-	}
-	return out, cur.Err()
-}
-
-// bulkInsert writes docs with ordered insertMany commands of 1000 and returns docs/s.
-func bulkInsert(ctx context.Context, coll *mongo.Collection, docs []bson.Raw) (float64, error) {
-	start := time.Now()
-	for i := 0; i < len(docs); i += 1000 {
-		chunk := make([]any, 0, 1000)
-		for _, d := range docs[i:min(i+1000, len(docs))] {
-			chunk = append(chunk, d)
-		}
-		if _, err := coll.InsertMany(ctx, chunk); err != nil {
-			return 0, fmt.Errorf("raw bulk write: %w", err)
-		}
-	}
-	return float64(len(docs)) / time.Since(start).Seconds(), nil
-}
-
-// oneByOne writes docs with one insertOne each (the original apply) and returns docs/s.
-func oneByOne(ctx context.Context, coll *mongo.Collection, docs []bson.Raw) (float64, error) {
-	start := time.Now()
-	for _, d := range docs {
-		if _, err := coll.InsertOne(ctx, d); err != nil {
-			return 0, fmt.Errorf("one insert per record: %w", err)
-		}
-	}
-	return float64(len(docs)) / time.Since(start).Seconds(), nil
 }
 
 // lagMode is one lag run's capture setting and write pattern.
@@ -509,7 +322,7 @@ func (r *lagRecorder) count() int {
 func (b *bench) lag(ctx context.Context, mode lagMode) error {
 	c := b.cfg
 	rec := &lagRecorder{seen: map[int64]time.Time{}}
-	st, p, err := b.benchStack(ctx, "lag", map[string]string{
+	st, p, err := b.benchStack(ctx, "lag", devstack.Options{}, map[string]string{
 		"MAX_AWAIT":        c.maxAwait.String(),
 		"IDLE_TIMEOUT":     c.idleTimeout.String(),
 		"CONTINUOUS_DRAIN": mode.drain.String(),
@@ -592,9 +405,10 @@ func (b *bench) write() error {
 	if err := os.MkdirAll(b.cfg.out, 0o755); err != nil {
 		return fmt.Errorf("bench output: %w", err)
 	}
-	charts := map[string]string{
-		"lag.svg":        lagChart("End-to-end lag, steady writes (worst per 250 ms of writes)", b.runs(false)),
-		"lag-bursty.svg": lagChart("End-to-end lag, bursts of writes (worst per 250 ms of writes)", b.runs(true)),
+	charts := map[string]string{}
+	if len(b.lags) > 0 {
+		charts["lag.svg"] = lagChart("End-to-end lag, steady writes (worst per 250 ms of writes)", b.runs(false))
+		charts["lag-bursty.svg"] = lagChart("End-to-end lag, bursts of writes (worst per 250 ms of writes)", b.runs(true))
 	}
 	for name, svg := range charts {
 		if err := os.WriteFile(filepath.Join(b.cfg.out, name), []byte(svg), 0o644); err != nil {
@@ -606,7 +420,7 @@ func (b *bench) write() error {
 	if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
 		return fmt.Errorf("bench output: %w", err)
 	}
-	fmt.Fprintf(b.out, "# wrote %s, lag.svg and lag-bursty.svg in %s\n", path, time.Since(b.started).Round(time.Second))
+	fmt.Fprintf(b.out, "# wrote %s (and %d charts) in %s\n", path, len(charts), time.Since(b.started).Round(time.Second))
 	return nil
 }
 
@@ -624,30 +438,54 @@ func (b *bench) runs(bursty bool) []lagRun {
 func (b *bench) report() string {
 	c := b.cfg
 	var s strings.Builder
-	fmt.Fprintf(&s, "# docdb-dr benchmark\n\nGenerated by `docdbdr bench` (`make bench`) on %s, %s, on the embedded local stack\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), hostInfo())
+	fmt.Fprintf(&s, "# docdb-dr benchmark\n\nGenerated by `docdbdr bench %s` on %s, on the embedded local stack\n",
+		strings.Join(b.args, " "), time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	s.WriteString("(Mongo-wire servers, kfake Kafka and gofakes3 S3 in one process on loopback). The absolute numbers are\n")
-	s.WriteString("those of that stack on this machine, not of DocumentDB and MSK; the ratios compare approaches on equal terms.\n\n")
-	s.WriteString("| figure | value | how |\n|---|---|---|\n")
+	s.WriteString("those of that stack on this machine, not of DocumentDB and MSK; the ratios compare the product with the\n")
+	s.WriteString("physical limit of the same work, measured in the same run, interleaved.\n\n")
+	for _, h := range b.host() {
+		fmt.Fprintf(&s, "- %s: %s\n", h[0], h[1])
+	}
+	fmt.Fprintf(&s, "- load average after: %s\n", b.loadAfter)
+	for _, w := range b.warnings {
+		fmt.Fprintf(&s, "- **WARNING**: %s\n", w)
+	}
+	s.WriteString("\n| figure | value | how |\n|---|---|---|\n")
 	for _, f := range b.figures {
 		fmt.Fprintf(&s, "| `%s` | %s | %s |\n", f.name, f.value, f.note)
 	}
 	fmt.Fprintf(&s, `
 ## Settings
 
-- Throughput: %d documents of about 300 bytes loaded into the primary, then captured by one invocation
-  (MAX_EVENTS = N) and applied by the local event source mapping (batch size %d, window %s).
-- Raw drain: the Go driver reading the same change stream from the same resume token, with
-  fullDocument updateLookup, doing nothing with the events.
-- Original capture: for each event, the document flattened to a JSON string, then a new producer,
-  one send, a flush (a synchronous send) and a close, as the original write-up does (%d events).
-- Raw bulk write: insertMany of the same documents, 1000 per command, into an empty collection.
-  Original apply: one insertOne per record (%d records).
+- Throughput, at each size N (%s), on a fresh stack: N documents of about 300 bytes loaded into the
+  primary; then one warm-up and %d rounds of each pair, product then baseline, in turn. Figures are
+  the median of the rounds, with min and max; a ratio is taken within one round.
+- Capture: one invocation from the same resume token (the checkpoint is reset before each round),
+  MAX_EVENTS = N, MAX_AWAIT 100ms: drain, convert, publish, wait for every acknowledgement,
+  checkpoint.
+- Raw relay: capture's stream opener (the driver, fullDocument updateLookup, the same MAX_AWAIT)
+  from the same token; each event's bytes, copied once out of the driver's buffer, produced
+  unchanged (key: its documentKey bytes) to the same topic by one long-lived sarama AsyncProducer
+  with capture's configuration (kafka.SaramaConfig: idempotent, acks=all, the same compression,
+  partitioner and flush settings), until Kafka acknowledged all N.
+- Apply: the N events as capture publishes them (changeevent.Marshal, Key, Headers), hashed to the
+  topic's 3 partitions, in MSK-shaped batches of %d records (base64 keys and values), given to the
+  in-process apply function; each round's offsets follow the previous round's, so the batches are
+  new records to apply, not a redelivery. Every round after the first replaces documents DR holds.
+- Raw upsert: the same batches; each value base64-decoded, its fullDocument and documentKey._id
+  read in place (bsoncore), written to the same DR namespace as ordered replaceOne upserts,
+  MAX_BULK_OPS per command and never across a batch.
+- CPU per event: the process's user+sys time (getrusage) over the run ÷ N. The embedded servers
+  and broker run in the same process, so it includes their work, alike for both sides of a pair.
 - Lag: %d writes/s, one insertOne at a time, for %s: steadily, and (bursty runs) only during the
   first %s of every %s. Lag is from the primary's acknowledgement of a write to the return of the
   DR bulk write holding the document. Capture runs every %s with a %s timeout (DEADLINE_MARGIN %s,
   MAX_AWAIT %s, IDLE_TIMEOUT %s): AWS's 1-minute schedule and 60 s timeout scaled down.
-  CONTINUOUS_DRAIN is 0 (off) or %s (on).
-
+  CONTINUOUS_DRAIN is 0 (off) or %s (on). Each lag run is one run (no rounds).
+`, joinInts(c.sizes), c.rounds, c.batchSize, c.rate, c.duration, c.burstOn,
+		c.burstPeriod, c.schedule, c.captureTimeout, c.deadlineMargin, c.maxAwait, c.idleTimeout, c.drain)
+	if len(b.lags) > 0 {
+		s.WriteString(`
 ## Lag over time
 
 ![lag, steady writes](lag.svg)
@@ -662,14 +500,96 @@ Each line is the worst lag among the writes of each 250 ms, by when they were wr
 - With bursts, an invocation without CONTINUOUS_DRAIN ends IDLE_TIMEOUT after a burst, and the next
   burst waits for the next scheduled invocation; with it, the invocation is still reading when the
   next burst comes.
-`, c.events, c.batchSize, c.batchingWindow, c.originalCapture, c.originalApply, c.rate, c.duration, c.burstOn,
-		c.burstPeriod, c.schedule, c.captureTimeout, c.deadlineMargin, c.maxAwait, c.idleTimeout, c.drain)
+`)
+	}
 	return s.String()
 }
 
-func hostInfo() string {
+func joinInts(xs []int) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = strconv.Itoa(x)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// host describes the machine and build the figures come from, as they were when the run started
+// (the run's own output files would otherwise make the checkout look modified).
+func (b *bench) host() [][2]string {
+	if b.hostInfo == nil {
+		b.hostInfo = describeHost(b.loadBefore)
+	}
+	return b.hostInfo
+}
+
+func describeHost(loadBefore string) [][2]string {
 	host, _ := os.Hostname()
-	return fmt.Sprintf("host %s", host)
+	return [][2]string{
+		{"commit", gitCommit()},
+		{"go", runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH},
+		{"host", host},
+		{"cpu", fmt.Sprintf("%s, %d cores (GOMAXPROCS %d)", cpuModel(), runtime.NumCPU(), runtime.GOMAXPROCS(0))},
+		{"load average before", loadBefore},
+	}
+}
+
+// printHost prints the host description as comment lines.
+func (b *bench) printHost() {
+	for _, h := range b.host() {
+		fmt.Fprintf(b.out, "# %s: %s\n", h[0], h[1])
+	}
+}
+
+// headline prints the issue's headline figures unsuffixed: those at the largest size.
+func (b *bench) headline() {
+	if len(b.sizes) == 0 {
+		return
+	}
+	last := b.sizes[0]
+	for _, sz := range b.sizes {
+		if sz.n > last.n {
+			last = sz
+		}
+	}
+	note := fmt.Sprintf("at %d events (the largest size)", last.n)
+	b.putSpread("capture_vs_raw_relay", last.capture.ratios(), "", note)
+	b.putSpread("apply_vs_raw_upsert", last.apply.ratios(), "", note)
+	b.putSpread("capture_cpu_us_per_event", cpuPerEvent(last.capture.product, last.n), "µs", note)
+	b.putSpread("apply_cpu_us_per_event", cpuPerEvent(last.apply.product, last.n), "µs", note)
+}
+
+// buildCommit, when set at build time (-ldflags "-X main.buildCommit=..."), names the commit of a
+// binary built outside a checkout (a before/after comparison of two builds).
+var buildCommit string
+
+// gitCommit is the checkout's commit, marked "+dirty" with uncommitted changes.
+func gitCommit() string {
+	if buildCommit != "" {
+		return buildCommit
+	}
+	out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	c := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+		c += "+dirty"
+	}
+	return c
+}
+
+// cpuModel is /proc/cpuinfo's first model name.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown cpu"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown cpu"
 }
 
 // lagChart draws the lag runs as an SVG line chart: x is when a write was made (seconds since the

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +24,7 @@ func TestBenchSmall(t *testing.T) {
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	code := run(ctx, []string{"bench",
-		"--events", "300", "--original-capture", "10", "--original-apply", "50", "--batching-window", "100ms",
+		"--sizes", "300,600", "--rounds", "3", "--batching-window", "100ms",
 		"--rate", "100", "--duration", "2s", "--schedule", "1s", "--capture-timeout", "1s", "--deadline-margin", "200ms",
 		"--continuous-drain", "700ms", "--idle-timeout", "300ms", "--max-await", "100ms", "--burst", "300ms", "--burst-period", "1s",
 		"--out", out,
@@ -35,8 +37,9 @@ func TestBenchSmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{
-		"capture_throughput", "raw_drain_throughput", "capture_vs_raw_drain", "original_capture_throughput", "capture_vs_original",
-		"apply_throughput", "raw_bulk_write_throughput", "apply_vs_raw_bulk_write", "original_apply_throughput", "apply_vs_original",
+		"capture_vs_raw_relay", "apply_vs_raw_upsert", "capture_cpu_us_per_event", "apply_cpu_us_per_event",
+		"capture_vs_raw_relay_300", "capture_vs_raw_relay_600", "apply_vs_raw_upsert_600", "raw_relay_throughput_600",
+		"raw_upsert_throughput_600", "raw_relay_cpu_us_per_event_600", "raw_upsert_cpu_us_per_event_600",
 		"lag_drain_off_p50", "lag_drain_off_p99", "lag_drain_on_p50", "lag_drain_on_p99", "lag_bursty_drain_off_p99", "lag_bursty_drain_on_p99",
 	} {
 		if !strings.Contains(stdout.String(), "\n"+name+": ") {
@@ -44,6 +47,15 @@ func TestBenchSmall(t *testing.T) {
 		}
 		if !strings.Contains(string(report), "`"+name+"`") {
 			t.Errorf("report.md has no %s row", name)
+		}
+	}
+	// Every spread figure says its rounds; the report names what the figures come from.
+	if !strings.Contains(stdout.String(), "\ncapture_vs_raw_relay: ") || !strings.Contains(stdout.String(), "; 3 rounds)") {
+		t.Errorf("no headline figure with its spread:\n%s", stdout.String())
+	}
+	for _, want := range []string{"- commit: ", "- go: go1.", "- cpu: ", "- load average before: ", "- load average after: "} {
+		if !strings.Contains(string(report), want) {
+			t.Errorf("report.md has no %q line:\n%s", want, report)
 		}
 	}
 	for _, chart := range []string{"lag.svg", "lag-bursty.svg"} {
@@ -64,8 +76,10 @@ func TestBenchSmall(t *testing.T) {
 
 func TestBenchRejectsBadSizes(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := run(context.Background(), []string{"bench", "--events", "0"}, io.Discard, &stderr); code != 2 {
-		t.Errorf("exit %d, want 2", code)
+	for _, args := range [][]string{{"--sizes", "0"}, {"--sizes", "10,x"}, {"--rounds", "0"}} {
+		if code := run(context.Background(), append([]string{"bench"}, args...), io.Discard, &stderr); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
 	}
 }
 
@@ -78,5 +92,51 @@ func TestPercentile(t *testing.T) {
 	}
 	if percentile(nil, 0.5) != 0 {
 		t.Error("empty")
+	}
+}
+
+func TestSpreadAndRatios(t *testing.T) {
+	for _, tc := range []struct {
+		xs   []float64
+		want spread
+	}{
+		{[]float64{3, 1, 2}, spread{1, 2, 3}},
+		{[]float64{4, 1, 3, 2}, spread{1, 2.5, 4}},
+		{[]float64{7}, spread{7, 7, 7}},
+	} {
+		if got := spreadOf(tc.xs); got != tc.want {
+			t.Errorf("spreadOf(%v) = %+v, want %+v", tc.xs, got, tc.want)
+		}
+	}
+	// A ratio is product throughput over baseline throughput, within one round.
+	p := pairStats{
+		product:  []sample{{wall: 2 * time.Second}, {wall: time.Second}},
+		baseline: []sample{{wall: time.Second}, {wall: time.Second}},
+	}
+	if got := p.ratios(); got[0] != 0.5 || got[1] != 1 {
+		t.Errorf("ratios = %v, want [0.5 1]", got)
+	}
+	if got := cpuPerEvent([]sample{{cpu: 3 * time.Millisecond}}, 1000); got[0] != 3 {
+		t.Errorf("cpuPerEvent = %v µs, want 3", got)
+	}
+}
+
+func TestWarnLoad(t *testing.T) {
+	cores := runtime.NumCPU()
+	for _, tc := range []struct {
+		load string
+		warn bool
+	}{
+		{fmt.Sprintf("%d.50 1.00 1.00", cores), true},
+		{fmt.Sprintf("%d.00 9.00 9.00", cores), false}, // the 1-minute figure decides; equal is not above
+		{"0.10 0.20 0.30", false},
+		{"", false},
+	} {
+		var out bytes.Buffer
+		b := &bench{out: &out}
+		b.warnLoad("before the run", tc.load)
+		if got := len(b.warnings) == 1 && strings.Contains(out.String(), "WARNING"); got != tc.warn {
+			t.Errorf("load %q: warned %v, want %v (%q)", tc.load, got, tc.warn, out.String())
+		}
 	}
 }

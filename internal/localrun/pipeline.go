@@ -491,6 +491,15 @@ func (p *Pipeline) applyHandler() esm.Handler {
 	}
 }
 
+// ApplyOnce runs one in-process apply invocation on ev now, outside the event source mapping
+// (benchmarks hand it batches they built). It fails for an out-of-process apply.
+func (p *Pipeline) ApplyOnce(ctx context.Context, ev events.KafkaEvent) (apply.Summary, error) {
+	if p.apply == nil {
+		return apply.Summary{}, errors.New("localrun: ApplyOnce needs the in-process apply function")
+	}
+	return p.apply.Handle(ctx, ev)
+}
+
 // applyHandlerTimeout bounds one in-process apply invocation; out of process the sandbox
 // enforces the timeout itself (and kills the process), so the mapping only keeps a backstop.
 func (p *Pipeline) applyHandlerTimeout() time.Duration {

@@ -44,8 +44,10 @@ type batch struct {
 	// frontiers are the applied frontiers of the batch's partitions, by topic, partition and
 	// primary namespace (see Frontier).
 	frontiers map[frontierKey]*Frontier
-	// namespaces are the DR namespaces of the batch's events, for errors.
+	// namespaces are the DR namespaces of the batch's events, for errors; lastNS the latest added.
 	namespaces map[string]bool
+	lastNS     changeevent.Namespace
+	hasLastNS  bool
 	dead       []deadLetterPut
 	putMu      sync.Mutex // guards sum.ArchivePuts, counted by parallel puts
 }
@@ -199,11 +201,15 @@ func (b *batch) decode(ctx context.Context, r *events.KafkaRecord) (*item, error
 	if err != nil {
 		return nil, fmt.Errorf("%s-%d offset %d: %w", r.Topic, r.Partition, r.Offset, err)
 	}
+	ns := b.h.opts.NamespaceMap.Map(ev.NS)
 	if ev.Operation.IsDocumentChange() {
 		it.id, _ = ev.ID() // validated by decode
-		it.ref = docRef{ns: b.h.opts.NamespaceMap.Map(ev.NS), key: KeyOf(it.id)}
+		it.ref = docRef{ns: ns, key: KeyOf(it.id)}
 	}
-	b.namespaces[b.h.opts.NamespaceMap.Map(ev.NS).String()] = true
+	if !b.hasLastNS || ns != b.lastNS { // records of one namespace mostly come in runs
+		b.namespaces[ns.String()] = true
+		b.lastNS, b.hasLastNS = ns, true
+	}
 	b.sum.ByOp[string(ev.Operation)]++
 	if t := changeevent.Time(ev.ClusterTime); b.oldest.IsZero() || t.Before(b.oldest) {
 		b.oldest = t

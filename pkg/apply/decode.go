@@ -40,6 +40,9 @@ func partitionRecords(ev events.KafkaEvent) [][]events.KafkaRecord {
 	return parts
 }
 
+// formatVersion is the HeaderFormat value of the messages this build reads.
+var formatVersion = strconv.Itoa(changeevent.FormatVersion)
+
 // decode turns one Kafka record into a validated change event, fetching a claim-checked body from
 // the archive. It returns a *poison error for a record that can never be used, and another error
 // when the claim-check object could not be read now (the batch is retried).
@@ -55,7 +58,7 @@ func (h *Handler) decode(ctx context.Context, r *events.KafkaRecord) (changeeven
 		return changeevent.Event{}, poisoned("value is empty")
 	}
 	for _, hdr := range r.Headers {
-		if v, ok := hdr[changeevent.HeaderFormat]; ok && strings.TrimSpace(string(v)) != strconv.Itoa(changeevent.FormatVersion) {
+		if v, ok := hdr[changeevent.HeaderFormat]; ok && string(bytes.TrimSpace(v)) != formatVersion {
 			return changeevent.Event{}, poisoned("unknown message format version %q in header %s (this build reads %d)",
 				string(v), changeevent.HeaderFormat, changeevent.FormatVersion)
 		}

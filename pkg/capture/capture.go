@@ -40,6 +40,7 @@ import (
 
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 	"github.com/docdb-dr/docdb-dr/pkg/checkpoint"
+	"github.com/docdb-dr/docdb-dr/pkg/kafka"
 	"github.com/docdb-dr/docdb-dr/pkg/metrics"
 	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
@@ -201,8 +202,10 @@ type run struct {
 	metrics metrics.Set
 
 	lastClusterTime primitive.Timestamp // of the newest event handled (or the saved checkpoint)
+	lastPublished   primitive.Timestamp // of the newest event published: Summary.LastClusterTime
 	ackedSinceSave  int                 // published events acknowledged since the last save
 	publishTime     time.Duration
+	one             [1]kafka.Message // the messages of a document change (copies), reused
 }
 
 // Run performs one invocation. It returns an error only when the invocation failed (the summary
@@ -222,6 +225,9 @@ func (c *Capturer) Run(ctx context.Context, inv Invocation) (Summary, error) {
 
 	r.sum.DrainMillis = c.deps.Now().Sub(start).Milliseconds()
 	r.sum.PublishMillis = r.publishTime.Milliseconds()
+	if r.sum.FirstClusterTime != nil {
+		r.sum.LastClusterTime = clusterTime(r.lastPublished)
+	}
 	if err != nil {
 		r.sum.StopReason = StopError
 		r.sum.Error = err.Error()

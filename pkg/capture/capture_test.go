@@ -113,24 +113,64 @@ func TestStopReasons(t *testing.T) {
 		{"invalidate", append(inserts(1, 2), event(3, "drop", "bar", "foo"), event(4, "invalidate", "", ""), event(5, "insert", "bar", "foo")), nil, StopInvalidate, 3},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(tt.events...)
-			if tt.setup != nil {
-				tt.setup(h)
-			}
-			start := h.clock.Now()
+		for _, batch := range []int{0, 3, 100} { // one event at a time, and groups of a batch
+			t.Run(fmt.Sprintf("%s/batch=%d", tt.name, batch), func(t *testing.T) {
+				h := newHarness(tt.events...)
+				h.opener.batch = batch
+				if tt.setup != nil {
+					tt.setup(h)
+				}
+				stopReasonCase(t, h, tt.wantReason, tt.wantEvents)
+			})
+		}
+	}
+}
+
+func stopReasonCase(t *testing.T, h *harness, wantReason string, wantEvents int) {
+	t.Helper()
+	start := h.clock.Now()
+	sum, err := h.run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.StopReason != wantReason || sum.Events != wantEvents {
+		t.Errorf("stop %q after %d events, want %q after %d", sum.StopReason, sum.Events, wantReason, wantEvents)
+	}
+	if !sum.CheckpointSaved || !h.cps.released {
+		t.Errorf("checkpoint saved %v, lease released %v", sum.CheckpointSaved, h.cps.released)
+	}
+	if wantReason == StopContinuousDrain && h.clock.Now().Sub(start) < 50*time.Second {
+		t.Errorf("continuous drain stopped after %v", h.clock.Now().Sub(start))
+	}
+}
+
+// TestGroupsKeepStreamOrder: events handed on in groups (the driver's batches) are published in
+// stream order, the run stops exactly at MAX_EVENTS inside a group, and the checkpoint is the
+// last event published.
+func TestGroupsKeepStreamOrder(t *testing.T) {
+	for _, batch := range []int{1, 7, 64, 101, 500} {
+		t.Run(fmt.Sprint("batch=", batch), func(t *testing.T) {
+			h := newHarness(inserts(1, 400)...)
+			h.opener.batch = batch
+			h.opts.MaxEvents = 333
 			sum, err := h.run()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sum.StopReason != tt.wantReason || sum.Events != tt.wantEvents {
-				t.Errorf("stop %q after %d events, want %q after %d", sum.StopReason, sum.Events, tt.wantReason, tt.wantEvents)
+			if sum.Events != 333 || sum.StopReason != StopMaxEvents {
+				t.Fatalf("%d events, stop %q; want 333, %q", sum.Events, sum.StopReason, StopMaxEvents)
 			}
-			if !sum.CheckpointSaved || !h.cps.released {
-				t.Errorf("checkpoint saved %v, lease released %v", sum.CheckpointSaved, h.cps.released)
+			for i, m := range h.batch.msgs {
+				ev, err := changeevent.Unmarshal(m.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := tokenIndex(ev.ResumeToken); got != i+1 {
+					t.Fatalf("message %d is event %d", i+1, got)
+				}
 			}
-			if tt.wantReason == StopContinuousDrain && h.clock.Now().Sub(start) < 50*time.Second {
-				t.Errorf("continuous drain stopped after %v", h.clock.Now().Sub(start))
+			if got := h.savedIndex(); got != 333 {
+				t.Errorf("checkpoint at event %d, want 333", got)
 			}
 		})
 	}

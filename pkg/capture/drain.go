@@ -1,11 +1,11 @@
 package capture
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -40,6 +40,7 @@ func (r *run) drain(ctx context.Context) (*checkpoint.Position, error) {
 		}
 	}()
 
+	var group []converted // the events of the latest item not handled yet, in stream order
 	for {
 		r.collectAcks()
 		if err := r.batch.Err(); err != nil {
@@ -51,6 +52,21 @@ func (r *run) drain(ctx context.Context) (*checkpoint.Position, error) {
 		if reason := r.stopReason(started, quiet); reason != "" {
 			r.sum.StopReason = reason
 			return nil, nil
+		}
+		if len(group) > 0 {
+			c := group[0]
+			group[0] = converted{}
+			group = group[1:]
+			inv, err := r.handle(ctx, c)
+			credit.Release(c.weight)
+			if err != nil {
+				return nil, err
+			}
+			if inv != nil {
+				r.sum.StopReason = StopInvalidate
+				return inv, nil
+			}
+			continue
 		}
 		var it item
 		var ok bool
@@ -76,15 +92,7 @@ func (r *run) drain(ctx context.Context) (*checkpoint.Position, error) {
 			continue
 		}
 		lastEvent, quiet = it.at, 0
-		inv, err := r.handle(ctx, <-it.conv)
-		credit.Release(it.weight)
-		if err != nil {
-			return nil, err
-		}
-		if inv != nil {
-			r.sum.StopReason = StopInvalidate
-			return inv, nil
-		}
+		group = <-it.conv // handled one event per turn of the loop, stop conditions checked before each
 	}
 }
 
@@ -109,31 +117,53 @@ const (
 	readAheadBytes = 16 << 20
 )
 
-// item is what the reader hands the drain, in stream order: an event being converted, or after
-// an empty batch the stream's resume token, or the error that ended the stream.
+// Events are handed on in groups, so that the per-event cost of the hand-off (a result channel,
+// a read-ahead credit, two channel sends) is paid per group: a group holds at most groupEvents
+// events and groupBytes bytes (unless one event is larger), and never waits for the server: it
+// ends with the events the driver has buffered.
+const (
+	groupEvents = 64
+	groupBytes  = 256 << 10
+	arenaBytes  = 256 << 10 // events are copied out of the driver's buffer into arenas this large
+)
+
+// item is what the reader hands the drain, in stream order: a group of events being converted,
+// or after an empty batch the stream's resume token, or the error that ended the stream.
 type item struct {
-	conv   <-chan converted // delivers the event once a converter is done with it
-	at     time.Time        // when the reader got it
-	weight int64            // read-ahead bytes it holds
-	token  bson.Raw         // after an empty batch: the post-batch resume token
-	err    error
+	conv  <-chan []converted // delivers the group's events once a converter is done with them
+	at    time.Time          // when the reader got the group's last event
+	token bson.Raw           // after an empty batch: the post-batch resume token
+	err   error
+}
+
+// buffered is implemented by a Stream that knows how many events it holds without asking the
+// server (the driver's change stream). A Stream without it hands on one event per group.
+type buffered interface {
+	RemainingBatchLength() int
 }
 
 // read pulls events from the stream until ctx is done or the stream fails, then closes out.
-// TryNext waits up to the stream's max await time for a batch: no sleeping, no busy loop. Events
-// are converted by one goroutine per CPU while the reader fetches the next ones; out keeps stream
-// order because each item carries its own result channel.
+// TryNext waits up to the stream's max await time for a batch: no sleeping, no busy loop. Groups
+// of events are converted by one goroutine per CPU while the reader fetches the next ones; out
+// keeps stream order because each item carries its own result channel. Each event is copied once
+// out of the driver's buffer (which the driver reuses), into an arena shared by the events copied
+// after it; the converted event points into it.
 func (r *run) read(ctx context.Context, out chan<- item, credit *semaphore.Weighted) {
 	type job struct {
-		raw    bson.Raw
-		result chan<- converted
+		raws   []bson.Raw
+		result chan<- []converted
 	}
 	jobs := make(chan job, readAheadItems)
 	var workers sync.WaitGroup
 	for range max(1, runtime.GOMAXPROCS(0)) {
 		workers.Go(func() {
 			for j := range jobs {
-				j.result <- r.convert(j.raw)
+				cs := make([]converted, len(j.raws))
+				for i, raw := range j.raws {
+					cs[i] = r.convert(raw)
+					cs[i].weight = weight(raw)
+				}
+				j.result <- cs
 			}
 		})
 	}
@@ -150,29 +180,65 @@ func (r *run) read(ctx context.Context, out chan<- item, credit *semaphore.Weigh
 			return false
 		}
 	}
+	buf, _ := r.stream.(buffered)
+	var (
+		arena []byte
+		group []bson.Raw
+		bytes int64
+	)
+	// flush hands the group on: its read-ahead credit first, then the job, then the item.
+	flush := func() bool {
+		if len(group) == 0 {
+			return true
+		}
+		if credit.Acquire(ctx, bytes) != nil {
+			return false
+		}
+		result := make(chan []converted, 1)
+		jobs <- job{raws: group, result: result} // at most waits for a converter to take an earlier job
+		group, bytes = nil, 0
+		return send(item{conv: result, at: r.c.deps.Now()})
+	}
 	for {
 		if r.stream.TryNext(ctx) {
-			raw := bytes.Clone(r.stream.Current()) // the driver reuses its buffer
-			w := min(int64(len(raw)), readAheadBytes)
-			if credit.Acquire(ctx, w) != nil {
+			cur := r.stream.Current()
+			// A group holds at most groupBytes, or one event alone: its credit (the sum of its
+			// events' weights) never exceeds the whole read-ahead.
+			if len(group) > 0 && bytes+weight(cur) > groupBytes && !flush() {
 				return
 			}
-			result := make(chan converted, 1)
-			jobs <- job{raw: raw, result: result} // at most waits for a converter to take an earlier job
-			if !send(item{conv: result, weight: w, at: r.c.deps.Now()}) {
-				return
+			if cap(arena)-len(arena) < len(cur) {
+				arena = make([]byte, 0, max(arenaBytes, len(cur)))
+			}
+			start := len(arena)
+			arena = append(arena, cur...)
+			raw := bson.Raw(arena[start:len(arena):len(arena)])
+			group = append(group, raw)
+			bytes += weight(raw)
+			if len(group) >= groupEvents || buf == nil || buf.RemainingBatchLength() == 0 {
+				if !flush() {
+					return
+				}
 			}
 			continue
+		}
+		if !flush() { // (empty: every group ends with the driver's buffer)
+			return
 		}
 		if err := r.stream.Err(); err != nil {
 			send(item{err: err})
 			return
 		}
-		if !send(item{token: bytes.Clone(r.stream.ResumeToken()), at: r.c.deps.Now()}) {
+		if !send(item{token: slices.Clone(r.stream.ResumeToken()), at: r.c.deps.Now()}) {
 			return
 		}
 	}
 }
+
+// weight is the read-ahead credit an event holds until it is handled (capped at the whole
+// read-ahead, so that one huge event still goes through). A group's credit is the sum of its
+// events'.
+func weight(raw bson.Raw) int64 { return min(int64(len(raw)), readAheadBytes) }
 
 // stopReason returns why the drain should stop now, or "". quiet is how long the stream has
 // returned nothing (measured by the reader, so events waiting to be handled never count as idle).
@@ -262,7 +328,7 @@ func (r *run) handle(ctx context.Context, c converted) (*checkpoint.Position, er
 	if r.sum.FirstClusterTime == nil {
 		r.sum.FirstClusterTime = clusterTime(ev.ClusterTime)
 	}
-	r.sum.LastClusterTime = clusterTime(ev.ClusterTime)
+	r.lastPublished = ev.ClusterTime // Run fills in Summary.LastClusterTime from it
 	return nil, nil
 }
 
@@ -270,7 +336,8 @@ func (r *run) handle(ctx context.Context, c converted) (*checkpoint.Position, er
 // per partition of the topic for a collection event (barrierCopies).
 func (r *run) copies(ev *changeevent.Event, msg kafka.Message) ([]kafka.Message, error) {
 	if ev.Operation.IsDocumentChange() {
-		return []kafka.Message{msg}, nil
+		r.one[0] = msg // handle is done with it before the next event
+		return r.one[:], nil
 	}
 	n, err := r.batch.Partitions()
 	if err != nil {

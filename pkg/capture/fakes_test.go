@@ -139,6 +139,9 @@ type fakeOpener struct {
 	stream *fakeStream
 	err    error
 	got    []Start
+	// batch, when positive, makes the stream say it holds events (buffered) in batches of this
+	// many, as the driver does: the reader then hands them on in groups.
+	batch int
 }
 
 func (o *fakeOpener) Open(ctx context.Context, sc scope.Scope, start Start) (Stream, error) {
@@ -146,7 +149,25 @@ func (o *fakeOpener) Open(ctx context.Context, sc scope.Scope, start Start) (Str
 	if o.err != nil {
 		return nil, o.err
 	}
+	if o.batch > 0 {
+		return bufferedStream{o.stream, o.batch}, nil
+	}
 	return o.stream, nil
+}
+
+// bufferedStream is a fakeStream that reports the events left in the current batch of size
+// batch (RemainingBatchLength), as the driver's stream does.
+type bufferedStream struct {
+	*fakeStream
+	batch int
+}
+
+func (s bufferedStream) RemainingBatchLength() int {
+	left := len(s.events) - s.i
+	if left <= 0 {
+		return 0
+	}
+	return min(left, s.batch-s.i%s.batch) % s.batch
 }
 
 // fakeBatch acknowledges messages as its policy says.

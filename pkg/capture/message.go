@@ -36,12 +36,14 @@ type converted struct {
 	msg  kafka.Message // empty when skip or invalidate
 	skip bool          // out of scope or an unknown operation type: not published
 	err  error         // a poisonError: the event cannot be converted
+	// weight is the read-ahead credit the event holds until it is handled (drain).
+	weight int64
 }
 
 // convertEvent decodes a raw change stream event and encodes its message; contains says whether
-// the event is in scope.
+// the event is in scope. raw is the caller's own copy: the event points into it.
 func convertEvent(raw bson.Raw, contains func(*changeevent.Event) bool) converted {
-	ev, err := changeevent.FromChangeStream(raw)
+	ev, err := changeevent.FromOwnedChangeStream(raw)
 	if err != nil {
 		return converted{raw: raw, err: poisonError{err}}
 	}

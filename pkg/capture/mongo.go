@@ -55,3 +55,6 @@ func (d driverStream) Current() bson.Raw                { return d.cs.Current }
 func (d driverStream) ResumeToken() bson.Raw            { return d.cs.ResumeToken() }
 func (d driverStream) Err() error                       { return d.cs.Err() }
 func (d driverStream) Close(ctx context.Context) error  { return d.cs.Close(ctx) }
+
+// RemainingBatchLength is how many events the driver holds without a getMore (see buffered).
+func (d driverStream) RemainingBatchLength() int { return d.cs.RemainingBatchLength() }

@@ -7,11 +7,13 @@
 package changeevent
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
 	"math/big"
+	"slices"
 	"strconv"
 	"time"
 
@@ -188,18 +190,36 @@ func (e *Event) ID() (bson.RawValue, error) {
 	return id, nil
 }
 
-// Unmarshal decodes and validates a message value.
+// Unmarshal decodes and validates a message value. The event's document key, full document,
+// updated fields and resume token point into b: the caller must not modify b afterwards.
+//
+// A message as Marshal writes it is decoded by walking its raw BSON (decodeMessage), without
+// reflection; one with anything else in it (another type for a field, an unknown field) is
+// decoded by the driver's reflective decoder into the Event struct, as before, so both accept and
+// produce the same (FuzzUnmarshal checks they agree).
 func Unmarshal(b []byte) (Event, error) {
 	if err := validate(b); err != nil {
 		return Event{}, fmt.Errorf("message is not a BSON document: %w", err)
 	}
-	var e Event
-	if err := bson.Unmarshal(b, &e); err != nil {
-		return Event{}, fmt.Errorf("decode message: %w", err)
+	e, ok := decodeMessage(b)
+	if !ok {
+		var err error
+		if e, err = unmarshalReflect(b); err != nil {
+			return Event{}, err
+		}
 	}
 	e.normalize()
 	if err := e.Validate(); err != nil {
 		return Event{}, err
+	}
+	return e, nil
+}
+
+// unmarshalReflect decodes a (validated) message with the driver's struct decoder.
+func unmarshalReflect(b []byte) (Event, error) {
+	var e Event
+	if err := bson.Unmarshal(b, &e); err != nil {
+		return Event{}, fmt.Errorf("decode message: %w", err)
 	}
 	return e, nil
 }
@@ -219,7 +239,11 @@ func Key(e *Event) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := append([]byte(e.NS.DB), '|')
+	key := make([]byte, 0, len(e.NS.DB)+1+len(`{"$oid":"0123456789abcdef01234567"}`))
+	key = append(append(key, e.NS.DB...), '|')
+	if oid, ok := id.ObjectIDOK(); ok { // the common case, in place
+		return appendOIDJSON(key, oid), nil
+	}
 	if n, ok := numericKey(id); ok {
 		return append(key, n...), nil
 	}
@@ -267,7 +291,7 @@ func numericKey(id bson.RawValue) (string, bool) {
 // which keeps its BSON type.
 func IDJSON(id bson.RawValue) ([]byte, error) {
 	if oid, ok := id.ObjectIDOK(); ok { // the common case, without reflection
-		return fmt.Appendf(make([]byte, 0, 35), `{"$oid":"%s"}`, oid.Hex()), nil
+		return appendOIDJSON(make([]byte, 0, 35), oid), nil
 	}
 	doc := bson.D{{Key: "_id", Value: id}}
 	js, err := bson.MarshalExtJSON(doc, true, false)
@@ -276,6 +300,13 @@ func IDJSON(id bson.RawValue) ([]byte, error) {
 	}
 	// js is {"_id":<value>}: keep only <value>.
 	return js[len(`{"_id":`) : len(js)-1], nil
+}
+
+// appendOIDJSON appends an ObjectID's canonical Extended JSON, {"$oid":"<24 hex digits>"}.
+func appendOIDJSON(dst []byte, oid primitive.ObjectID) []byte {
+	dst = append(dst, `{"$oid":"`...)
+	dst = hex.AppendEncode(dst, oid[:])
+	return append(dst, `"}`...)
 }
 
 // Partition is the partition of n that a message with key lands on: the 32-bit FNV-1a hash of
@@ -293,12 +324,31 @@ func Partition(key []byte, n int32) int32 {
 }
 
 // Headers returns the Kafka headers for the event, as name/value pairs.
+//
+// The slice of a known operation is shared between events: callers must not modify it (append to
+// a slices.Clip of it, as capture's barrier copies do).
 func Headers(e *Event) [][2]string {
+	if h, ok := knownHeaders[e.Operation]; ok {
+		return h
+	}
+	return headersOf(e.Operation)
+}
+
+func headersOf(op OperationType) [][2]string {
 	return [][2]string{
 		{HeaderFormat, strconv.Itoa(FormatVersion)},
-		{HeaderOperation, string(e.Operation)},
+		{HeaderOperation, string(op)},
 	}
 }
+
+// knownHeaders are the headers of each known operation, built once.
+var knownHeaders = func() map[OperationType][][2]string {
+	m := map[OperationType][][2]string{}
+	for _, op := range []OperationType{Insert, Update, Replace, Delete, Drop, Rename, DropDatabase} {
+		m[op] = slices.Clip(headersOf(op))
+	}
+	return m
+}()
 
 // Time converts a cluster time to wall-clock time (second resolution).
 func Time(ts primitive.Timestamp) time.Time {

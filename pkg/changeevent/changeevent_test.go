@@ -2,12 +2,14 @@ package changeevent
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
+	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
 )
 
 func mustRaw(t testing.TB, v any) bson.Raw {
@@ -283,5 +285,70 @@ func TestFromChangeStreamRejects(t *testing.T) {
 				t.Fatalf("err = %v, want it to contain %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestUnmarshalRawAndReflective: a message as Marshal writes it takes the raw decoder; anything
+// else (another type, an unknown or repeated field) the reflective one; both decode the same.
+func TestUnmarshalRawAndReflective(t *testing.T) {
+	token := bson.D{{Key: "_data", Value: "00"}}
+	ns := bson.D{{Key: "db", Value: "bar"}, {Key: "coll", Value: "foo"}}
+	key := bson.D{{Key: "_id", Value: int32(1)}}
+	base := func(rest ...bson.E) bson.D {
+		return append(bson.D{{Key: "v", Value: int32(1)}, {Key: "op", Value: "delete"}, {Key: "ns", Value: ns},
+			{Key: "documentKey", Value: key}, {Key: "resumeToken", Value: token}}, rest...)
+	}
+	tests := []struct {
+		name string
+		msg  bson.D
+		raw  bool // decodeMessage takes it
+	}{
+		{"as marshalled", base(bson.E{Key: "clusterTime", Value: primitive.Timestamp{T: 5, I: 1}}), true},
+		{"nulls", base(bson.E{Key: "fullDocument", Value: nil}, bson.E{Key: "to", Value: nil}, bson.E{Key: "wallTime", Value: nil}), true},
+		{"update", append(base(), bson.E{Key: "updateDescription", Value: bson.D{{Key: "updatedFields", Value: bson.D{{Key: "a", Value: "x"}}},
+			{Key: "removedFields", Value: bson.A{}}, {Key: "truncatedArrays", Value: bson.A{bson.D{{Key: "field", Value: "arr"}, {Key: "newSize", Value: int32(2)}}}}}}), true},
+		{"claim check", base(bson.E{Key: "claimCheck", Value: bson.D{{Key: "bucket", Value: "b"}, {Key: "key", Value: "k"}, {Key: "size", Value: int64(9)}, {Key: "sha256", Value: "00"}}}), true},
+		{"version as int64", append(bson.D{{Key: "v", Value: int64(1)}}, base()[1:]...), false},
+		{"claim size as int32", base(bson.E{Key: "claimCheck", Value: bson.D{{Key: "bucket", Value: "b"}, {Key: "size", Value: int32(9)}}}), false},
+		{"unknown field", base(bson.E{Key: "extra", Value: true}), false},
+		{"unknown namespace field", append(base()[:2], bson.E{Key: "ns", Value: bson.D{{Key: "db", Value: "bar"}, {Key: "coll", Value: "foo"}, {Key: "x", Value: 1}}}, bson.E{Key: "documentKey", Value: key}, bson.E{Key: "resumeToken", Value: token}), false},
+		{"repeated field", base(bson.E{Key: "op", Value: "delete"}), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := mustRaw(t, tt.msg)
+			if _, ok := decodeMessage(b); ok != tt.raw {
+				t.Fatalf("decodeMessage took it: %v, want %v", ok, tt.raw)
+			}
+			agreesWithReflection(t, b)
+			got, err := Unmarshal(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, err := unmarshalReflect(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref.normalize()
+			if !reflect.DeepEqual(got, ref) {
+				t.Errorf("Unmarshal = %+v\nwant       %+v", got, ref)
+			}
+		})
+	}
+}
+
+// TestInternedString: the interned string is the value's own, for any string (and any other type
+// is refused as StringValueOK refuses it), the first time and the next.
+func TestInternedString(t *testing.T) {
+	for _, v := range []any{"insert", "", "数据库", strings.Repeat("x", maxNameLen), strings.Repeat("y", maxNameLen+1), int32(7), nil} {
+		raw := mustRaw(t, bson.D{{Key: "s", Value: v}})
+		val := bsoncore.Document(raw).Lookup("s")
+		want, wantOK := val.StringValueOK()
+		for range 2 {
+			got, ok := internedString(val)
+			if got != want || ok != wantOK {
+				t.Errorf("internedString(%v) = %q, %v; want %q, %v", v, got, ok, want, wantOK)
+			}
+		}
 	}
 }

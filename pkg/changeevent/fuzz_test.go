@@ -2,6 +2,7 @@ package changeevent
 
 import (
 	"bytes"
+	"reflect"
 	"testing"
 	"time"
 
@@ -92,6 +93,7 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{5, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		agreesWithReflection(t, b)
 		e, err := Unmarshal(b)
 		if err != nil {
 			return
@@ -180,5 +182,27 @@ func sameEvent(t *testing.T, a, b Event) {
 				t.Fatalf("truncated arrays changed: %v vs %v", ua.TruncatedArrays, ub.TruncatedArrays)
 			}
 		}
+	}
+}
+
+// agreesWithReflection fails when the raw decoder accepts b and decodes it otherwise than the
+// driver's reflective decoder into Event, the reference.
+func agreesWithReflection(t *testing.T, b []byte) {
+	t.Helper()
+	if validate(b) != nil {
+		return
+	}
+	fast, ok := decodeMessage(b)
+	if !ok {
+		return
+	}
+	ref, err := unmarshalReflect(b)
+	if err != nil {
+		t.Fatalf("raw decoder accepts what the reflective decoder refuses (%v):\n%x", err, b)
+	}
+	fast.normalize()
+	ref.normalize()
+	if !reflect.DeepEqual(fast, ref) {
+		t.Fatalf("raw and reflective decoders disagree:\nraw  %+v\nrefl %+v\n%x", fast, ref, b)
 	}
 }

@@ -54,17 +54,17 @@ func validateDoc(b []byte, depth int) error {
 		if end < 0 {
 			return errors.New("element name is not terminated")
 		}
-		key := string(rest[1 : 1+end])
+		key := rest[1 : 1+end] // converted to a string only for an error
 		val := rest[1+end+1:]
 		if err := checkLengthPrefix(t, val); err != nil {
 			return fmt.Errorf("field %q: %w", key, err)
 		}
-		el, r, ok := bsoncore.ReadElement(rest)
+		// ReadValue, not ReadElement: the name was just scanned, and is not scanned again.
+		v, r, ok := bsoncore.ReadValue(val, t)
 		if !ok {
 			return fmt.Errorf("field %q: truncated or unknown type 0x%02x", key, byte(t))
 		}
 		rest = r
-		v := el.Value()
 		switch t {
 		case bson.TypeEmbeddedDocument, bson.TypeArray:
 			if err := validateDoc(v.Data, depth+1); err != nil {
@@ -78,11 +78,9 @@ func validateDoc(b []byte, depth int) error {
 			if err := validateDoc(scope, depth+1); err != nil {
 				return fmt.Errorf("field %q scope: %w", key, err)
 			}
-		default:
-			if err := v.Validate(); err != nil {
-				return fmt.Errorf("field %q: %w", key, err)
-			}
 		}
+		// Any other value is whole: ReadValue sliced it by its own length (bsoncore's
+		// Value.Validate would only slice it again).
 	}
 	return nil
 }

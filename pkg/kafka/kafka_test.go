@@ -329,3 +329,27 @@ func TestAckedIsContiguousWhateverTheOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestEnvelopeKeepsHeaders: the one-allocation envelope carries every header, in order, whether
+// they fit its inline room (up to 2) or not (a barrier copy has 3), and repeated header strings
+// share bytes without changing them.
+func TestEnvelopeKeepsHeaders(t *testing.T) {
+	for _, hs := range [][][2]string{
+		nil,
+		{{"docdbdr-format", "1"}},
+		{{"docdbdr-format", "1"}, {"docdbdr-op", "insert"}},
+		{{"docdbdr-format", "1"}, {"docdbdr-op", "drop"}, {"docdbdr-barrier", "3"}},
+	} {
+		for range 2 { // the second time, from the shared bytes
+			pm := Message{Key: []byte("k"), Value: []byte("v"), Headers: hs}.producerMessage("t")
+			if len(pm.Headers) != len(hs) {
+				t.Fatalf("%d headers, want %d", len(pm.Headers), len(hs))
+			}
+			for i, h := range hs {
+				if string(pm.Headers[i].Key) != h[0] || string(pm.Headers[i].Value) != h[1] {
+					t.Errorf("header %d = %s: %s, want %s: %s", i, pm.Headers[i].Key, pm.Headers[i].Value, h[0], h[1])
+				}
+			}
+		}
+	}
+}

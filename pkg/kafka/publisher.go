@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -56,12 +57,56 @@ func (m Message) Size() int {
 }
 
 func (m Message) producerMessage(topic string) *sarama.ProducerMessage {
-	pm := &sarama.ProducerMessage{Topic: topic, Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value)}
-	for _, h := range m.Headers {
-		pm.Headers = append(pm.Headers, sarama.RecordHeader{Key: []byte(h[0]), Value: []byte(h[1])})
-	}
-	return pm
+	return &m.envelope(topic).pm
 }
+
+// envelope is a message as handed to the producer: the ProducerMessage, the flight its Metadata
+// points at, and room for a few headers, in one allocation.
+type envelope struct {
+	pm     sarama.ProducerMessage
+	flight flight
+	hdrs   [2]sarama.RecordHeader
+}
+
+func (m Message) envelope(topic string) *envelope {
+	e := &envelope{pm: sarama.ProducerMessage{Topic: topic, Key: sarama.ByteEncoder(m.Key), Value: sarama.ByteEncoder(m.Value)}}
+	if len(m.Headers) > 0 {
+		hs := e.hdrs[:0:len(e.hdrs)]
+		if len(m.Headers) > len(e.hdrs) {
+			hs = make([]sarama.RecordHeader, 0, len(m.Headers))
+		}
+		for _, h := range m.Headers {
+			hs = append(hs, sarama.RecordHeader{Key: headerBytes(h[0]), Value: headerBytes(h[1])})
+		}
+		e.pm.Headers = hs
+	}
+	return e
+}
+
+// headerBytes is s as bytes, shared between messages for the few short strings that headers
+// repeat (names, format version, operation types): the producer only reads them.
+func headerBytes(s string) []byte {
+	if v, ok := headerCache.Load(s); ok {
+		return v.([]byte)
+	}
+	b := []byte(s)
+	if len(s) <= maxCachedHeader && headerCacheSize.Load() < maxCachedHeaders {
+		if _, loaded := headerCache.LoadOrStore(s, b); !loaded {
+			headerCacheSize.Add(1)
+		}
+	}
+	return b
+}
+
+const (
+	maxCachedHeader  = 64
+	maxCachedHeaders = 256
+)
+
+var (
+	headerCache     sync.Map // string -> []byte
+	headerCacheSize atomic.Int64
+)
 
 // Publisher sends messages to one topic over one long-lived idempotent AsyncProducer. A Lambda
 // container keeps it across invocations; each invocation publishes through its own Batch, which
@@ -271,10 +316,10 @@ func (p *Publisher) Begin(window int) *Batch {
 	}
 	select {
 	case <-p.aborted:
-		return &Batch{p: p, next: 1, done: make([]bool, window), changed: make(chan struct{}), err: ErrAborted}
+		return &Batch{p: p, next: 1, done: make([]bool, window), err: ErrAborted}
 	default:
 	}
-	return &Batch{p: p, next: 1, done: make([]bool, window), changed: make(chan struct{})}
+	return &Batch{p: p, next: 1, done: make([]bool, window)}
 }
 
 // Batch is one invocation's stream of messages. Messages get sequence numbers 1, 2, 3... in
@@ -289,7 +334,7 @@ type Batch struct {
 	done    []bool        // acknowledged out of order, indexed by seq % window
 	err     error         // first failure; the batch accepts nothing after it
 	ended   bool          //
-	changed chan struct{} // closed and replaced whenever acked or err changes
+	changed chan struct{} // made by a waiter (changedLocked), closed when acked or err changes
 }
 
 // Publish hands msg to the producer and returns its sequence number. It blocks only while the
@@ -318,7 +363,7 @@ func (b *Batch) Publish(ctx context.Context, msg Message) (uint64, error) {
 		if b.next-1-b.acked < uint64(len(b.done)) {
 			break
 		}
-		wait, outstanding := b.changed, b.next-1-b.acked
+		wait, outstanding := b.changedLocked(), b.next-1-b.acked
 		b.mu.Unlock()
 		select {
 		case <-wait:
@@ -331,8 +376,10 @@ func (b *Batch) Publish(ctx context.Context, msg Message) (uint64, error) {
 	b.next++
 	b.mu.Unlock()
 
-	pm := msg.producerMessage(b.p.topic)
-	pm.Metadata = &flight{batch: b, seq: seq, partition: msg.Partition, pinned: msg.Pinned}
+	env := msg.envelope(b.p.topic)
+	env.flight = flight{batch: b, seq: seq, partition: msg.Partition, pinned: msg.Pinned}
+	pm := &env.pm
+	pm.Metadata = &env.flight
 	select {
 	case b.p.producer.Input() <- pm:
 		return seq, nil
@@ -380,9 +427,21 @@ func (b *Batch) failLocked(err error) {
 	}
 }
 
+// broadcastLocked wakes whoever waits for a change (changedLocked); without a waiter there is no
+// channel to close, and no channel is made per acknowledgement.
 func (b *Batch) broadcastLocked() {
-	close(b.changed)
-	b.changed = make(chan struct{})
+	if b.changed != nil {
+		close(b.changed)
+		b.changed = nil
+	}
+}
+
+// changedLocked returns the channel that the next change of acked or err closes.
+func (b *Batch) changedLocked() <-chan struct{} {
+	if b.changed == nil {
+		b.changed = make(chan struct{})
+	}
+	return b.changed
 }
 
 // Partitions is the topic's partition count (Publisher.Partitions).
@@ -428,14 +487,14 @@ func (b *Batch) Err() error {
 func (b *Batch) Progress() <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.changed
+	return b.changedLocked()
 }
 
 // Flush waits until every published message is acknowledged, a message fails, or ctx is done.
 func (b *Batch) Flush(ctx context.Context) error {
 	for {
 		b.mu.Lock()
-		err, all, wait, outstanding := b.err, b.acked == b.next-1, b.changed, b.next-1-b.acked
+		err, all, wait, outstanding := b.err, b.acked == b.next-1, b.changedLocked(), b.next-1-b.acked
 		b.mu.Unlock()
 		switch {
 		case err != nil:
