@@ -62,12 +62,9 @@ flags:`)
 		fmt.Fprintln(stderr, err)
 		return errUsage
 	}
-	reader, ok, err := env.archiveReader(ctx)
+	reader, err := env.requireArchive(ctx, "history")
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return errors.New("ARCHIVE_BUCKET is required: history reads the archive")
 	}
 	nsmap, err := env.namespaceMap()
 	if err != nil {

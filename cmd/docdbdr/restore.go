@@ -133,12 +133,9 @@ flags:`)
 		fmt.Fprintln(stderr, err)
 		return errUsage
 	}
-	reader, ok, err := env.archiveReader(ctx)
+	reader, err := env.requireArchive(ctx, "restore")
 	if err != nil {
 		return err
-	}
-	if !ok {
-		return errors.New("ARCHIVE_BUCKET is required: restore reads the delete archive")
 	}
 	nsmap, err := env.namespaceMap()
 	if err != nil {
