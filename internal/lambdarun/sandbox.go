@@ -108,11 +108,18 @@ func startSandbox(cfg Config, log *slog.Logger, out *logStream) (*sandbox, error
 	cmd.Stdout, cmd.Stderr = sb.out, sb.out
 	cmd.WaitDelay = time.Second
 	setProcessGroup(cmd)
-	if err := cmd.Start(); err != nil {
+	// The process may call the Runtime API before Start returns: its handlers (freeze) read
+	// sb.cmd under sb.mu, so Start and the assignment hold it too.
+	sb.mu.Lock()
+	err = cmd.Start()
+	if err == nil {
+		sb.cmd, sb.pid = cmd, cmd.Process.Pid
+	}
+	sb.mu.Unlock()
+	if err != nil {
 		_ = sb.srv.Close()
 		return nil, fmt.Errorf("lambdarun: start %s: %w", cfg.Bootstrap, err)
 	}
-	sb.cmd, sb.pid = cmd, cmd.Process.Pid
 	log.Info("cold start", "pid", sb.pid, "runtimeAPI", ln.Addr().String())
 	go func() {
 		err := cmd.Wait()
