@@ -82,9 +82,11 @@ vulncheck:
 	sh reliability/govulncheck.sh
 
 ## race: every test under the race detector (all packages: a package without goroutines of its
-## own still runs the concurrent code it calls, like the archive's parallel writers)
+## own still runs the concurrent code it calls, like the archive's parallel writers). One package
+## at a time: under the detector's slowdown, two packages' embedded servers on 2 cores starved
+## each other past the 10 s connect timeout (TestGuardRails in CI, 2026-12-02).
 race:
-	$(GO) test $(GOFLAGS) -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test $(GOFLAGS) -race -p 1 -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 ## demo: the whole pipeline on the embedded local stack, replaying the original write-up's checks
 demo:
