@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -111,7 +112,8 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 	// A promoted DR takes nothing after the fence (see Fence).
 	fence, err := b.h.dr.Fence(ctx)
 	if err != nil {
-		return b.corrupt(fmt.Errorf("read the fence %s.%s: %w", b.h.dr.StateDB(), FenceCollection, err))
+		b.peekNamespaces(partitions)
+		return b.onNamespaces(b.corrupt(fmt.Errorf("read the fence %s.%s: %w", b.h.dr.StateDB(), FenceCollection, err)))
 	}
 	var fenced int
 	if fence != nil {
@@ -171,6 +173,26 @@ func (b *batch) runUnfenced(ctx context.Context, partitions [][]events.KafkaReco
 		}
 	}
 	return b.putDeadLetters(ctx)
+}
+
+// peekNamespaces notes the namespaces of records not decoded yet, best effort, for an error met
+// before decoding (reading the fence): an operator still sees what is held up.
+func (b *batch) peekNamespaces(partitions [][]events.KafkaRecord) {
+	for _, recs := range partitions {
+		for i := range recs {
+			v, err := base64.StdEncoding.DecodeString(recs[i].Value)
+			if err != nil {
+				continue
+			}
+			db, err1 := bson.Raw(v).LookupErr("ns", "db")
+			coll, err2 := bson.Raw(v).LookupErr("ns", "coll")
+			d, ok1 := db.StringValueOK()
+			c, ok2 := coll.StringValueOK()
+			if err1 == nil && err2 == nil && ok1 && ok2 {
+				b.namespaces[b.h.opts.NamespaceMap.Map(changeevent.Namespace{DB: d, Coll: c}).String()] = true
+			}
+		}
+	}
 }
 
 // onNamespaces says, in an error of the state database, which namespaces the batch was to write:
