@@ -43,6 +43,13 @@ func insertBatch(b *testing.B, n int) (events.KafkaEvent, []changeevent.Event) {
 	return batchOf(b, evs...), evs
 }
 
+// deliveries numbers the batches the benchmarks deliver, across runs: the embedded DR (and its
+// applied frontiers) outlives one benchmark function, so that `-count N` runs it again on the same
+// server, and a restarted count would be a redelivery there.
+var deliveries atomic.Int64
+
+func nextDelivery() int { return int(deliveries.Add(1)) }
+
 // later returns batch as the event source mapping would deliver it n batches later: the same
 // records at offsets n*len further on. Every iteration of a benchmark is thus a new batch, not a
 // redelivery (which apply recognises and does not apply again).
@@ -74,9 +81,8 @@ func BenchmarkApply10k(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportAllocs()
-		n := 0
 		for b.Loop() {
-			n++
+			n := nextDelivery()
 			if sum, err := h.Handle(ctx, later(batch, n)); err != nil || sum.Applied != len(evs) {
 				b.Fatal(sum, err)
 			}
@@ -159,10 +165,9 @@ func BenchmarkDeletes10k(b *testing.B) {
 	b.ReportAllocs()
 	counter.puts.Store(0)
 	counter.gets.Store(0)
-	n := 0
 	for b.Loop() {
 		b.StopTimer()
-		n++
+		n := nextDelivery()
 		next := withNewTokens(b, later(batch, n), n) // new delete events of the same documents
 		b.StartTimer()
 		sum, err := h.Handle(ctx, next)
@@ -234,11 +239,9 @@ func BenchmarkUpdates10k(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportAllocs()
-		r := 0
 		for b.Loop() {
 			b.StopTimer()
-			r++
-			batch := round(r)
+			batch := round(nextDelivery())
 			b.StartTimer()
 			if _, err := h.Handle(ctx, batch); err != nil {
 				b.Fatal(err)

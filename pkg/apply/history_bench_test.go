@@ -83,11 +83,10 @@ func historyBench(b *testing.B, kind changeevent.OperationType, history bool) {
 		return later(batchOf(b, evs...), r)
 	}
 	b.ReportAllocs()
-	r, events := 0, 0
+	events := 0
 	for b.Loop() {
 		b.StopTimer()
-		r++
-		batch := round(r)
+		batch := round(nextDelivery())
 		b.StartTimer()
 		sum, err := h.Handle(ctx, batch)
 		if err != nil || sum.Applied != n {
