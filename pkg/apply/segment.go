@@ -121,40 +121,31 @@ func (b *batch) revive(ctx context.Context, items []*item) error {
 	if !b.h.policy.For(changeevent.Delete).Archive {
 		return nil // no delete has a ledger entry
 	}
-	type key struct {
-		ns  changeevent.Namespace
-		key IDKey
-	}
-	inserted := map[key]bool{}
-	var order []key
-	ids := map[key]bson.RawValue{}
-	for _, it := range items {
-		if it.dead || !it.ev.Operation.IsDocumentChange() {
-			continue
-		}
-		k := key{ns: it.ref.ns, key: it.ref.key}
-		switch it.ev.Operation {
-		case changeevent.Insert:
-			if _, seen := inserted[k]; !seen {
-				order = append(order, k)
+	// lastDelete is the position of each deleted document's last delete in the segment; most
+	// segments have none, and then every inserted document is revived.
+	var lastDelete map[docRef]int
+	for i, it := range items {
+		if !it.dead && it.ev.Operation == changeevent.Delete {
+			if lastDelete == nil {
+				lastDelete = map[docRef]int{}
 			}
-			inserted[k], ids[k] = true, it.id
-		case changeevent.Delete:
-			if _, seen := inserted[k]; seen {
-				inserted[k] = false
-			}
+			lastDelete[it.ref] = i
 		}
 	}
 	byNS := map[changeevent.Namespace][]bson.RawValue{}
 	var nss []changeevent.Namespace
-	for _, k := range order {
-		if !inserted[k] {
+	for i, it := range items {
+		if it.dead || it.ev.Operation != changeevent.Insert {
 			continue
 		}
-		if byNS[k.ns] == nil {
-			nss = append(nss, k.ns)
+		if last, ok := lastDelete[it.ref]; ok && last > i {
+			continue // deleted again after this insert
 		}
-		byNS[k.ns] = append(byNS[k.ns], ids[k])
+		if byNS[it.ref.ns] == nil {
+			nss = append(nss, it.ref.ns)
+		}
+		// An _id inserted twice (a replayed copy) is listed twice: the mark is idempotent.
+		byNS[it.ref.ns] = append(byNS[it.ref.ns], it.id)
 	}
 	for _, ns := range nss {
 		all := byNS[ns]
