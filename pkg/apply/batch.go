@@ -139,11 +139,12 @@ func (b *batch) runUnfenced(ctx context.Context, partitions [][]events.KafkaReco
 	if len(partitions) == 0 {
 		return nil
 	}
+	decoded := b.h.decodeAll(ctx, partitions)
 	items := make([][]*item, 0, len(partitions))
-	for _, recs := range partitions {
-		var its []*item
+	for p, recs := range partitions {
+		its := make([]*item, 0, len(recs))
 		for i := range recs {
-			it, err := b.decode(ctx, &recs[i])
+			it, err := b.decode(&recs[i], decoded[p][i])
 			if err != nil {
 				return err
 			}
@@ -208,9 +209,10 @@ func (b *batch) onNamespaces(err error) error {
 	return fmt.Errorf("writing %s: %w", strings.Join(nss, ", "), err)
 }
 
-// decode turns a record into an item; a poison record is dead-lettered and gives a dead item.
-func (b *batch) decode(ctx context.Context, r *events.KafkaRecord) (*item, error) {
-	ev, err := b.h.decode(ctx, r)
+// decode turns a record and its decoding into an item; a poison record is dead-lettered and
+// gives a dead item.
+func (b *batch) decode(r *events.KafkaRecord, d decoded) (*item, error) {
+	ev, err := d.ev, d.err
 	it := &item{rec: r, at: archive.Kafka{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}, ev: ev, partitions: 1}
 	if err == nil && it.isBarrier() {
 		it.partitions, err = barrierPartitions(r)

@@ -209,7 +209,8 @@ type BarrierMarker struct {
 // implements it.
 //
 // Put is called from several goroutines at once (the objects of a batch are written in
-// parallel), Get while they run: an implementation must be safe for concurrent use.
+// parallel), and so is Get (a large batch is decoded in parallel): an implementation must be
+// safe for concurrent use.
 type Archive interface {
 	// Put creates the object at key unless one is there: a conditional write (If-None-Match:
 	// *) that never overwrites. An existing object is success: every key apply writes names

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"io"
 	"log/slog"
 	"regexp"
@@ -363,6 +364,39 @@ func TestPoisonRecordsAreDeadLettered(t *testing.T) {
 			}
 			if dl.Key != bad.Key || dl.Value != bad.Value || dl.Kafka.Offset != 101 || len(dl.Headers) != len(bad.Headers) {
 				t.Errorf("dead letter does not keep the record: %+v", dl)
+			}
+		})
+		// The same poison every 100th record of a batch large enough to be decoded in parallel.
+		t.Run(tt.name+", large batch", func(t *testing.T) {
+			env := newEnv(t, Options{ClaimCheckBucket: "archive"})
+			env.ar.objects["cc/good"] = ccBody
+			evs := make([]changeevent.Event, 3*parallelDecodeMin)
+			for i := range evs {
+				evs[i] = evt(t, changeevent.Insert, fooNS, int32(i), bson.D{{Key: "i", Value: int32(i)}})
+			}
+			batch := batchOf(t, evs...)
+			recs := batch.Records["changevents-0"]
+			var want []string
+			for i := 7; i < len(recs); i += 100 {
+				tt.mutate(&recs[i])
+				want = append(want, fmt.Sprintf("docdbdr/deadletter/dt=2022-07-19/changevents-0-%d.json", recs[i].Offset))
+			}
+			slices.Sort(want) // as keys lists them
+			sum, err := env.h.Handle(context.Background(), batch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.DeadLettered != len(want) || sum.Applied != len(recs)-len(want) {
+				t.Errorf("summary %+v, want %d dead-lettered and %d applied", sum, len(want), len(recs)-len(want))
+			}
+			if got := env.ar.keys("docdbdr/deadletter/"); !slices.Equal(got, want) {
+				t.Errorf("dead letters %v, want %v", got, want)
+			}
+			for _, key := range want {
+				var dl archive.DeadLetter
+				if err := json.Unmarshal(env.ar.objects[key], &dl); err != nil || !strings.Contains(dl.Reason, tt.reason) {
+					t.Errorf("dead letter %s: reason %q (%v), want it to contain %q", key, dl.Reason, err, tt.reason)
+				}
 			}
 		})
 	}
