@@ -30,6 +30,10 @@ func TestHistoryAndAsOfUsage(t *testing.T) {
 		{"filter without as-of", []string{"restore", "--db", "bar", "--filter", "{}"}, "need --as-of"},
 		{"filter not a query", []string{"restore", "--db", "bar", "--coll", "foo", "--as-of", "2024-05-01T10:42:00Z", "--filter", "{cat"}, "--filter: want a query document"},
 		{"as-of with --from", []string{"restore", "--db", "bar", "--coll", "foo", "--as-of", "2024-05-01T10:42:00Z", "--from", "2024-05-01T10:00:00Z"}, "are for undeletes"},
+		{"both collection flags", []string{"restore", "--db", "bar", "--coll", "foo", "--collections", "foo"}, "not both"},
+		{"filter and ids", []string{"restore", "--db", "bar", "--collections", "foo", "--as-of", "2024-05-01T10:42:00Z", "--filter", "{}", "--id", "1"}, "cannot be combined"},
+		{"bad --to", []string{"restore", "--db", "bar", "--to", "yesterday"}, "--to: want an RFC 3339 time"},
+		{"into without as-of", []string{"restore", "--db", "bar", "--into", "x"}, "need --as-of"},
 		{"history without an id", []string{"history", "--db", "bar", "--coll", "foo"}, "--id is required"},
 		{"history without a collection", []string{"history", "--db", "bar", "--id", "1"}, "--coll is required"},
 	} {
