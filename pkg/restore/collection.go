@@ -182,49 +182,48 @@ func copyBatch(ctx context.Context, opts CollectionOptions, target changeevent.N
 	if err != nil {
 		return fmt.Errorf("read %s on the primary: %w", target, err)
 	}
-	var models []mongo.WriteModel
-	var inserts int
+	// Inserts first, then replaces: the write errors' indexes tell which is which.
+	var models, replaces []mongo.WriteModel
 	for _, d := range docs {
 		_, exists := existing[idKey(d.Lookup("_id"))]
 		switch {
 		case !exists:
 			models = append(models, mongo.NewInsertOneModel().SetDocument(d))
-			inserts++
 		case opts.Overwrite:
-			models = append(models, mongo.NewReplaceOneModel().SetFilter(bson.D{{Key: "_id", Value: d.Lookup("_id")}}).SetReplacement(d).SetUpsert(true))
+			replaces = append(replaces, mongo.NewReplaceOneModel().SetFilter(bson.D{{Key: "_id", Value: d.Lookup("_id")}}).SetReplacement(d).SetUpsert(true))
 		default:
 			rep.SkippedExists++
 		}
 	}
-	overwrites := len(models) - inserts
+	insertModels, overwrites := len(models), len(replaces)
+	inserts := insertModels
+	models = append(models, replaces...)
 	if opts.Apply && len(models) > 0 {
-		// Inserts first, then replaces: the write errors' indexes tell which is which.
-		slices.SortStableFunc(models, func(a, b mongo.WriteModel) int {
-			_, ai := a.(*mongo.InsertOneModel)
-			_, bi := b.(*mongo.InsertOneModel)
-			switch {
-			case ai && !bi:
-				return -1
-			case bi && !ai:
-				return 1
-			}
-			return 0
-		})
 		_, err := coll.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
-		var bwe mongo.BulkWriteException
-		if errors.As(err, &bwe) && bwe.WriteConcernError == nil {
-			for _, we := range bwe.WriteErrors {
-				if we.Code != 11000 || we.Index >= inserts {
-					return fmt.Errorf("restore into %s: %w", target, err)
-				}
-				inserts-- // written to the primary since the check: left alone
-				rep.SkippedExists++
-			}
-		} else if err != nil {
+		raced, err := insertsRaced(err, insertModels)
+		if err != nil {
 			return fmt.Errorf("restore into %s: %w", target, err)
 		}
+		inserts -= raced // written to the primary since the check: left alone
+		rep.SkippedExists += raced
 	}
 	rep.Restored += inserts
 	rep.Overwritten += overwrites
 	return nil
+}
+
+// insertsRaced reads the error of an unordered bulk write whose first n models are inserts: the
+// number of those inserts refused with a duplicate key (a document written to the primary since
+// it was checked), or err when anything else failed.
+func insertsRaced(err error, n int) (int, error) {
+	var bwe mongo.BulkWriteException
+	if err == nil || !errors.As(err, &bwe) || bwe.WriteConcernError != nil {
+		return 0, err
+	}
+	for _, we := range bwe.WriteErrors {
+		if we.Code != 11000 || we.Index >= n {
+			return 0, err
+		}
+	}
+	return len(bwe.WriteErrors), nil
 }
