@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -177,7 +176,8 @@ func CheckArchive(ctx context.Context, opts ArchiveOptions) (ArchiveReport, erro
 }
 
 // readHistory reads the scope's change stream from Since until it is past end or has nothing
-// more, and returns the intercepted events by eventId, and their eventIds in stream order.
+// more, and returns the intercepted events by eventId, and their eventIds in stream order (which
+// is cluster-time order: a change stream returns events in the order the cluster applied them).
 func readHistory(ctx context.Context, opts ArchiveOptions, end time.Time) (map[string]*intercepted, []string, error) {
 	ops := bson.A{}
 	for _, op := range []changeevent.OperationType{changeevent.Delete, changeevent.Drop, changeevent.Rename, changeevent.DropDatabase} {
@@ -239,6 +239,5 @@ func readHistory(ctx context.Context, opts ArchiveOptions, end time.Time) (map[s
 		}
 		events[evID] = it
 	}
-	slices.SortStableFunc(order, func(a, b string) int { return events[a].at.Compare(events[b].at) })
 	return events, order, nil
 }
