@@ -16,6 +16,7 @@ import (
 	"go.mongodb.org/mongo-driver/bson/primitive"
 	"go.mongodb.org/mongo-driver/mongo"
 
+	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
@@ -65,8 +66,9 @@ scope in STATE_DB.STATE_COLLECTION) stands, read from the primary, DR and the ar
   - the lease: who holds it and until when;
   - the reset history (reset-checkpoint, bootstrap);
   - documents per collection in the primary and DR (estimated counts; NAMESPACE_MAP applies);
-  - archive lines (intercepted deletes, drops, renames) in the last 24 hours and dead letters.
-Exit status 1 when a scope has no checkpoint, its change stream cannot be read (not enabled: the
+  - archive lines (intercepted deletes, drops, renames) in the last 24 hours and dead letters;
+  - whether DR was promoted (docdbdr promote's fence in DR_STATE_DB).
+Exit status 1 when DR was promoted, a scope has no checkpoint, its change stream cannot be read (not enabled: the
 command to run is printed; history lost), the lag exceeds --max-lag, or the retention share
 exceeds --max-retention-share. A scope with neither a checkpoint nor its database or collections
 in the primary is refused as a typo (exit 2).
@@ -141,6 +143,16 @@ flags:`)
 		At: statusNow().UTC(), StateCollection: store.Namespace(), Retention: jsonDuration(env.cfg.ChangeStreamRetention),
 		Limits: statusLimitsJSON{MaxLag: jsonDuration(lim.MaxLag), MaxRetentionShare: lim.MaxRetentionShare},
 	}
+	// After docdbdr promote, DR is the copy applications use: this stack must not replicate into
+	// it any more (apply refuses what comes after the fence, and the records pile up).
+	fence, err := apply.NewMongoWriter(dr).WithStateDB(env.cfg.DRStateDB).Fence(ctx)
+	if err != nil {
+		return fmt.Errorf("read DR's fence %s.%s: %w", env.cfg.DRStateDB, apply.FenceCollection, err)
+	}
+	if fence != nil {
+		t := fence.PromotedAt.UTC()
+		rep.DRPromotedAt = &t
+	}
 	if ts, ok, err := newestClusterTime(ctx, primary); err != nil {
 		return err
 	} else if ok {
@@ -166,6 +178,10 @@ flags:`)
 			}
 		}
 		s.judge(lim)
+		if rep.DRPromotedAt != nil {
+			s.Problems = append(s.Problems, fmt.Sprintf("DR was promoted at %s (docdbdr promote): apply applies nothing after the fence; disable this stack's capture schedule and MSK mapping (docs/failover.md)",
+				rep.DRPromotedAt.Format(time.RFC3339)))
+		}
 		rep.Scopes = append(rep.Scopes, s)
 	}
 	if *asJSON {
@@ -196,6 +212,7 @@ type statusReport struct {
 	At                 time.Time        `json:"at"`
 	StateCollection    string           `json:"stateCollection"` // on the primary
 	PrimaryClusterTime *time.Time       `json:"primaryClusterTime,omitempty"`
+	DRPromotedAt       *time.Time       `json:"drPromotedAt,omitempty"` // docdbdr promote fenced DR then
 	Retention          jsonDuration     `json:"changeStreamRetention"`
 	Limits             statusLimitsJSON `json:"limits"`
 	Scopes             []scopeStatus    `json:"scopes"`
@@ -516,6 +533,9 @@ func (r statusReport) writeTable(w io.Writer) error {
 		fmt.Fprintf(&b, "; primary's newest cluster time %s", r.PrimaryClusterTime.Format(time.RFC3339))
 	}
 	b.WriteString(")\n")
+	if r.DRPromotedAt != nil {
+		fmt.Fprintf(&b, "DR PROMOTED at %s (docdbdr promote): apply applies nothing after the fence\n", r.DRPromotedAt.Format(time.RFC3339))
+	}
 	for _, s := range r.Scopes {
 		b.WriteString("\n")
 		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)

@@ -14,6 +14,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/options"
 
 	"github.com/docdb-dr/docdb-dr/internal/devstack"
+	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
@@ -191,6 +192,22 @@ func TestStatus(t *testing.T) {
 	out.Reset()
 	if run(ctx, []string{"status", "--db", "bar", "--collections", "foo"}, &out, &errOut); !strings.Contains(out.String(), "share namespaces with this one: bar") {
 		t.Errorf("table:\n%s", out.String())
+	}
+
+	// A promoted DR (the fence docdbdr promote writes): this stack is unhealthy, whatever its lag.
+	promotedAt := time.Date(2026, 12, 1, 10, 42, 0, 0, time.UTC)
+	if _, err := dr.Database("docdbdr").Collection(apply.FenceCollection).InsertOne(ctx, bson.D{{Key: "_id", Value: apply.FenceID},
+		{Key: "promotedAt", Value: promotedAt}, {Key: "topic", Value: "changeevents"},
+		{Key: "ends", Value: bson.A{bson.D{{Key: "partition", Value: int64(0)}, {Key: "end", Value: int64(7)}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	rep, code, stderr = status()
+	if code != 1 || rep.DRPromotedAt == nil || !rep.DRPromotedAt.Equal(promotedAt) || !strings.Contains(stderr, "DR was promoted at 2026-12-01T10:42:00Z") {
+		t.Errorf("promoted DR: exit %d, drPromotedAt %v, stderr:\n%s", code, rep.DRPromotedAt, stderr)
+	}
+	out.Reset()
+	if run(ctx, []string{"status", "--db", "bar", "--collections", "foo"}, &out, &errOut); !strings.Contains(out.String(), "DR PROMOTED at 2026-12-01T10:42:00Z") {
+		t.Errorf("promoted DR, table:\n%s", out.String())
 	}
 }
 
