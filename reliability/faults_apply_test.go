@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/aws/aws-lambda-go/events"
@@ -28,7 +29,15 @@ func TestApplyCrashAfterDRWriteBeforeArchive(t *testing.T) {
 		Archive: func(a apply.Archive) apply.Archive {
 			return hookedArchive{Archive: a, beforePut: func(ctx context.Context, key string) error {
 				c := crashOf(ctx)
-				if c != nil && c.drWrites.Load() > 0 && strings.Contains(key, "deletes/") && fault.take() {
+				if c == nil || !strings.Contains(key, "deletes/") {
+					return nil
+				}
+				// Apply PUTs a segment's objects alongside its DR writes: wait for one of them to
+				// be done (a segment of deletes only has none; a later batch then crashes).
+				for wait := time.Now().Add(5 * time.Second); c.drWrites.Load() == 0 && time.Now().Before(wait); {
+					time.Sleep(time.Millisecond)
+				}
+				if c.drWrites.Load() > 0 && fault.take() {
 					writesBeforeCrash = c.drWrites.Load()
 					return c.fire()
 				}

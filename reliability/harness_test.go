@@ -455,13 +455,25 @@ func (h *harness) settle() {
 	h.waitApplied()
 }
 
-// waitApplied waits until apply has committed every record now in the topic.
+// waitApplied waits until apply has committed every record now in the topic. It waits as long as
+// records keep being committed (a kill test leaves thousands, and apply is several times slower
+// under the race detector) and fails after a minute without progress.
 func (h *harness) waitApplied() {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(h.ctx, 60*time.Second)
-	defer cancel()
-	if err := h.esm.WaitCaughtUp(ctx); err != nil {
-		h.t.Fatalf("apply did not catch up: %v", err)
+	before := int64(-1) // records not committed a minute ago; -1: not known yet
+	for {
+		ctx, cancel := context.WithTimeout(h.ctx, time.Minute)
+		err := h.esm.WaitCaughtUp(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		left, _, lagErr := h.esm.Lag(h.ctx)
+		if lagErr != nil || h.ctx.Err() != nil || (before >= 0 && left >= before) {
+			h.t.Fatalf("apply did not catch up: %v (%d records not committed, %d a minute before; %v)", err, left, before, lagErr)
+		}
+		h.t.Logf("apply still catching up: %d records not committed", left)
+		before = left
 	}
 }
 
