@@ -297,10 +297,11 @@ func checkArchive(ctx context.Context, t *testing.T, p *localrun.Pipeline, w *wo
 	return c
 }
 
-// readArchive returns every line of the delete archive under the databases the workload wrote.
+// readArchive returns every line of the delete archive under the databases the workload wrote,
+// read the way restore and verify read it.
 func readArchive(ctx context.Context, t *testing.T, p *localrun.Pipeline, w *workload) []archive.Record {
 	t.Helper()
-	layout := archive.Layout{Prefix: p.ApplyConfig().Archive.Prefix}
+	reader := restore.ArchiveReader{Store: p.Archive(), Layout: archive.Layout{Prefix: p.ApplyConfig().Archive.Prefix}}
 	var lines []archive.Record
 	seenDBs := map[string]bool{}
 	for _, n := range slices.Concat(w.watched, w.others) {
@@ -308,26 +309,12 @@ func readArchive(ctx context.Context, t *testing.T, p *localrun.Pipeline, w *wor
 			continue
 		}
 		seenDBs[n.db] = true
-		keys, err := p.Archive().List(ctx, layout.DeletesPrefix(n.db, ""))
+		err := reader.Records(ctx, n.db, "", time.Time{}, time.Time{}, func(r archive.Record) error {
+			lines = append(lines, r)
+			return nil
+		})
 		if err != nil {
 			t.Fatal(err)
-		}
-		for _, key := range keys {
-			body, err := p.Archive().Get(ctx, key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ls, err := archive.DecodeObject(body)
-			if err != nil {
-				t.Fatalf("%s: %v", key, err)
-			}
-			for _, l := range ls {
-				r, err := archive.ParseLine(l)
-				if err != nil {
-					t.Fatalf("%s: %v", key, err)
-				}
-				lines = append(lines, r)
-			}
 		}
 	}
 	return lines
