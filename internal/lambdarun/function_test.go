@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,6 +25,10 @@ import (
 // of the tests.
 const testFunctionEnv = "LAMBDARUN_TEST_FUNCTION"
 
+// testInitDelayEnv, a duration, makes the aws-lambda-go test function sleep that long before it
+// starts its runtime: a slow init.
+const testInitDelayEnv = "LAMBDARUN_TEST_INIT_DELAY"
+
 // order is what a test invocation asks the aws-lambda-go test function to do.
 type order struct {
 	Sleep      string `json:"sleep,omitempty"`      // sleep this long, ignoring the deadline
@@ -30,6 +36,7 @@ type order struct {
 	Fail       string `json:"fail,omitempty"`       // return this error
 	Background bool   `json:"background,omitempty"` // start a goroutine printing "tick" every 20 ms
 	Big        int    `json:"big,omitempty"`        // return a response of this many bytes
+	TouchMiB   int    `json:"touchMiB,omitempty"`   // write to this many MiB, then return them to the OS
 }
 
 // report is the test function's answer.
@@ -50,6 +57,9 @@ var served atomic.Int64
 func runTestFunction(mode string) int {
 	switch mode {
 	case "go":
+		if d, err := time.ParseDuration(os.Getenv(testInitDelayEnv)); err == nil {
+			time.Sleep(d)
+		}
 		lambda.StartWithOptions(goHandler, lambda.WithEnableSIGTERM(func() { fmt.Println("SIGTERM received") }))
 		return 0
 	case "exit-at-init":
@@ -79,6 +89,9 @@ func goHandler(ctx context.Context, o order) (report, error) {
 		d, _ := time.ParseDuration(o.Sleep)
 		time.Sleep(d)
 	}
+	if o.TouchMiB > 0 {
+		touch(o.TouchMiB)
+	}
 	if o.Exit != 0 {
 		os.Exit(o.Exit)
 	}
@@ -94,6 +107,17 @@ func goHandler(ctx context.Context, o order) (report, error) {
 	}
 	return report{RequestID: lc.AwsRequestID, DeadlineMs: dl.UnixMilli(), ARN: lc.InvokedFunctionArn,
 		PID: os.Getpid(), Count: n, Env: env, Big: strings.Repeat("x", o.Big)}, nil
+}
+
+// touch makes mib MiB resident (a write to every page), then frees them and returns them to
+// the OS: the process's RSS goes back down, its peak RSS stays up.
+func touch(mib int) {
+	b := make([]byte, mib<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	runtime.KeepAlive(b)
+	debug.FreeOSMemory()
 }
 
 func api(path string) string { return "http://" + os.Getenv("AWS_LAMBDA_RUNTIME_API") + path }

@@ -30,6 +30,10 @@
 //   - Shutdown (Close): SIGTERM when an extension registered (the runtime then has
 //     ShutdownGrace, 500 ms), then SIGKILL.
 //
+// Each Result reports the invocation's footprint: the init duration of a cold start and the
+// process's peak RSS (Linux only), also in the REPORT line as Lambda's Init Duration and Max
+// Memory Used.
+//
 // Unix only (process groups and job-control signals). What it does not: memory limits, several concurrent environments, provisioned concurrency,
 // response streaming, the Telemetry API, and the service's own retries of throttled events.
 package lambdarun
@@ -228,6 +232,16 @@ type Result struct {
 	Started  time.Time
 	Ended    time.Time
 	Deadline time.Time
+	// InitDuration is, for a cold start, the init phase: from just before the process was
+	// started (exec) to its first GET /runtime/invocation/next. 0 for a warm invocation, and
+	// when init failed. (Init also waits for registered extensions' first event/next;
+	// aws-lambda-go's SIGTERM extension calls it concurrently with the runtime's /next.)
+	InitDuration time.Duration
+	// PeakRSS is the process's peak resident set size in bytes since it started, VmHWM in
+	// /proc/<pid>/status, read once the invocation ended, while the process is still alive (it
+	// is then frozen, or about to be). It covers the bootstrap process alone, not processes it
+	// started. Linux only: 0 elsewhere, and 0 when the sandbox died during the invocation.
+	PeakRSS int64
 }
 
 // Error returns r.Err as an error (a nil interface on success).
@@ -345,11 +359,17 @@ func (f *Function) invoke(ctx context.Context, id string, payload []byte) (Resul
 		return r, nil
 	}
 	r.PID = sb.pid
+	if cold {
+		r.InitDuration = sb.initDuration()
+	}
 	f.platform("START RequestId: %s Version: $LATEST", id)
 	r = sb.run(ctx, r, payload, f.cfg.Timeout)
+	if !r.Killed {
+		r.PeakRSS = f.peakRSS(sb.pid)
+	}
 	f.platform("END RequestId: %s", id)
 	f.platform("REPORT RequestId: %s\tDuration: %.2f ms\tMemory Size: %d MB%s", id,
-		float64(r.Ended.Sub(r.Started).Microseconds())/1000, f.cfg.MemoryMB, coldNote(r))
+		float64(r.Ended.Sub(r.Started).Microseconds())/1000, f.cfg.MemoryMB, footprintNote(r))
 	if r.Killed {
 		f.mu.Lock()
 		if f.sb == sb {
@@ -360,11 +380,27 @@ func (f *Function) invoke(ctx context.Context, id string, payload []byte) (Resul
 	return r, nil
 }
 
-func coldNote(r Result) string {
-	if r.ColdStart {
-		return "\tCold start: true"
+// footprintNote is the end of the REPORT line, as Lambda writes it: Max Memory Used when the
+// peak RSS is known (in MiB, which Lambda calls MB) and Init Duration on a cold start.
+func footprintNote(r Result) string {
+	var note string
+	if r.PeakRSS > 0 {
+		note += fmt.Sprintf("\tMax Memory Used: %d MB", (r.PeakRSS+(1<<20)-1)>>20)
 	}
-	return ""
+	if r.ColdStart {
+		note += fmt.Sprintf("\tInit Duration: %.2f ms", float64(r.InitDuration.Microseconds())/1000)
+	}
+	return note
+}
+
+// peakRSS is the process's peak RSS (Result.PeakRSS), 0 when it cannot be read.
+func (f *Function) peakRSS(pid int) int64 {
+	rss, err := readPeakRSS(pid)
+	if err != nil {
+		f.log.Warn("peak RSS unavailable", "pid", pid, "error", err)
+		return 0
+	}
+	return rss
 }
 
 // sandbox returns the running sandbox, starting (and initializing) one when there is none. An

@@ -39,6 +39,8 @@ type sandbox struct {
 	initFailed chan struct{} // closed when the runtime posted /init/error
 
 	mu          sync.Mutex
+	started     time.Time // just before the exec
+	firstNext   time.Time // the runtime's first /next: the end of its init
 	initialized bool
 	initErr     *FunctionError
 	ready       bool            // the runtime called /next at least once
@@ -111,6 +113,7 @@ func startSandbox(cfg Config, log *slog.Logger, out *logStream) (*sandbox, error
 	// The process may call the Runtime API before Start returns: its handlers (freeze) read
 	// sb.cmd under sb.mu, so Start and the assignment hold it too.
 	sb.mu.Lock()
+	sb.started = time.Now()
 	err = cmd.Start()
 	if err == nil {
 		sb.cmd, sb.pid = cmd, cmd.Process.Pid
@@ -146,6 +149,16 @@ func (sb *sandbox) dead() bool {
 // exitError is how an invocation reports the process's death.
 func (sb *sandbox) exitError(id string) *FunctionError {
 	return &FunctionError{Type: ErrorTypeExit, Message: fmt.Sprintf("RequestId: %s Error: Runtime exited with error: %v", id, sb.exitErr)}
+}
+
+// initDuration is the time from the exec to the runtime's first /next (0 before that /next).
+func (sb *sandbox) initDuration() time.Duration {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	if sb.firstNext.IsZero() {
+		return 0
+	}
+	return sb.firstNext.Sub(sb.started)
 }
 
 // awaitInit waits for the init phase to end; a failure is the invocation's error.
@@ -321,6 +334,9 @@ func (sb *sandbox) next(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sb.current = nil
+	if !sb.ready {
+		sb.firstNext = time.Now()
+	}
 	sb.ready = true
 	sb.checkInitLocked()
 	sb.mu.Unlock()

@@ -109,7 +109,8 @@ func (p *Pipeline) invoke(ctx context.Context, id string, attempt int, o capture
 // invocation returns no summary, as Lambda's Invoke API returns only the error.
 func (p *Pipeline) invokeProcess(ctx context.Context, id string, payload []byte) CaptureResult {
 	res, err := p.captureProc.InvokeAs(ctx, id, payload)
-	r := CaptureResult{Owner: id, Started: res.Started, Ended: res.Ended, PID: res.PID, ColdStart: res.ColdStart, Killed: res.Killed}
+	r := CaptureResult{Owner: id, Started: res.Started, Ended: res.Ended, PID: res.PID, ColdStart: res.ColdStart, Killed: res.Killed,
+		InitDuration: res.InitDuration, PeakRSS: res.PeakRSS}
 	switch {
 	case err != nil:
 		r.Err = err

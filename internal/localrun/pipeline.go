@@ -153,10 +153,13 @@ type CaptureResult struct {
 	Err     error
 
 	// Out of process only: the sandbox's process, whether it was started for this invocation,
-	// and whether it died during it (timeout, crash).
-	PID       int
-	ColdStart bool
-	Killed    bool
+	// and whether it died during it (timeout, crash); the init duration of a cold start and the
+	// process's peak RSS in bytes (lambdarun.Result's InitDuration and PeakRSS; Linux only).
+	PID          int
+	ColdStart    bool
+	Killed       bool
+	InitDuration time.Duration
+	PeakRSS      int64
 }
 
 // ApplyResult is one apply invocation (one delivery of a batch; a retried batch is delivered
@@ -529,3 +532,6 @@ func (p *Pipeline) WaitCaughtUp(ctx context.Context) error {
 // CaptureSandbox is the out-of-process capture's Lambda sandbox (nil in process): tests kill it
 // (Kill) as a crash of the function's process would.
 func (p *Pipeline) CaptureSandbox() *lambdarun.Function { return p.captureProc }
+
+// ApplySandbox is the out-of-process apply's Lambda sandbox (nil in process).
+func (p *Pipeline) ApplySandbox() *lambdarun.Function { return p.applyProc }
