@@ -46,7 +46,8 @@ type Documents interface {
 
 // State is apply's state database on DR (DR_STATE_DB): the archive ledger (collection
 // "archived", one entry per intercepted event), the applied frontiers (collection "applied")
-// and the barrier markers (collection "barriers"). See docs/apply.md.
+// and the barrier markers (collection "barriers"). See docs/apply.md. It is called as DR is (one
+// goroutine at a time per Handler; safe for concurrent use when shared).
 type State interface {
 	// StateDB names the state database; apply never replicates into it.
 	StateDB() string

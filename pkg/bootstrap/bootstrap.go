@@ -42,7 +42,8 @@ import (
 )
 
 // Checkpointer sets the capture checkpoint of a scope to a start position (implemented over
-// pkg/checkpoint by the CLI). who says which operator or tool did it, for the audit fields.
+// pkg/checkpoint by the CLI). who says which operator or tool did it, for the audit fields. Run
+// calls it once, after the copy, from Run's goroutine.
 type Checkpointer interface {
 	SetStart(ctx context.Context, scope scope.Scope, start StartPosition, who string) error
 }

@@ -24,12 +24,16 @@ type Start struct {
 	StartAt     *primitive.Timestamp // begin at this cluster time
 }
 
-// StreamOpener opens a change stream on a scope with fullDocument: updateLookup.
+// StreamOpener opens a change stream on a scope with fullDocument: updateLookup. Capture calls
+// Open once per invocation, from the invocation's goroutine; an opener shared by concurrent
+// invocations (tests) must be safe for concurrent use, as MongoStreams is.
 type StreamOpener interface {
 	Open(ctx context.Context, sc scope.Scope, start Start) (Stream, error)
 }
 
-// Stream is an open change stream (the driver's *mongo.ChangeStream, see MongoStreams).
+// Stream is an open change stream (the driver's *mongo.ChangeStream, see MongoStreams). Like the
+// driver's, it need not be safe for concurrent use: capture's reader goroutine reads it, and the
+// invocation closes it only after the reader stopped.
 type Stream interface {
 	// TryNext returns the next event if one is buffered or arrives within one getMore (which
 	// waits up to the stream's max await time); false when none did or on error (see Err).
@@ -81,7 +85,8 @@ type Checkpoints interface {
 	Release(ctx context.Context, lease checkpoint.Lease) error
 }
 
-// Blob stores claim-check objects (*archive.S3 implements it).
+// Blob stores claim-check objects (*archive.S3 implements it). Capture calls it from the
+// invocation's publishing loop, one Put at a time; replay-deadletters likewise.
 type Blob interface {
 	Bucket() string
 	Put(ctx context.Context, key string, body []byte) error

@@ -60,7 +60,9 @@ func (s Settings) tlsMode() string {
 }
 
 // SecretGetter fetches a secret's string value. *SecretsManager implements it over AWS; tests use a
-// map.
+// map. Connect calls it from its caller's goroutine (Lazy's, under Lazy's lock); one getter may
+// serve several clients at once, so it must be safe for concurrent use (both implementations here
+// are).
 type SecretGetter interface {
 	SecretString(ctx context.Context, id string) (string, error)
 }

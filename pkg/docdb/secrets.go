@@ -9,7 +9,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 )
 
-// SecretsManagerAPI is the part of the Secrets Manager client that SecretsManager uses.
+// SecretsManagerAPI is the part of the Secrets Manager client that SecretsManager uses. It must be
+// safe for concurrent use, as the AWS SDK's clients are.
 type SecretsManagerAPI interface {
 	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
 }

@@ -26,6 +26,8 @@ const (
 )
 
 // SecretGetter fetches a secret's string value (docdb.SecretsManager implements it).
+// ResolveCredentials calls it once, from its caller's goroutine; a getter shared by several
+// clients must be safe for concurrent use, as docdb.SecretsManager is.
 type SecretGetter interface {
 	SecretString(ctx context.Context, id string) (string, error)
 }

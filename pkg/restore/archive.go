@@ -14,7 +14,8 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 )
 
-// ObjectStore is what the archive reader needs from S3; *archive.S3 implements it.
+// ObjectStore is what the archive reader needs from S3; *archive.S3 implements it. ArchiveReader
+// calls it from the goroutine that called the reader, one request at a time.
 type ObjectStore interface {
 	List(ctx context.Context, prefix string) ([]string, error)
 	Get(ctx context.Context, key string) ([]byte, error)

@@ -46,12 +46,13 @@ type Change struct {
 
 // LineIndex finds the archive objects that hold the lines of one document, so that reading one
 // document's history does not read its whole collection's. apply.MongoWriter implements it over
-// apply's ledger in DR.
+// apply's ledger in DR. History calls it from one goroutine.
 type LineIndex interface {
 	ObjectsOf(ctx context.Context, ns changeevent.Namespace, id bson.RawValue) ([]string, error)
 }
 
-// ObjectReader reads the lines of named archive objects; ArchiveReader implements it.
+// ObjectReader reads the lines of named archive objects; ArchiveReader implements it. History
+// calls it from one goroutine, and fn runs on that goroutine.
 type ObjectReader interface {
 	Objects(ctx context.Context, keys []string, fn func(archive.Record) error) error
 }

@@ -25,7 +25,8 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 )
 
-// DeleteArchive reads archived records; ArchiveReader implements it over S3.
+// DeleteArchive reads archived records; ArchiveReader implements it over S3. Run calls it from one
+// goroutine, and fn runs on that goroutine.
 type DeleteArchive interface {
 	// Records calls fn for every record of db (and coll unless "") with a cluster time in
 	// [from, to) (zero: open).

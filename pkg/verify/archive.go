@@ -17,10 +17,11 @@ import (
 	"github.com/docdb-dr/docdb-dr/pkg/scope"
 )
 
-// ArchiveRecords reads archive lines; restore.ArchiveReader implements it over S3.
+// ArchiveRecords reads archive lines; restore.ArchiveReader implements it over S3. CheckArchive
+// calls it from one goroutine.
 type ArchiveRecords interface {
 	// Records calls fn for every line of db (every collection when coll is "") with a cluster
-	// time in [from, to) (zero: open). It is called from one goroutine.
+	// time in [from, to) (zero: open), on the calling goroutine.
 	Records(ctx context.Context, db, coll string, from, to time.Time, fn func(archive.Record) error) error
 }
 

@@ -41,7 +41,8 @@ import (
 // InterceptedLog lists what the apply side intercepted into the archive for one primary
 // namespace. Intercepted calls fn for each archived operation: op is "delete" with the
 // document's _id, or "drop", "rename" or "dropDatabase" (id is then the zero RawValue).
-// pkg/restore's ArchiveReader implements it.
+// pkg/restore's ArchiveReader implements it. Run calls it from one goroutine, after the
+// comparison workers finished, and fn runs on that goroutine.
 type InterceptedLog interface {
 	Intercepted(ctx context.Context, ns changeevent.Namespace, fn func(op string, id bson.RawValue) error) error
 }
