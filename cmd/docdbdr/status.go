@@ -103,34 +103,9 @@ flags:`)
 	}
 	defer disconnect(primary, dr)
 	store := env.checkpoints(primary)
-	var states []checkpoint.State
-	if scopes == nil {
-		if states, err = store.List(ctx); err != nil {
-			return err
-		}
-		if len(states) == 0 {
-			return fmt.Errorf("no scope has a checkpoint in %s on the primary: capture has never run (or STATE_DB/STATE_COLLECTION differ)", store.Namespace())
-		}
-		for _, st := range states {
-			sc, err := scope.ParseID(st.Scope)
-			if err != nil {
-				return fmt.Errorf("state document %q: %w", st.Scope, err)
-			}
-			scopes = append(scopes, sc)
-		}
-	} else {
-		st, err := store.Load(ctx, scopes[0].ID())
-		if err != nil {
-			return err
-		}
-		// A scope with neither a checkpoint nor its database or collections in the primary is a
-		// typo; one capture has a checkpoint for may be waiting for its first write.
-		if !st.Exists {
-			if err := refuseMissing(ctx, primary, "the primary", scopes[0]); err != nil {
-				return fmt.Errorf("%w, and no checkpoint in %s", err, store.Namespace())
-			}
-		}
-		states = []checkpoint.State{st}
+	scopes, states, err := loadStates(ctx, primary, store, scopes)
+	if err != nil {
+		return err
 	}
 	var reader *restore.ArchiveReader
 	if r, ok, err := env.archiveReader(ctx); err != nil {
@@ -184,19 +159,60 @@ flags:`)
 		}
 		rep.Scopes = append(rep.Scopes, s)
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.SetEscapeHTML(false)
-		err = enc.Encode(rep)
-	} else {
-		err = rep.writeTable(stdout)
-	}
-	if err != nil {
+	if err := rep.write(stdout, *asJSON); err != nil {
 		return err
 	}
+	return rep.health()
+}
+
+// loadStates reads the state documents of scopes, or of every scope in store when scopes is nil.
+// A scope with neither a checkpoint nor its database or collections in the primary is refused as
+// a typo; one capture has a checkpoint for may be waiting for its first write.
+func loadStates(ctx context.Context, primary *mongo.Client, store *checkpoint.Store, scopes []scope.Scope) ([]scope.Scope, []checkpoint.State, error) {
+	if scopes != nil {
+		st, err := store.Load(ctx, scopes[0].ID())
+		if err != nil {
+			return nil, nil, err
+		}
+		if !st.Exists {
+			if err := refuseMissing(ctx, primary, "the primary", scopes[0]); err != nil {
+				return nil, nil, fmt.Errorf("%w, and no checkpoint in %s", err, store.Namespace())
+			}
+		}
+		return scopes, []checkpoint.State{st}, nil
+	}
+	states, err := store.List(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(states) == 0 {
+		return nil, nil, fmt.Errorf("no scope has a checkpoint in %s on the primary: capture has never run (or STATE_DB/STATE_COLLECTION differ)", store.Namespace())
+	}
+	for _, st := range states {
+		sc, err := scope.ParseID(st.Scope)
+		if err != nil {
+			return nil, nil, fmt.Errorf("state document %q: %w", st.Scope, err)
+		}
+		scopes = append(scopes, sc)
+	}
+	return scopes, states, nil
+}
+
+// write prints the report as a table, or as indented JSON.
+func (r statusReport) write(w io.Writer, asJSON bool) error {
+	if !asJSON {
+		return r.writeTable(w)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(r)
+}
+
+// health is nil when no scope has a problem, else errUnhealthy with every scope's problems.
+func (r statusReport) health() error {
 	var bad []string
-	for _, s := range rep.Scopes {
+	for _, s := range r.Scopes {
 		if len(s.Problems) > 0 {
 			bad = append(bad, s.Scope+": "+strings.Join(s.Problems, "; "))
 		}
