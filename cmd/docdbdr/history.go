@@ -22,11 +22,11 @@ func init() {
 func runHistory(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("history", stderr)
 	db := fs.String("db", "", "database of the document (default WATCH_DB)")
-	coll := fs.String("coll", "", "collection of the document (required)")
+	coll := addCollectionFlag(fs, "collection of the document (required)")
 	id := fs.String("id", "", "the document's _id (Extended JSON such as {\"$oid\":\"...\"}, a 24-hex ObjectId, or a string; required)")
 	asJSON := fs.Bool("json", false, "print the versions as JSON instead of a table")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), `usage: docdbdr history --coll C --id ID [flags]
+		fmt.Fprintln(fs.Output(), `usage: docdbdr history --collection C --id ID [flags]
 
 Lists every archived version of one document: the version history (apply's ARCHIVE_HISTORY=on)
 and the delete archive, in cluster-time order, each with its operation, whether its before-image
@@ -44,16 +44,18 @@ flags:`)
 	if err != nil {
 		return err
 	}
-	ns := changeevent.Namespace{DB: *db, Coll: *coll}
+	ns := changeevent.Namespace{DB: *db}
 	if ns.DB == "" {
 		ns.DB = env.cfg.WatchDB
 	}
 	var errs []error
+	ns.Coll, err = coll.value()
+	errs = append(errs, err)
 	if ns.DB == "" {
 		errs = append(errs, errors.New("no database: set WATCH_DB or pass --db"))
 	}
-	if ns.Coll == "" {
-		errs = append(errs, errors.New("--coll is required"))
+	if ns.Coll == "" && err == nil {
+		errs = append(errs, errors.New("--collection is required"))
 	}
 	if *id == "" {
 		errs = append(errs, errors.New("--id is required"))

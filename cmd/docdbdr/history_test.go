@@ -21,26 +21,34 @@ import (
 
 func TestHistoryAndAsOfUsage(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		args []string
-		want string
+		name   string
+		args   []string
+		want   string
+		absent string // when set, stderr must not hold it
 	}{
-		{"as-of without a collection", []string{"restore", "--db", "bar", "--as-of", "2024-05-01T10:42:00Z"}, "--as-of needs one collection"},
-		{"as-of not a time", []string{"restore", "--db", "bar", "--coll", "foo", "--as-of", "10:42"}, "--as-of: want an RFC 3339 time"},
-		{"filter without as-of", []string{"restore", "--db", "bar", "--filter", "{}"}, "need --as-of"},
-		{"filter not a query", []string{"restore", "--db", "bar", "--coll", "foo", "--as-of", "2024-05-01T10:42:00Z", "--filter", "{cat"}, "--filter: want a query document"},
-		{"as-of with --from", []string{"restore", "--db", "bar", "--coll", "foo", "--as-of", "2024-05-01T10:42:00Z", "--from", "2024-05-01T10:00:00Z"}, "are for undeletes"},
-		{"both collection flags", []string{"restore", "--db", "bar", "--coll", "foo", "--collections", "foo"}, "not both"},
-		{"filter and ids", []string{"restore", "--db", "bar", "--collections", "foo", "--as-of", "2024-05-01T10:42:00Z", "--filter", "{}", "--id", "1"}, "cannot be combined"},
-		{"bad --to", []string{"restore", "--db", "bar", "--to", "yesterday"}, "--to: want an RFC 3339 time"},
-		{"into without as-of", []string{"restore", "--db", "bar", "--into", "x"}, "need --as-of"},
-		{"history without an id", []string{"history", "--db", "bar", "--coll", "foo"}, "--id is required"},
-		{"history without a collection", []string{"history", "--db", "bar", "--id", "1"}, "--coll is required"},
+		{"as-of without a collection", []string{"restore", "--db", "bar", "--as-of", "2024-05-01T10:42:00Z"}, "--as-of needs one collection", ""},
+		{"as-of not a time", []string{"restore", "--db", "bar", "--coll", "foo", "--as-of", "10:42"}, "--as-of: want an RFC 3339 time", ""},
+		{"filter without as-of", []string{"restore", "--db", "bar", "--filter", "{}"}, "need --as-of", ""},
+		{"filter not a query", []string{"restore", "--db", "bar", "--coll", "foo", "--as-of", "2024-05-01T10:42:00Z", "--filter", "{cat"}, "--filter: want a query document", ""},
+		{"as-of with --from", []string{"restore", "--db", "bar", "--coll", "foo", "--as-of", "2024-05-01T10:42:00Z", "--from", "2024-05-01T10:00:00Z"}, "are for undeletes", ""},
+		{"both collection flags", []string{"restore", "--db", "bar", "--coll", "foo", "--collections", "foo"}, "not both", ""},
+		{"filter and ids", []string{"restore", "--db", "bar", "--collections", "foo", "--as-of", "2024-05-01T10:42:00Z", "--filter", "{}", "--id", "1"}, "cannot be combined", ""},
+		{"bad --to", []string{"restore", "--db", "bar", "--to", "yesterday"}, "--to: want an RFC 3339 time", ""},
+		{"into without as-of", []string{"restore", "--db", "bar", "--into", "x"}, "need --as-of", ""},
+		{"history without an id", []string{"history", "--db", "bar", "--collection", "foo"}, "--id is required", "--collection is required"},
+		{"history without an id, deprecated --coll", []string{"history", "--db", "bar", "--coll", "foo"}, "--id is required", "--collection is required"},
+		{"history without a collection", []string{"history", "--db", "bar", "--id", "1"}, "--collection is required", ""},
+		{"history with both collection flags", []string{"history", "--db", "bar", "--coll", "foo", "--collection", "foo", "--id", "1"}, "not both", ""},
+		{"restore-collection without a collection", []string{"restore-collection", "--db", "bar"}, "--collection is required", ""},
+		{"restore-collection with both collection flags", []string{"restore-collection", "--db", "bar", "--coll", "a", "--collection", "a"}, "not both", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer
 			if code := run(context.Background(), tc.args, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), tc.want) {
 				t.Errorf("exit %d, stderr %q; want 2 and %q", code, stderr.String(), tc.want)
+			}
+			if tc.absent != "" && strings.Contains(stderr.String(), tc.absent) {
+				t.Errorf("stderr %q holds %q", stderr.String(), tc.absent)
 			}
 		})
 	}
@@ -119,7 +127,7 @@ func TestHistoryAndAsOfCommands(t *testing.T) {
 	}
 
 	var vs []restore.Version
-	if err := json.Unmarshal([]byte(cli("history", "--db", "bar", "--coll", "foo", "--id", "1", "--json")), &vs); err != nil {
+	if err := json.Unmarshal([]byte(cli("history", "--db", "bar", "--collection", "foo", "--id", "1", "--json")), &vs); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
@@ -142,7 +150,7 @@ func TestHistoryAndAsOfCommands(t *testing.T) {
 
 	T := asOf.Format(time.RFC3339)
 	var rep restore.AsOfReport
-	if err := json.Unmarshal([]byte(cli("restore", "--db", "bar", "--coll", "foo", "--as-of", T, "--json")), &rep); err != nil {
+	if err := json.Unmarshal([]byte(cli("restore", "--db", "bar", "--collections", "foo", "--as-of", T, "--json")), &rep); err != nil {
 		t.Fatal(err)
 	}
 	if !rep.DryRun || rep.ChangedBack != 1 || rep.Selected != 1 {

@@ -128,6 +128,25 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// collectionFlag is the --collection flag of a command about one collection, with --coll kept as
+// its deprecated spelling. After parsing, value returns the collection, "" when neither was given,
+// or an error when both were.
+type collectionFlag struct{ name, deprecated string }
+
+func addCollectionFlag(fs *flag.FlagSet, usage string) *collectionFlag {
+	f := &collectionFlag{}
+	fs.StringVar(&f.name, "collection", "", usage)
+	fs.StringVar(&f.deprecated, "coll", "", "deprecated: --collection")
+	return f
+}
+
+func (f *collectionFlag) value() (string, error) {
+	if f.name != "" && f.deprecated != "" {
+		return "", errors.New("give --collection (or the deprecated --coll), not both")
+	}
+	return f.name + f.deprecated, nil
+}
+
 // newLogger is the JSON slog logger of subcommands, at the given level
 // (debug, info, warn, error).
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {

@@ -22,14 +22,14 @@ func init() {
 func runRestoreCollection(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("restore-collection", stderr)
 	db := fs.String("db", "", "database of the removed collection (default WATCH_DB)")
-	coll := fs.String("coll", "", "the removed collection, as named in the primary (required)")
+	collFlag := addCollectionFlag(fs, "the removed collection, as named in the primary (required)")
 	event := fs.String("event", "", "eventId of the archive line to restore from, when the collection was removed more than once (default: the latest)")
 	into := fs.String("into", "", "write into this collection of the database instead of the collection's own name")
 	doApply := fs.Bool("apply", false, "write to the primary (default: dry run, report only)")
 	overwrite := fs.Bool("overwrite", false, "replace documents that exist in the target (default: skip them)")
 	asJSON := fs.Bool("json", false, "print the report as JSON instead of a table")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), `usage: docdbdr restore-collection --coll C [flags]
+		fmt.Fprintln(fs.Output(), `usage: docdbdr restore-collection --collection C [flags]
 
 When a drop, rename or dropDatabase is intercepted, apply keeps what it removed in a DR side
 collection (<coll>.dropped.<T>-<I>) and names it in the event's archive line (preservedAs).
@@ -54,8 +54,10 @@ flags:`)
 	if *db == "" {
 		errs = append(errs, errors.New("no database: set WATCH_DB or pass --db"))
 	}
-	if *coll == "" {
-		errs = append(errs, errors.New("--coll is required"))
+	coll, err := collFlag.value()
+	errs = append(errs, err)
+	if coll == "" && err == nil {
+		errs = append(errs, errors.New("--collection is required"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		fmt.Fprintln(stderr, err)
@@ -72,7 +74,7 @@ flags:`)
 	defer disconnect(primary, dr)
 
 	rep, err := restore.Collection(ctx, restore.CollectionOptions{Primary: primary, DR: dr, Archive: reader,
-		DB: *db, Coll: *coll, EventID: *event, Into: *into, Apply: *doApply, Overwrite: *overwrite, Logger: env.log})
+		DB: *db, Coll: coll, EventID: *event, Into: *into, Apply: *doApply, Overwrite: *overwrite, Logger: env.log})
 	if err != nil {
 		return err
 	}
