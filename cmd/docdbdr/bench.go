@@ -17,12 +17,10 @@ import (
 	"sync"
 	"time"
 
-	"go.mongodb.org/mongo-driver/bson"
-	"go.mongodb.org/mongo-driver/bson/primitive"
-
 	"github.com/docdb-dr/docdb-dr/internal/devstack"
 	"github.com/docdb-dr/docdb-dr/internal/lagchart"
 	"github.com/docdb-dr/docdb-dr/internal/localrun"
+	"github.com/docdb-dr/docdb-dr/internal/workload"
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
@@ -224,24 +222,6 @@ func (b *bench) benchStack(ctx context.Context, coll string, do devstack.Options
 	return st, p, nil
 }
 
-// benchDoc is a document of about 300 bytes with the usual types.
-func benchDoc(seq int) bson.D {
-	return bson.D{
-		{Key: "_id", Value: primitive.NewObjectID()},
-		{Key: "seq", Value: int64(seq)},
-		{Key: "customer", Value: fmt.Sprintf("customer-%06d", seq%5000)},
-		{Key: "status", Value: "created"},
-		{Key: "total", Value: float64(seq%1000) + 0.99},
-		{Key: "at", Value: primitive.NewDateTimeFromTime(time.Now())},
-		{Key: "items", Value: bson.A{
-			bson.D{{Key: "sku", Value: "A-100"}, {Key: "qty", Value: int32(1 + seq%3)}},
-			bson.D{{Key: "sku", Value: "B-200"}, {Key: "qty", Value: int32(2)}},
-		}},
-		{Key: "address", Value: bson.D{{Key: "city", Value: "Seattle"}, {Key: "zip", Value: "98101"}}},
-		{Key: "note", Value: strings.Repeat("x", 80)},
-	}
-}
-
 // lagMode is one lag run's capture setting and write pattern.
 type lagMode struct {
 	name   string
@@ -355,7 +335,7 @@ func (b *bench) lag(ctx context.Context, mode lagMode) error {
 		if d := time.Until(t0.Add(due[i])); d > 0 {
 			time.Sleep(d)
 		}
-		if _, err := coll.InsertOne(ctx, benchDoc(i)); err != nil {
+		if _, err := coll.InsertOne(ctx, workload.Order(i)); err != nil {
 			return fmt.Errorf("lag run write %d: %w", i, err)
 		}
 		acked[i] = time.Now()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/docdb-dr/docdb-dr/internal/devstack"
 	"github.com/docdb-dr/docdb-dr/internal/localrun"
+	"github.com/docdb-dr/docdb-dr/internal/workload"
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
@@ -173,7 +174,7 @@ func (b *bench) throughputAt(ctx context.Context, n int) error {
 	coll := p.Primary().Database("bench").Collection("events")
 	docs := make([]any, 0, 1000)
 	for i := range n {
-		docs = append(docs, benchDoc(i))
+		docs = append(docs, workload.Order(i))
 		if len(docs) == cap(docs) || i == n-1 {
 			if _, err := coll.InsertMany(ctx, docs); err != nil {
 				return fmt.Errorf("load: %w", err)

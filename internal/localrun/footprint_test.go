@@ -22,6 +22,7 @@ import (
 
 	"github.com/docdb-dr/docdb-dr/internal/esm"
 	"github.com/docdb-dr/docdb-dr/internal/lambdarun"
+	"github.com/docdb-dr/docdb-dr/internal/workload"
 	"github.com/docdb-dr/docdb-dr/pkg/apply"
 	"github.com/docdb-dr/docdb-dr/pkg/capture"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
@@ -166,7 +167,7 @@ func measureCapture(t *testing.T) {
 	if err != nil || len(state.ResumeToken) == 0 {
 		t.Fatalf("the pinned checkpoint has no resume token (%v)", err)
 	}
-	insertDocs(ctx, t, p.Primary().Database("bar").Collection("foo"), 0, events, benchDoc)
+	insertDocs(ctx, t, p.Primary().Database("bar").Collection("foo"), 0, events, workload.Order)
 	var rss []float64
 	for round := range rounds {
 		if err := p.Checkpoints().Reset(ctx, p.Scope().ID(), checkpoint.ResetTo{ResumeToken: state.ResumeToken}, "TestMeasureFootprint"); err != nil {
@@ -241,24 +242,6 @@ func insertDocs(ctx context.Context, t *testing.T, coll *mongo.Collection, first
 // around a document, its key and the record's fields weigh more than the document).
 func smallDoc(seq int) bson.D {
 	return bson.D{{Key: "_id", Value: primitive.NewObjectID()}, {Key: "seq", Value: int64(seq)}}
-}
-
-// benchDoc is the benchmark's document (cmd/docdbdr bench): about 330 bytes with the usual types.
-func benchDoc(seq int) bson.D {
-	return bson.D{
-		{Key: "_id", Value: primitive.NewObjectID()},
-		{Key: "seq", Value: int64(seq)},
-		{Key: "customer", Value: fmt.Sprintf("customer-%06d", seq%5000)},
-		{Key: "status", Value: "created"},
-		{Key: "total", Value: float64(seq%1000) + 0.99},
-		{Key: "at", Value: primitive.NewDateTimeFromTime(time.Now())},
-		{Key: "items", Value: bson.A{
-			bson.D{{Key: "sku", Value: "A-100"}, {Key: "qty", Value: int32(1 + seq%3)}},
-			bson.D{{Key: "sku", Value: "B-200"}, {Key: "qty", Value: int32(2)}},
-		}},
-		{Key: "address", Value: bson.D{{Key: "city", Value: "Seattle"}, {Key: "zip", Value: "98101"}}},
-		{Key: "note", Value: strings.Repeat("x", 80)},
-	}
 }
 
 type spread struct{ min, median, max float64 }
