@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -128,7 +129,10 @@ func (s *runSummaries) capture(r localrun.CaptureResult) {
 	defer s.mu.Unlock()
 	sm := r.Summary
 	s.events += sm.Events
-	if r.Err != nil {
+	// An invocation cut short by the run's own stop (Ctrl-C) after saving its checkpoint lost
+	// nothing: it is not counted as a failure.
+	stopped := errors.Is(r.Err, context.Canceled) && sm.CheckpointSaved
+	if r.Err != nil && !stopped {
 		s.captureErrs++
 	}
 	if s.json {
@@ -148,7 +152,10 @@ func (s *runSummaries) capture(r localrun.CaptureResult) {
 	if sm.DeadLettered > 0 {
 		line += fmt.Sprintf(", %d dead-lettered", sm.DeadLettered)
 	}
-	if r.Err != nil {
+	switch {
+	case stopped:
+		line += ", cut short by the stop (checkpoint saved)"
+	case r.Err != nil:
 		line += ", FAILED: " + r.Err.Error()
 	}
 	fmt.Fprintln(s.w, line)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"runtime"
@@ -265,6 +266,8 @@ func TestRunSummaries(t *testing.T) {
 	feed := func(s *runSummaries) {
 		s.capture(localrun.CaptureResult{Started: t0, Ended: t0.Add(45 * time.Second),
 			Summary: capture.Summary{Events: 7, Acknowledged: 7, StopReason: capture.StopContinuousDrain}})
+		s.capture(localrun.CaptureResult{Started: t0, Ended: t0.Add(6 * time.Second), Err: fmt.Errorf("drain: %w", context.Canceled),
+			Summary: capture.Summary{Events: 3, Acknowledged: 3, StopReason: capture.StopError, CheckpointSaved: true}})
 		s.apply(localrun.ApplyResult{Records: 5, Started: t0, Ended: t0.Add(20 * time.Millisecond),
 			Summary: apply.Summary{Applied: 4, Archived: 1, MaxLag: 1500 * time.Millisecond}})
 		s.apply(localrun.ApplyResult{Records: 2, Err: errors.New("DR down")})
@@ -274,7 +277,8 @@ func TestRunSummaries(t *testing.T) {
 	feed(&runSummaries{w: &text})
 	for _, want := range []string{"capture: 7 event(s), 7 acknowledged, stopped on continuous-drain-elapsed after 45s",
 		"apply: batch of 5 record(s): 4 applied, 1 archived, 0 already applied, in 20ms, max lag 1.5s",
-		"FAILED (retried): DR down", "stopped; 7 event(s) captured, 5 record(s) applied (4 writes, 1 archived), 0 failed capture invocation(s), 1 failed apply batch(es)"} {
+		"capture: 3 event(s), 3 acknowledged, stopped on error after 6s, cut short by the stop (checkpoint saved)",
+		"FAILED (retried): DR down", "stopped; 10 event(s) captured, 5 record(s) applied (4 writes, 1 archived), 0 failed capture invocation(s), 1 failed apply batch(es)"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text lacks %q:\n%s", want, text.String())
 		}
@@ -282,15 +286,16 @@ func TestRunSummaries(t *testing.T) {
 	var js bytes.Buffer
 	feed(&runSummaries{w: &js, json: true})
 	lines := strings.Split(strings.TrimSpace(js.String()), "\n")
-	if len(lines) != 4 {
+	if len(lines) != 5 {
 		t.Fatalf("%d JSON lines:\n%s", len(lines), js.String())
 	}
 	var a applyLine
-	if err := json.Unmarshal([]byte(lines[1]), &a); err != nil || a.Kind != "apply" || a.Applied != 4 || time.Duration(a.MaxLag) != 1500*time.Millisecond {
-		t.Errorf("apply line %s: %+v, %v", lines[1], a, err)
+	if err := json.Unmarshal([]byte(lines[2]), &a); err != nil || a.Kind != "apply" || a.Applied != 4 || time.Duration(a.MaxLag) != 1500*time.Millisecond {
+		t.Errorf("apply line %s: %+v, %v", lines[2], a, err)
 	}
 	var total map[string]any
-	if err := json.Unmarshal([]byte(lines[3]), &total); err != nil || total["records"] != float64(5) || total["failedApplyBatches"] != float64(1) {
-		t.Errorf("total line %s: %v", lines[3], err)
+	if err := json.Unmarshal([]byte(lines[4]), &total); err != nil || total["records"] != float64(5) || total["failedApplyBatches"] != float64(1) ||
+		total["failedCaptures"] != float64(0) {
+		t.Errorf("total line %s: %v", lines[4], err)
 	}
 }

@@ -447,11 +447,22 @@ func (r *run) emit(err error) {
 		r.c.deps.Logger.Warn("emit metrics", "error", merr)
 	}
 
-	level := slog.LevelInfo
-	if err != nil {
-		level = slog.LevelError
+	r.c.deps.Logger.LogAttrs(context.Background(), summaryLevel(err, r.sum.CheckpointSaved), "capture summary", slog.Any("summary", r.sum))
+}
+
+// summaryLevel is the summary line's level: ERROR for a failed invocation, except one its caller
+// cancelled after the checkpoint was saved (an operator stopping `docdbdr run`; Lambda never
+// cancels an invocation, it lets the deadline strike), which is WARN: it still returns its error,
+// and nothing acknowledged is lost.
+func summaryLevel(err error, checkpointSaved bool) slog.Level {
+	switch {
+	case err == nil:
+		return slog.LevelInfo
+	case errors.Is(err, context.Canceled) && checkpointSaved:
+		return slog.LevelWarn
+	default:
+		return slog.LevelError
 	}
-	r.c.deps.Logger.LogAttrs(context.Background(), level, "capture summary", slog.Any("summary", r.sum))
 }
 
 func b2f(b bool) float64 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -37,5 +38,24 @@ func TestSoftDeadlinePassed(t *testing.T) {
 				t.Errorf("softDeadlinePassed = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestSummaryLevel(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		err   error
+		saved bool
+		want  slog.Level
+	}{
+		{"success", nil, true, slog.LevelInfo},
+		{"failure", errors.New("publish: broker down"), true, slog.LevelError},
+		{"cancelled after the checkpoint", fmt.Errorf("drain: %w", context.Canceled), true, slog.LevelWarn},
+		{"cancelled before the checkpoint", fmt.Errorf("drain: %w", context.Canceled), false, slog.LevelError},
+		{"deadline", fmt.Errorf("drain: %w", context.DeadlineExceeded), true, slog.LevelError},
+	} {
+		if got := summaryLevel(tc.err, tc.saved); got != tc.want {
+			t.Errorf("%s: level %v; want %v", tc.name, got, tc.want)
+		}
 	}
 }
