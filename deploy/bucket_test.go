@@ -210,11 +210,12 @@ func alarmFor(t *testing.T, s *stack, namespace, metric, dimValue string) string
 }
 
 // emittedDimensions is the dimension set each function emits its DocdbDR metrics with
-// (pkg/capture: Function and Scope, the scope's id; pkg/apply: Function), for a stack's
-// parameters. alarms_test.go checks it against what the functions really emit.
+// (pkg/capture: Function and Scope, the scope's id; pkg/apply: Function and Topic, the records'
+// topic), for a stack's parameters. alarms_test.go checks it against what the functions really
+// emit.
 func emittedDimensions(s *stack, function string) map[string]string {
 	if function != "capture" {
-		return map[string]string{"Function": function}
+		return map[string]string{"Function": function, "Topic": s.params["KafkaTopic"].(string)}
 	}
 	sc := scope.Scope{DB: s.params["WatchDb"].(string)}
 	if c, _ := s.params["WatchCollections"].(string); c != "" {

@@ -40,6 +40,9 @@ const (
 	testStackName = "docdbdr"
 )
 
+// stackNameOverride, as a key of render's overrides, sets AWS::StackName (testStackName otherwise).
+const stackNameOverride = "AWS::StackName"
+
 // stack is the template resolved for one set of parameter values.
 type stack struct {
 	params map[string]any
@@ -84,6 +87,7 @@ type noValueType struct{}
 var noValue = noValueType{}
 
 type evaluator struct {
+	stackName  string // AWS::StackName: testStackName unless overridden
 	tmpl       map[string]any
 	params     map[string]any
 	paramTypes map[string]string
@@ -141,9 +145,13 @@ func renderFile(path string, overrides map[string]any) (*stack, error) {
 		condCache:  map[string]bool{},
 		condStack:  map[string]bool{},
 	}
+	e.stackName = testStackName
+	if name, ok := overrides[stackNameOverride].(string); ok {
+		e.stackName = name
+	}
 	params, _ := tmpl["Parameters"].(map[string]any)
 	for name := range overrides {
-		if _, ok := params[name]; !ok {
+		if _, ok := params[name]; !ok && name != stackNameOverride {
 			return nil, fmt.Errorf("override of unknown parameter %s", name)
 		}
 	}
@@ -401,11 +409,11 @@ func (e *evaluator) ref(name string) (any, error) {
 	case "AWS::Partition":
 		return "aws", nil
 	case "AWS::StackName":
-		return testStackName, nil
+		return e.stackName, nil
 	case "AWS::URLSuffix":
 		return "amazonaws.com", nil
 	case "AWS::StackId":
-		return "arn:aws:cloudformation:" + testRegion + ":" + testAccount + ":stack/" + testStackName + "/0", nil
+		return "arn:aws:cloudformation:" + testRegion + ":" + testAccount + ":stack/" + e.stackName + "/0", nil
 	}
 	if _, ok := e.paramTypes[name]; ok {
 		v, ok := e.params[name]

@@ -201,6 +201,12 @@ func (h *Handler) Handle(ctx context.Context, ev events.KafkaEvent) (Summary, er
 	end := h.opts.Now()
 
 	s := b.sum
+	for _, recs := range ev.Records {
+		if len(recs) > 0 {
+			s.Topic = recs[0].Topic
+			break
+		}
+	}
 	s.Duration = end.Sub(start)
 	if !b.oldest.IsZero() {
 		s.MaxLag = end.Sub(b.oldest)

@@ -10,6 +10,7 @@ import (
 
 // Summary counts what one invocation did.
 type Summary struct {
+	Topic   string         // the records' topic (an event source mapping reads one); "" for no records
 	Records int            // Kafka records received
 	ByOp    map[string]int // records by operation type ("poison" for dead-lettered ones)
 	// Applied counts DR operations performed: document writes and drop/rename commands.
@@ -66,6 +67,7 @@ func (h *Handler) report(s Summary, err error, now time.Time) {
 		byOp = append(byOp, slog.Int(op, s.ByOp[op]))
 	}
 	attrs := []any{
+		slog.String("topic", s.Topic),
 		slog.Int("records", s.Records),
 		slog.Group("byOp", byOp...),
 		slog.Int("applied", s.Applied),
@@ -89,6 +91,11 @@ func (h *Handler) report(s Summary, err error, now time.Time) {
 	}
 	var m metrics.Set
 	m.Dimension("Function", "apply")
+	if s.Topic != "" {
+		// Two stacks (two scopes) each read their own topic: the Topic dimension keeps their
+		// metrics, and so their alarms, apart, as capture's Scope does.
+		m.Dimension("Topic", s.Topic)
+	}
 	m.Add("Records", metrics.Count, float64(s.Records))
 	m.Add("Applied", metrics.Count, float64(s.Applied))
 	m.Add("Archived", metrics.Count, float64(s.Archived))
