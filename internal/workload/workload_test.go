@@ -19,7 +19,7 @@ func TestOrder(t *testing.T) {
 	if a[0].Key != "_id" || a[0].Value == b[0].Value {
 		t.Errorf("_id %v then %v: want a fresh _id first on every call", a[0].Value, b[0].Value)
 	}
-	if got := a.Map()["customer"]; got != "customer-000007" {
-		t.Errorf("customer %v; want customer-000007", got)
+	if got := bson.Raw(ra).Lookup("customer").StringValue(); got != "customer-000007" {
+		t.Errorf("customer %q; want customer-000007", got)
 	}
 }
