@@ -217,11 +217,16 @@ func emittedDimensions(s *stack, function string) map[string]string {
 	if function != "capture" {
 		return map[string]string{"Function": function, "Topic": s.params["KafkaTopic"].(string)}
 	}
+	return map[string]string{"Function": "capture", "Scope": stackScope(s).ID()}
+}
+
+// stackScope is the scope a stack's parameters select (WatchDb, WatchCollections).
+func stackScope(s *stack) scope.Scope {
 	sc := scope.Scope{DB: s.params["WatchDb"].(string)}
 	if c, _ := s.params["WatchCollections"].(string); c != "" {
 		sc.Collections = strings.Split(c, ",")
 	}
-	return map[string]string{"Function": "capture", "Scope": sc.ID()}
+	return sc
 }
 
 func TestAlarms(t *testing.T) {

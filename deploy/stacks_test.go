@@ -20,7 +20,7 @@ import (
 //   - the scope itself: two stacks of overlapping scopes publish the shared namespaces twice;
 //   - the metrics' dimension sets (alarms match a whole set).
 type stackNames struct {
-	names    map[string]string // what → the name, e.g. "AWS::Lambda::Function FunctionName" → "orders-dr-capture"
+	names    map[string]string // what → the name, e.g. "AWS::Serverless::Function FunctionName (CaptureFunction)" → "orders-dr-capture"
 	scope    scope.Scope
 	bucket   string
 	prefix   string
@@ -54,10 +54,7 @@ func namesOf(t *testing.T, s *stack) stackNames {
 	}
 	n.names["consumer group"] = fmt.Sprint(mskEvent(t, s)["ConsumerGroupId"])
 	n.names["apply's state database on DR"] = apply["DR_STATE_DB"]
-	n.scope = scope.Scope{DB: capture["WATCH_DB"]}
-	if c := capture["WATCH_COLLECTIONS"]; c != "" {
-		n.scope.Collections = strings.Split(c, ",")
-	}
+	n.scope = stackScope(s)
 	n.names["capture's checkpoint document"] = capture["STATE_DB"] + "." + capture["STATE_COLLECTION"] + " _id " + n.scope.ID()
 	n.bucket, n.prefix = capture["ARCHIVE_BUCKET"], capture["ARCHIVE_PREFIX"]
 	n.captureD = fmt.Sprint(emittedDimensions(s, "capture"))

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -129,9 +128,8 @@ func (s *runSummaries) capture(r localrun.CaptureResult) {
 	defer s.mu.Unlock()
 	sm := r.Summary
 	s.events += sm.Events
-	// An invocation cut short by the run's own stop (Ctrl-C) after saving its checkpoint lost
-	// nothing: it is not counted as a failure.
-	stopped := errors.Is(r.Err, context.Canceled) && sm.CheckpointSaved
+	// An invocation cut short by the run's own stop (Ctrl-C) lost nothing: not a failure.
+	stopped := capture.CutShort(r.Err, sm.CheckpointSaved)
 	if r.Err != nil && !stopped {
 		s.captureErrs++
 	}

@@ -450,15 +450,20 @@ func (r *run) emit(err error) {
 	r.c.deps.Logger.LogAttrs(context.Background(), summaryLevel(err, r.sum.CheckpointSaved), "capture summary", slog.Any("summary", r.sum))
 }
 
-// summaryLevel is the summary line's level: ERROR for a failed invocation, except one its caller
-// cancelled after the checkpoint was saved (an operator stopping `docdbdr run`; Lambda never
-// cancels an invocation, it lets the deadline strike), which is WARN: it still returns its error,
-// and nothing acknowledged is lost.
+// CutShort reports whether an invocation that returned err was cancelled by its caller after its
+// checkpoint was saved (an operator stopping `docdbdr run`; Lambda never cancels an invocation, it
+// lets the deadline strike). It still returns its error, but nothing acknowledged is lost.
+func CutShort(err error, checkpointSaved bool) bool {
+	return errors.Is(err, context.Canceled) && checkpointSaved
+}
+
+// summaryLevel is the summary line's level: ERROR for a failed invocation, WARN for one cut short
+// (CutShort).
 func summaryLevel(err error, checkpointSaved bool) slog.Level {
 	switch {
 	case err == nil:
 		return slog.LevelInfo
-	case errors.Is(err, context.Canceled) && checkpointSaved:
+	case CutShort(err, checkpointSaved):
 		return slog.LevelWarn
 	default:
 		return slog.LevelError
