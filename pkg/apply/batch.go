@@ -51,6 +51,8 @@ type batch struct {
 	hasLastNS  bool
 	dead       []deadLetterPut
 	putMu      sync.Mutex // guards sum.ArchivePuts, counted by parallel puts
+	writeMu    sync.Mutex // guards what the concurrent write lanes record: sum, dead (see bulk)
+	pre        *statePrefetch
 }
 
 type frontierKey struct {
@@ -109,6 +111,10 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 	for _, recs := range partitions {
 		b.sum.Records += len(recs)
 	}
+	// The pending ledger entries and the applied frontiers depend only on the batch's partitions:
+	// they are read alongside the fence and the decoding.
+	b.pre = b.h.prefetchState(ctx, partitions)
+	defer b.pre.wait()
 	// A promoted DR takes nothing after the fence (see Fence).
 	fence, err := b.h.dr.Fence(ctx)
 	if err != nil {
@@ -119,6 +125,8 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 	if fence != nil {
 		partitions, fenced = fence.split(partitions)
 		if fenced > 0 {
+			b.pre.wait()
+			b.pre = nil // read for partitions the fence cut: read again for those it kept
 			b.sum.Fenced = fenced
 			b.h.log.Warn("records after the fence of a promoted DR are not applied", slog.Int("records", fenced),
 				slog.Time("promotedAt", fence.PromotedAt))
@@ -288,10 +296,79 @@ func (b *batch) addDeadLetter(r *events.KafkaRecord, reason string) error {
 	return nil
 }
 
+// statePrefetch holds the reads of apply's state that depend only on which partitions a batch
+// holds: its pending ledger entries and its applied frontiers, by topic. They are sent at the
+// start of the batch and waited for where they are used (recover, loadFrontiers).
+type statePrefetch struct {
+	wg        sync.WaitGroup
+	pending   map[string]stateRead[[]LedgerEntry]
+	frontiers map[string]stateRead[[]Frontier]
+}
+
+type stateRead[T any] struct {
+	v   T
+	err error
+}
+
+// prefetchState starts the state reads of the partitions; nil (read when needed) before the
+// state database is prepared, whose first preparation must come before any read of it.
+func (h *Handler) prefetchState(ctx context.Context, parts [][]events.KafkaRecord) *statePrefetch {
+	h.stateMu.Lock()
+	ready := h.stateReady
+	h.stateMu.Unlock()
+	if !ready || len(parts) == 0 {
+		return nil
+	}
+	tps := topicPartitions(parts)
+	pre := &statePrefetch{pending: map[string]stateRead[[]LedgerEntry]{}, frontiers: map[string]stateRead[[]Frontier]{}}
+	pre.wg.Go(func() {
+		for topic, ps := range tps {
+			v, err := h.dr.Pending(ctx, topic, ps)
+			pre.pending[topic] = stateRead[[]LedgerEntry]{v, err}
+		}
+	})
+	pre.wg.Go(func() {
+		for topic, ps := range tps {
+			v, err := h.dr.Frontiers(ctx, topic, ps)
+			pre.frontiers[topic] = stateRead[[]Frontier]{v, err}
+		}
+	})
+	return pre
+}
+
+// wait returns once the reads are done (nil: at once).
+func (p *statePrefetch) wait() {
+	if p != nil {
+		p.wg.Wait()
+	}
+}
+
+// readPending returns the pending ledger entries of the partitions ps of topic.
+func (b *batch) readPending(ctx context.Context, topic string, ps []int64) ([]LedgerEntry, error) {
+	if b.pre != nil {
+		b.pre.wait()
+		if r, ok := b.pre.pending[topic]; ok {
+			return r.v, r.err
+		}
+	}
+	return b.h.dr.Pending(ctx, topic, ps)
+}
+
+// readFrontiers returns the applied frontiers of the partitions ps of topic.
+func (b *batch) readFrontiers(ctx context.Context, topic string, ps []int64) ([]Frontier, error) {
+	if b.pre != nil {
+		b.pre.wait()
+		if r, ok := b.pre.frontiers[topic]; ok {
+			return r.v, r.err
+		}
+	}
+	return b.h.dr.Frontiers(ctx, topic, ps)
+}
+
 // loadFrontiers reads the applied frontiers of the batch's partitions.
 func (b *batch) loadFrontiers(ctx context.Context, parts [][]events.KafkaRecord) error {
 	for topic, ps := range topicPartitions(parts) {
-		fs, err := b.h.dr.Frontiers(ctx, topic, ps)
+		fs, err := b.readFrontiers(ctx, topic, ps)
 		if err != nil {
 			return b.corrupt(fmt.Errorf("read the applied frontiers of %s %v: %w", topic, ps, err))
 		}

@@ -17,8 +17,10 @@ import (
 // DR is the DR cluster as apply uses it: its documents, and apply's own state database on it
 // (DR_STATE_DB). MongoWriter implements it over a *mongo.Client.
 //
-// A Handler calls a DR from one goroutine at a time (reads and writes of one batch follow each
-// other); a DR shared by several Handlers must be safe for concurrent use, as MongoWriter is.
+// A DR must be safe for concurrent use, as MongoWriter is: a Handler reads the pending ledger
+// entries and the applied frontiers of a batch alongside its fence (State), and writes the lanes
+// of a large segment concurrently (BulkWrite, each call on its own documents); the other calls
+// of a batch follow each other.
 type DR interface {
 	Documents
 	State
@@ -46,8 +48,8 @@ type Documents interface {
 
 // State is apply's state database on DR (DR_STATE_DB): the archive ledger (collection
 // "archived", one entry per intercepted event), the applied frontiers (collection "applied")
-// and the barrier markers (collection "barriers"). See docs/apply.md. It is called as DR is (one
-// goroutine at a time per Handler; safe for concurrent use when shared).
+// and the barrier markers (collection "barriers"). See docs/apply.md. It must be safe for
+// concurrent use (see DR).
 type State interface {
 	// StateDB names the state database; apply never replicates into it.
 	StateDB() string

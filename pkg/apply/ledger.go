@@ -229,7 +229,7 @@ func (b *batch) written(ctx context.Context, objs []object) error {
 // written conditionally (an object that is there already is left as it is).
 func (b *batch) recover(ctx context.Context, parts [][]events.KafkaRecord) error {
 	for topic, ps := range topicPartitions(parts) {
-		pending, err := b.h.dr.Pending(ctx, topic, ps)
+		pending, err := b.readPending(ctx, topic, ps)
 		if err != nil {
 			return b.corrupt(fmt.Errorf("read pending archive lines of %s %v: %w", topic, ps, err))
 		}

@@ -480,24 +480,98 @@ func (b *batch) deleteLine(it *item, id bson.RawValue, cur *version) (*line, err
 	return l, nil
 }
 
-// writeQueues sends each namespace's writes in order, in bulks of at most MAX_BULK_OPS writes
-// and MaxBulkBytes. A write DR refuses for ever dead-letters its record (with the server's
-// error) and the writes after it go on; any other error fails the batch.
+// Write lanes: a namespace's queue of at least 2 × minLaneWrites writes is split into up to
+// maxWriteLanes lanes by document, and the lanes (and namespaces) of a segment of at least
+// 2 × minLaneWrites writes are written concurrently, each in order. Every write of one document falls in one lane, in the queue's order, so each document
+// sees its changes in the order the primary made them; writes of different documents commute (a
+// unique secondary index on DR is a known limit, docs/apply.md). While DR executes one lane's
+// bulk write, the driver encodes the next one's: on the embedded server, which runs one write
+// command at a time, that overlap is the gain; a real cluster also runs the commands in
+// parallel.
+const (
+	maxWriteLanes = 4
+	minLaneWrites = 100
+)
+
+// writeQueues sends each queue's writes in order, in bulks of at most MAX_BULK_OPS writes and
+// MaxBulkBytes, the lanes of a large queue concurrently (see maxWriteLanes). A write DR refuses
+// for ever dead-letters its record (with the server's error) and the writes after it go on; any
+// other error fails the batch (once the lanes under way have returned).
 func (b *batch) writeQueues(ctx context.Context, queues []*queue) error {
+	var lanes []*queue
+	total := 0
 	for _, q := range queues {
-		for start := 0; start < len(q.writes); {
-			end, bytes := start, 0
-			for end < len(q.writes) && end-start < b.h.opts.MaxBulkOps &&
-				(end == start || bytes+q.writes[end].size() <= b.h.opts.MaxBulkBytes) {
-				bytes += q.writes[end].size()
-				end++
-			}
-			next, err := b.bulk(ctx, q, start, end)
-			if err != nil {
+		lanes = append(lanes, q.lanes(min(maxWriteLanes, len(q.writes)/minLaneWrites))...)
+		total += len(q.writes)
+	}
+	if total < 2*minLaneWrites {
+		// A small segment goes one queue after the other: concurrency would gain nothing.
+		for _, q := range lanes {
+			if err := b.writeQueue(ctx, q); err != nil {
 				return err
 			}
-			start = next
 		}
+		return nil
+	}
+	errs := make(chan error, len(lanes))
+	sem := make(chan struct{}, maxWriteLanes)
+	for _, l := range lanes {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			errs <- b.writeQueue(ctx, l)
+		}()
+	}
+	var first error
+	for range lanes {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// lanes splits q into n queues by document (n < 2: q itself), each holding its documents'
+// writes in q's order.
+func (q *queue) lanes(n int) []*queue {
+	if n < 2 {
+		return []*queue{q}
+	}
+	out := make([]*queue, n)
+	for i := range out {
+		out[i] = &queue{ns: q.ns, writes: make([]Write, 0, len(q.writes)/n+8), owners: make([]*item, 0, len(q.writes)/n+8)}
+	}
+	for i, w := range q.writes {
+		l := out[laneOf(q.owners[i].ref.key, n)]
+		l.writes = append(l.writes, w)
+		l.owners = append(l.owners, q.owners[i])
+	}
+	return out
+}
+
+// laneOf is the lane of a document: FNV-1a of its key, modulo n.
+func laneOf(key IDKey, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return int(h % uint32(n))
+}
+
+// writeQueue sends one queue's writes in order (see writeQueues).
+func (b *batch) writeQueue(ctx context.Context, q *queue) error {
+	for start := 0; start < len(q.writes); {
+		end, bytes := start, 0
+		for end < len(q.writes) && end-start < b.h.opts.MaxBulkOps &&
+			(end == start || bytes+q.writes[end].size() <= b.h.opts.MaxBulkBytes) {
+			bytes += q.writes[end].size()
+			end++
+		}
+		next, err := b.bulk(ctx, q, start, end)
+		if err != nil {
+			return err
+		}
+		start = next
 	}
 	return nil
 }
@@ -507,6 +581,8 @@ func (b *batch) writeQueues(ctx context.Context, queues []*queue) error {
 func (b *batch) bulk(ctx context.Context, q *queue, start, end int) (int, error) {
 	writes := q.writes[start:end]
 	res, err := b.h.dr.BulkWrite(ctx, q.ns, writes)
+	b.writeMu.Lock() // lanes are written concurrently: their bookkeeping goes one at a time
+	defer b.writeMu.Unlock()
 	if err == nil {
 		b.sum.Applied += len(writes)
 		b.countMissing(q, start, end, res)
