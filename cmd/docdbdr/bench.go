@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,6 +85,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&c.burstPeriod, "burst-period", 5*time.Second, "a burst starts every this long in the bursty lag runs")
 	fs.StringVar(&c.out, "out", "build/bench", "directory for report.md and the lag charts (git-ignored; make bench-report writes bench/)")
 	logLevel := fs.String("log-level", envOr("LOG_LEVEL", "error"), "debug, info, warn or error (logs go to stderr)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the throughput rounds (all sizes) to this file (go tool pprof)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: docdbdr bench [flags]
 
@@ -118,10 +120,18 @@ flags:`)
 	b := &bench{cfg: c, args: args, out: stdout, log: log, started: time.Now(), loadBefore: loadAvg()}
 	b.printHost()
 	b.warnLoad("before the run", b.loadBefore)
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
 	for _, n := range c.sizes {
 		if err := b.throughputAt(ctx, n); err != nil {
+			stopProfile()
 			return fmt.Errorf("throughput at %d events: %w", n, err)
 		}
+	}
+	if err := stopProfile(); err != nil {
+		return err
 	}
 	b.headline()
 	var modes []lagMode
@@ -140,6 +150,29 @@ flags:`)
 	fmt.Fprintf(b.out, "load_after: %s\n", b.loadAfter)
 	b.warnLoad("after the run", b.loadAfter)
 	return b.write()
+}
+
+// startCPUProfile starts a CPU profile into path ("" profiles nothing) and returns the function
+// that stops it and closes the file.
+func startCPUProfile(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // bench collects the figures as it measures them.

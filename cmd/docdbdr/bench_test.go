@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.mongodb.org/mongo-driver/bson"
+	"go.mongodb.org/mongo-driver/bson/primitive"
+	"go.mongodb.org/mongo-driver/x/bsonx/bsoncore"
+
+	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
 )
 
 // TestBenchSmall runs the bench with tiny sizes and checks every figure is printed and the
@@ -138,5 +145,40 @@ func TestWarnLoad(t *testing.T) {
 		if got := len(b.warnings) == 1 && strings.Contains(out.String(), "WARNING"); got != tc.warn {
 			t.Errorf("load %q: warned %v, want %v (%q)", tc.load, got, tc.warn, out.String())
 		}
+	}
+}
+
+// TestLaterClusterTime checks the bench's rewrite of a record's cluster time: only the seconds
+// move, every other byte stays.
+func TestLaterClusterTime(t *testing.T) {
+	ev := changeevent.Event{Version: changeevent.FormatVersion, Operation: changeevent.Insert,
+		NS:           changeevent.Namespace{DB: "bench", Coll: "events"},
+		DocumentKey:  bson.Raw(bsoncore.NewDocumentBuilder().AppendInt32("_id", 7).Build()),
+		FullDocument: bson.Raw(bsoncore.NewDocumentBuilder().AppendInt32("_id", 7).AppendString("s", "x").Build()),
+		ResumeToken:  bson.Raw(bsoncore.NewDocumentBuilder().AppendString("_data", "8200").Build()),
+		ClusterTime:  primitive.Timestamp{T: 1_700_000_000, I: 3}}
+	value, err := changeevent.Marshal(&ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later, err := laterClusterTime(base64.StdEncoding.EncodeToString(value), 2_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := base64.StdEncoding.DecodeString(later)
+	got, err := changeevent.Unmarshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (primitive.Timestamp{T: 1_702_000_000, I: 3}); got.ClusterTime != want {
+		t.Errorf("cluster time %v, want %v", got.ClusterTime, want)
+	}
+	got.ClusterTime = ev.ClusterTime
+	back, _ := changeevent.Marshal(&got)
+	if !bytes.Equal(back, value) {
+		t.Error("bytes other than the cluster time's changed")
+	}
+	if _, err := laterClusterTime(base64.StdEncoding.EncodeToString(bsoncore.NewDocumentBuilder().AppendInt32("v", 1).Build()), 1); err == nil {
+		t.Error("a record without clusterTime was rewritten")
 	}
 }

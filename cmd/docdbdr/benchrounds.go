@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -236,11 +237,26 @@ func (b *bench) throughputAt(ctx context.Context, n int) error {
 	if bulk <= 0 {
 		bulk = apply.DefaultMaxBulkOps
 	}
+	// Each run of either side starts on an empty DR collection (dropped outside the timing), so
+	// that both apply the N changes to a DR that has not seen them, as the primary made them:
+	// N inserts of new documents.
 	dr := p.DR().Database("bench").Collection("events")
+	emptyDR := func() error {
+		if err := dr.Drop(ctx); err != nil {
+			return fmt.Errorf("empty the DR collection: %w", err)
+		}
+		return nil
+	}
 	round := 0
 	applyRun := func() error {
 		round++
-		later := laterBatches(batches, round, n)
+		later, err := laterBatches(batches, round, n)
+		if err != nil {
+			return err
+		}
+		if err := emptyDR(); err != nil {
+			return err
+		}
 		var got int
 		s, err := measure(func() error {
 			for _, ev := range later {
@@ -259,6 +275,9 @@ func (b *bench) throughputAt(ctx context.Context, n int) error {
 		return err
 	}
 	upsertRun := func() error {
+		if err := emptyDR(); err != nil {
+			return err
+		}
 		s, err := measure(func() error { return rawUpsert(ctx, dr, batches, bulk) })
 		b.pending = s
 		return err
@@ -464,9 +483,12 @@ func mskBatches(ctx context.Context, streams capture.MongoStreams, p *localrun.P
 	return out, nil
 }
 
-// laterBatches is batches as delivered again round rounds later: the same records at offsets
-// further on, so that apply takes them as new records, not a redelivery.
-func laterBatches(batches []events.KafkaEvent, round, n int) []events.KafkaEvent {
+// laterBatches is batches as the primary would have produced them round rounds later: the
+// same records at offsets further on and with cluster times further on (round × 10⁶ seconds,
+// more than any run spans), so that apply takes them as new changes, neither a redelivery (the
+// offsets) nor a republished copy of changes it applied already (the cluster times: such a copy
+// is applied with a note saying so, which is not the common path).
+func laterBatches(batches []events.KafkaEvent, round, n int) ([]events.KafkaEvent, error) {
 	out := make([]events.KafkaEvent, len(batches))
 	for i, ev := range batches {
 		moved := events.KafkaEvent{EventSource: ev.EventSource, Records: map[string][]events.KafkaRecord{}}
@@ -474,12 +496,36 @@ func laterBatches(batches []events.KafkaEvent, round, n int) []events.KafkaEvent
 			rs := slices.Clone(recs)
 			for j := range rs {
 				rs[j].Offset += int64(round * n)
+				v, err := laterClusterTime(rs[j].Value, uint32(round)*1_000_000)
+				if err != nil {
+					return nil, err
+				}
+				rs[j].Value = v
 			}
 			moved.Records[k] = rs
 		}
 		out[i] = moved
 	}
-	return out
+	return out, nil
+}
+
+// laterClusterTime returns the base64 record value with its clusterTime moved by seconds.
+func laterClusterTime(value string, seconds uint32) (string, error) {
+	raw, err := base64.StdEncoding.DecodeString(value)
+	if err != nil {
+		return "", fmt.Errorf("bench record: %w", err)
+	}
+	el, err := bsoncore.Document(raw).LookupErr("clusterTime")
+	if err != nil || el.Type != bson.TypeTimestamp {
+		return "", errors.New("bench record: no clusterTime timestamp")
+	}
+	t, _ := el.Timestamp()
+	// el.Data aliases raw: a timestamp's value is its increment then its seconds, little-endian.
+	binary.LittleEndian.PutUint32(el.Data[4:8], t+seconds)
+	if got, _ := el.Timestamp(); got != t+seconds {
+		return "", errors.New("bench record: clusterTime not rewritten in place")
+	}
+	return base64.StdEncoding.EncodeToString(raw), nil
 }
 
 // rawUpsert writes the documents of batches as ordered replaceOne upserts, bulk per command and
