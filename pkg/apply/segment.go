@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"maps"
 
 	"go.mongodb.org/mongo-driver/bson"
 	"go.mongodb.org/mongo-driver/bson/primitive"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/docdb-dr/docdb-dr/pkg/archive"
 	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
@@ -482,12 +484,12 @@ func (b *batch) deleteLine(it *item, id bson.RawValue, cur *version) (*line, err
 
 // Write lanes: a namespace's queue of at least 2 × minLaneWrites writes is split into up to
 // maxWriteLanes lanes by document, and the lanes (and namespaces) of a segment of at least
-// 2 × minLaneWrites writes are written concurrently, each in order. Every write of one document falls in one lane, in the queue's order, so each document
-// sees its changes in the order the primary made them; writes of different documents commute (a
-// unique secondary index on DR is a known limit, docs/apply.md). While DR executes one lane's
-// bulk write, the driver encodes the next one's: on the embedded server, which runs one write
-// command at a time, that overlap is the gain; a real cluster also runs the commands in
-// parallel.
+// 2 × minLaneWrites writes are written concurrently, each in order. Every write of one document
+// falls in one lane, in the queue's order, so each document sees its changes in the order the
+// primary made them; writes of different documents commute (a unique secondary index on DR is a
+// known limit, docs/apply.md). While DR executes one lane's bulk write, the driver encodes the
+// next one's: on the embedded server, which runs one write command at a time, that overlap is
+// the gain; a real cluster also runs the commands in parallel.
 const (
 	maxWriteLanes = 4
 	minLaneWrites = 100
@@ -513,22 +515,12 @@ func (b *batch) writeQueues(ctx context.Context, queues []*queue) error {
 		}
 		return nil
 	}
-	errs := make(chan error, len(lanes))
-	sem := make(chan struct{}, maxWriteLanes)
+	var g errgroup.Group
+	g.SetLimit(maxWriteLanes)
 	for _, l := range lanes {
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem }()
-			errs <- b.writeQueue(ctx, l)
-		}()
+		g.Go(func() error { return b.writeQueue(ctx, l) })
 	}
-	var first error
-	for range lanes {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	return g.Wait()
 }
 
 // lanes splits q into n queues by document (n < 2: q itself), each holding its documents'
@@ -549,14 +541,13 @@ func (q *queue) lanes(n int) []*queue {
 	return out
 }
 
-// laneOf is the lane of a document: FNV-1a of its key, modulo n.
+// laneOf is the lane of a document: a hash of its key, modulo n. The seed is the process's:
+// lanes need only be the same within one segment.
 func laneOf(key IDKey, n int) int {
-	h := uint32(2166136261)
-	for i := 0; i < len(key); i++ {
-		h = (h ^ uint32(key[i])) * 16777619
-	}
-	return int(h % uint32(n))
+	return int(maphash.String(laneSeed, string(key)) % uint64(n))
 }
+
+var laneSeed = maphash.MakeSeed()
 
 // writeQueue sends one queue's writes in order (see writeQueues).
 func (b *batch) writeQueue(ctx context.Context, q *queue) error {
