@@ -115,16 +115,22 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 	// they are read alongside the fence and the decoding.
 	b.pre = b.h.prefetchState(ctx, partitions)
 	defer b.pre.wait()
+	// The records are decoded while the fence is read: decoding reads nothing of DR.
+	decodings := make(chan [][]decoded, 1)
+	go func() { decodings <- b.h.decodeAll(ctx, partitions) }()
 	// A promoted DR takes nothing after the fence (see Fence).
 	fence, err := b.h.dr.Fence(ctx)
+	ds := <-decodings
 	if err != nil {
 		b.peekNamespaces(partitions)
 		return b.onNamespaces(b.corrupt(fmt.Errorf("read the fence %s.%s: %w", b.h.dr.StateDB(), FenceCollection, err)))
 	}
 	var fenced int
 	if fence != nil {
-		partitions, fenced = fence.split(partitions)
-		if fenced > 0 {
+		kept, n := fence.split(partitions)
+		if fenced = n; fenced > 0 {
+			ds = keptDecodings(partitions, kept, ds)
+			partitions = kept
 			b.pre.wait()
 			b.pre = nil // read for partitions the fence cut: read again for those it kept
 			b.sum.Fenced = fenced
@@ -132,7 +138,7 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 				slog.Time("promotedAt", fence.PromotedAt))
 		}
 	}
-	if err := b.runUnfenced(ctx, partitions); err != nil {
+	if err := b.runUnfenced(ctx, partitions, ds); err != nil {
 		return err
 	}
 	if fenced > 0 {
@@ -142,17 +148,29 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 	return nil
 }
 
-// runUnfenced handles the batch's records that the fence lets through.
-func (b *batch) runUnfenced(ctx context.Context, partitions [][]events.KafkaRecord) error {
+// keptDecodings returns the decodings of the records the fence kept: kept holds a prefix of some
+// of parts, in order (Fence.split).
+func keptDecodings(parts, kept [][]events.KafkaRecord, ds [][]decoded) [][]decoded {
+	out := make([][]decoded, 0, len(kept))
+	for p, recs := range parts {
+		if k := len(out); k < len(kept) && &kept[k][0] == &recs[0] {
+			out = append(out, ds[p][:len(kept[k])])
+		}
+	}
+	return out
+}
+
+// runUnfenced handles the batch's records that the fence lets through, ds[p][i] being
+// partitions[p][i]'s decoding.
+func (b *batch) runUnfenced(ctx context.Context, partitions [][]events.KafkaRecord, ds [][]decoded) error {
 	if len(partitions) == 0 {
 		return nil
 	}
-	decoded := b.h.decodeAll(ctx, partitions)
 	items := make([][]*item, 0, len(partitions))
 	for p, recs := range partitions {
 		its := make([]*item, 0, len(recs))
 		for i := range recs {
-			it, err := b.decode(&recs[i], decoded[p][i])
+			it, err := b.decode(&recs[i], ds[p][i])
 			if err != nil {
 				return err
 			}

@@ -39,7 +39,8 @@ import (
 //
 // Around them, the applied frontier (Frontier): records it shows applied already are dropped
 // first (a redelivery, a consumer-group replay); the segment's offsets are recorded as an intent
-// before step 4 and as applied after it, once its dead letters are written.
+// while steps 1 to 3 run (it is durable before step 4) and as applied after step 4, once its dead
+// letters are written.
 
 // version is what the walk knows of one document: nil doc is "absent".
 type version struct {
@@ -69,27 +70,20 @@ func (b *batch) segment(ctx context.Context, all []*item) error {
 		}
 		return b.advance(ctx, all, false)
 	}
-	versions, err := b.readVersions(ctx, items)
+	// The intent depends only on the records' offsets: it is recorded while the segment is read,
+	// walked and claimed, and is durable before any DR write.
+	intent := make(chan error, 1)
+	if writesDR(items, b.h.policy) {
+		go func() { intent <- b.advance(ctx, all, true) }()
+	} else {
+		intent <- nil
+	}
+	objs, queues, err := b.prepare(ctx, items)
+	if ierr := <-intent; ierr != nil {
+		return ierr
+	}
 	if err != nil {
 		return err
-	}
-	queues, lines, err := b.walk(items, versions)
-	if err != nil {
-		return err
-	}
-	if b.h.opts.History {
-		if err := b.h.markHistory(ctx, primaryNamespaces(items), b.start); err != nil {
-			return err
-		}
-	}
-	objs, err := b.claimLines(ctx, lines)
-	if err != nil {
-		return err
-	}
-	if len(queues) > 0 {
-		if err := b.advance(ctx, all, true); err != nil {
-			return err
-		}
 	}
 	// The lines are durable in the ledger: the DR writes may go out, alongside the PUTs.
 	puts := make(chan error, 1)
@@ -112,6 +106,47 @@ func (b *batch) segment(ctx context.Context, all []*item) error {
 		return err
 	}
 	return b.advance(ctx, all, false)
+}
+
+// prepare reads, walks and claims the segment (steps 1 to 3): it returns the archive objects to
+// write and the DR writes. It may run alongside the intent's advance: it does not touch the
+// frontiers.
+func (b *batch) prepare(ctx context.Context, items []*item) ([]object, []*queue, error) {
+	versions, err := b.readVersions(ctx, items)
+	if err != nil {
+		return nil, nil, err
+	}
+	queues, lines, err := b.walk(items, versions)
+	if err != nil {
+		return nil, nil, err
+	}
+	if b.h.opts.History {
+		if err := b.h.markHistory(ctx, primaryNamespaces(items), b.start); err != nil {
+			return nil, nil, err
+		}
+	}
+	objs, err := b.claimLines(ctx, lines)
+	if err != nil {
+		return nil, nil, err
+	}
+	return objs, queues, nil
+}
+
+// writesDR reports whether the segment's items may write to DR: any insert, replace or update,
+// or a delete the policy applies. (An update of a document DR lacks may end up writing nothing:
+// its intent is then recorded for nothing, which only marks a redelivery as a replay.)
+func writesDR(items []*item, policy Policy) bool {
+	for _, it := range items {
+		switch it.ev.Operation {
+		case changeevent.Insert, changeevent.Replace, changeevent.Update:
+			return true
+		case changeevent.Delete:
+			if policy.Delete.Apply {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // revive marks, after the segment's writes, the ledger's delete entries held in the DR

@@ -1,0 +1,130 @@
+package apply
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"go.mongodb.org/mongo-driver/bson"
+
+	"github.com/docdb-dr/docdb-dr/pkg/changeevent"
+)
+
+// orderDR records the order of the frontier writes and the DR writes of a fakeDR.
+type orderDR struct {
+	*fakeDR
+	mu    sync.Mutex
+	order []string
+}
+
+func (o *orderDR) note(s string) {
+	o.mu.Lock()
+	o.order = append(o.order, s)
+	o.mu.Unlock()
+}
+
+func (o *orderDR) SetFrontiers(ctx context.Context, fs []Frontier) error {
+	kind := "applied"
+	for _, f := range fs {
+		if f.IntentHigh >= f.IntentLow {
+			kind = "intent"
+		}
+	}
+	// Slow, so that a segment that did not wait for its intent would write first.
+	time.Sleep(20 * time.Millisecond)
+	err := o.fakeDR.SetFrontiers(ctx, fs)
+	o.note(kind) // once it is durable
+	return err
+}
+
+func (o *orderDR) BulkWrite(ctx context.Context, ns changeevent.Namespace, writes []Write) (BulkResult, error) {
+	o.note("bulk")
+	return o.fakeDR.BulkWrite(ctx, ns, writes)
+}
+
+// TestIntentIsDurableBeforeTheWrites: the segment's intent is recorded while the segment is
+// read, walked and claimed, but always before its first DR write, and not at all for a segment
+// that writes nothing to DR (deletes the policy only archives).
+func TestIntentIsDurableBeforeTheWrites(t *testing.T) {
+	ins := func(i int32) changeevent.Event { return evt(t, changeevent.Insert, fooNS, i, bson.D{{Key: "x", Value: i}}) }
+	del := func(i int32) changeevent.Event { return evt(t, changeevent.Delete, fooNS, i, nil) }
+	tests := []struct {
+		name, policy string
+		evs          []changeevent.Event
+		want         []string
+	}{
+		{"inserts", "", []changeevent.Event{ins(1), ins(2), ins(3)}, []string{"intent", "bulk", "applied"}},
+		{"archived deletes", "", []changeevent.Event{del(1), del(2)}, []string{"applied"}},
+		{"applied deletes", "delete=apply", []changeevent.Event{del(1), del(2)}, []string{"intent", "bulk", "applied"}},
+		{"inserts and archived deletes", "", []changeevent.Event{ins(4), del(1)}, []string{"intent", "bulk", "applied"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := DefaultPolicy
+			if tt.policy != "" {
+				var err error
+				if p, err = ParsePolicy(tt.policy); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dr := &orderDR{fakeDR: newFakeDR()}
+			dr.put(t, fooNS, bson.D{{Key: "_id", Value: int32(1)}})
+			dr.put(t, fooNS, bson.D{{Key: "_id", Value: int32(2)}})
+			h, err := New(dr, newFakeArchive(), Options{Policy: &p, Logger: discardLogger(), Metrics: &bytes.Buffer{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.Handle(context.Background(), batchOf(t, tt.evs...)); err != nil {
+				t.Fatal(err)
+			}
+			assertStrings(t, "frontier and DR writes", dr.order, tt.want)
+		})
+	}
+}
+
+// TestKeptDecodings: the decodings of the records the fence keeps are those of the same records.
+func TestKeptDecodings(t *testing.T) {
+	parts := [][]events.KafkaRecord{
+		{{Partition: 0, Offset: 1}, {Partition: 0, Offset: 2}},
+		{{Partition: 1, Offset: 1}, {Partition: 1, Offset: 2}, {Partition: 1, Offset: 3}},
+		{{Partition: 2, Offset: 1}, {Partition: 2, Offset: 2}},
+	}
+	ds := make([][]decoded, len(parts))
+	for p, recs := range parts {
+		for _, r := range recs {
+			ds[p] = append(ds[p], decoded{err: fmt.Errorf("%d@%d", r.Partition, r.Offset)})
+		}
+	}
+	tests := []struct {
+		name string
+		kept [][]events.KafkaRecord
+	}{
+		{"all kept", parts},
+		{"none kept", nil},
+		{"a partition cut", [][]events.KafkaRecord{parts[0], parts[2]}},
+		{"prefixes", [][]events.KafkaRecord{parts[0][:1], parts[1][:2]}},
+		{"the first cut, the last shortened", [][]events.KafkaRecord{parts[1], parts[2][:1]}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := keptDecodings(parts, tt.kept, ds)
+			if len(got) != len(tt.kept) {
+				t.Fatalf("%d partitions of decodings, want %d", len(got), len(tt.kept))
+			}
+			for k, recs := range tt.kept {
+				if len(got[k]) != len(recs) {
+					t.Fatalf("partition %d: %d decodings, want %d", k, len(got[k]), len(recs))
+				}
+				for i, r := range recs {
+					if want := fmt.Sprintf("%d@%d", r.Partition, r.Offset); got[k][i].err.Error() != want {
+						t.Errorf("kept[%d][%d] is the decoding of %s, want %s", k, i, got[k][i].err, want)
+					}
+				}
+			}
+		})
+	}
+}
