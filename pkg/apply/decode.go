@@ -52,7 +52,7 @@ type decoded struct {
 // Decoding spreads over the function's vCPUs only for batches of at least parallelDecodeMin
 // records, in chunks of decodeChunk records per hand-off.
 const (
-	parallelDecodeMin = 512
+	parallelDecodeMin = 128
 	decodeChunk       = 64
 )
 

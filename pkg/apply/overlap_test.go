@@ -50,7 +50,9 @@ func (o *orderDR) BulkWrite(ctx context.Context, ns changeevent.Namespace, write
 // read, walked and claimed, but always before its first DR write, and not at all for a segment
 // that writes nothing to DR (deletes the policy only archives).
 func TestIntentIsDurableBeforeTheWrites(t *testing.T) {
-	ins := func(i int32) changeevent.Event { return evt(t, changeevent.Insert, fooNS, i, bson.D{{Key: "x", Value: i}}) }
+	ins := func(i int32) changeevent.Event {
+		return evt(t, changeevent.Insert, fooNS, i, bson.D{{Key: "x", Value: i}})
+	}
 	del := func(i int32) changeevent.Event { return evt(t, changeevent.Delete, fooNS, i, nil) }
 	tests := []struct {
 		name, policy string

@@ -112,9 +112,12 @@ func (b *batch) segment(ctx context.Context, all []*item) error {
 // write and the DR writes. It may run alongside the intent's advance: it does not touch the
 // frontiers.
 func (b *batch) prepare(ctx context.Context, items []*item) ([]object, []*queue, error) {
-	versions, err := b.readVersions(ctx, items)
-	if err != nil {
-		return nil, nil, err
+	var versions map[docRef]*version // nil: not tracked (see tracksVersions)
+	if b.tracksVersions(items) {
+		var err error
+		if versions, err = b.readVersions(ctx, items); err != nil {
+			return nil, nil, err
+		}
 	}
 	queues, lines, err := b.walk(items, versions)
 	if err != nil {
@@ -130,6 +133,21 @@ func (b *batch) prepare(ctx context.Context, items []*item) ([]object, []*queue,
 		return nil, nil, err
 	}
 	return objs, queues, nil
+}
+
+// tracksVersions reports whether the walk needs the documents' versions: only an update, a
+// delete or a history line reads one. A segment of inserts and replaces alone (the bulk of a
+// load) skips the reads and the bookkeeping.
+func (b *batch) tracksVersions(items []*item) bool {
+	if b.h.opts.History {
+		return true
+	}
+	for _, it := range items {
+		if op := it.ev.Operation; op == changeevent.Update || op == changeevent.Delete {
+			return true
+		}
+	}
+	return false
 }
 
 // writesDR reports whether the segment's items may write to DR: any insert, replace or update,
@@ -343,7 +361,8 @@ func (b *batch) readVersions(ctx context.Context, items []*item) (map[docRef]*ve
 	return versions, nil
 }
 
-// walk computes the segment's writes and lines (see segment).
+// walk computes the segment's writes and lines (see segment). versions is nil when the segment
+// has no event that reads a version (tracksVersions).
 func (b *batch) walk(items []*item, versions map[docRef]*version) ([]*queue, []*line, error) {
 	var queues []*queue
 	byNS := map[changeevent.Namespace]*queue{}
@@ -382,7 +401,9 @@ func (b *batch) walk(items []*item, versions map[docRef]*version) ([]*queue, []*
 		switch ev.Operation {
 		case changeevent.Insert, changeevent.Replace:
 			enqueue(ns, it, replaceWrites(id, ev.FullDocument))
-			versions[ref] = &version{doc: ev.FullDocument, exact: true}
+			if versions != nil {
+				versions[ref] = &version{doc: ev.FullDocument, exact: true}
+			}
 
 		case changeevent.Update:
 			next, ws, err := b.update(it, id, cur)
