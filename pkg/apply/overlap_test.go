@@ -130,3 +130,92 @@ func TestKeptDecodings(t *testing.T) {
 		})
 	}
 }
+
+// revivalOrderDR notes, for each _id, the order of its DR writes and its revived marks.
+type revivalOrderDR struct {
+	*fakeDR
+	mu    sync.Mutex
+	calls int
+	wrote map[IDKey]int // the call of the document's last write
+	early []string      // revived marks sent before the document's last write
+}
+
+func (o *revivalOrderDR) BulkWrite(ctx context.Context, ns changeevent.Namespace, writes []Write) (BulkResult, error) {
+	res, err := o.fakeDR.BulkWrite(ctx, ns, writes)
+	o.mu.Lock()
+	o.calls++
+	for _, w := range writes {
+		o.wrote[KeyOf(w.ID)] = o.calls
+	}
+	o.mu.Unlock()
+	return res, err
+}
+
+func (o *revivalOrderDR) Revived(ctx context.Context, ns changeevent.Namespace, ids []bson.RawValue) error {
+	o.mu.Lock()
+	o.calls++
+	for _, id := range ids {
+		if _, ok := o.wrote[KeyOf(id)]; !ok {
+			o.early = append(o.early, id.String())
+		}
+	}
+	o.mu.Unlock()
+	return o.fakeDR.Revived(ctx, ns, ids)
+}
+
+// TestRevivalsFollowTheirWrites: in a segment written in lanes, each re-inserted document's
+// delete entry is marked revived, and only after the document's write; a document the segment
+// deletes again is not revived.
+func TestRevivalsFollowTheirWrites(t *testing.T) {
+	const docs = 400 // enough writes for lanes
+	dr := &revivalOrderDR{fakeDR: newFakeDR(), wrote: map[IDKey]int{}}
+	h, err := New(dr, newFakeArchive(), Options{Logger: discardLogger(), Metrics: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.claimID = func() string { return "claim" }
+	tick := uint32(0)
+	event := func(op changeevent.OperationType, i int, full bson.D) changeevent.Event {
+		tick++
+		e := evt(t, op, fooNS, int32(i), full)
+		e.ClusterTime.I = tick
+		retoken(t, &e)
+		return e
+	}
+	var inserts, deletes, again []changeevent.Event
+	for i := range docs {
+		inserts = append(inserts, event(changeevent.Insert, i, bson.D{{Key: "v", Value: int32(0)}}))
+	}
+	for i := range docs {
+		deletes = append(deletes, event(changeevent.Delete, i, nil))
+	}
+	for i := range docs {
+		again = append(again, event(changeevent.Insert, i, bson.D{{Key: "v", Value: int32(1)}}))
+	}
+	deletedAgain := event(changeevent.Delete, 7, nil)
+	again = append(again, deletedAgain)
+	for _, evs := range [][]changeevent.Event{inserts, deletes} {
+		if _, err := h.Handle(context.Background(), batchOf(t, evs...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clear(dr.wrote)
+	if _, err := h.Handle(context.Background(), batchOf(t, again...)); err != nil {
+		t.Fatal(err)
+	}
+	if len(dr.early) > 0 {
+		t.Errorf("%d documents marked revived before their write, such as %s", len(dr.early), dr.early[0])
+	}
+	for i, d := range deletes {
+		e, ok := dr.ledger[d.EventID()]
+		if !ok {
+			t.Fatalf("delete %d has no ledger entry", i)
+		}
+		if want := i != 7; e.Revived != want {
+			t.Errorf("delete of %d: revived %v, want %v", i, e.Revived, want)
+		}
+	}
+	if e := dr.ledger[deletedAgain.EventID()]; e.Revived {
+		t.Errorf("the last delete of 7 is revived")
+	}
+}
