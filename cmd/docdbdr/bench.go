@@ -484,11 +484,13 @@ func (b *bench) report() string {
   partitioner and flush settings), until Kafka acknowledged all N.
 - Apply: the N events as capture publishes them (changeevent.Marshal, Key, Headers), hashed to the
   topic's 3 partitions, in MSK-shaped batches of %d records (base64 keys and values), given to the
-  in-process apply function; each round's offsets follow the previous round's, so the batches are
-  new records to apply, not a redelivery. Every round after the first replaces documents DR holds.
+  in-process apply function; each round's offsets and cluster times follow the previous round's,
+  so the batches are new changes to apply, not a redelivery or a republished copy.
 - Raw upsert: the same batches; each value base64-decoded, its fullDocument and documentKey._id
   read in place (bsoncore), written to the same DR namespace as ordered replaceOne upserts,
   MAX_BULK_OPS per command and never across a batch.
+- Each run of either side starts on an empty DR collection (dropped outside the timing): both
+  insert N new documents. The topic's records are deleted before the apply pair.
 - CPU per event: the process's user+sys time (getrusage) over the run ÷ N. The embedded servers
   and broker run in the same process, so it includes their work, alike for both sides of a pair.
 - Lag: %d writes/s, one insertOne at a time, for %s: steadily, and (bursty runs) only during the
