@@ -127,10 +127,9 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 	}
 	var fenced int
 	if fence != nil {
-		kept, n := fence.split(partitions)
-		if fenced = n; fenced > 0 {
-			ds = keptDecodings(partitions, kept, ds)
-			partitions = kept
+		var kept []int
+		if kept, fenced = fence.before(partitions); fenced > 0 {
+			partitions, ds = prefixes(partitions, kept), prefixes(ds, kept)
 			b.pre.wait()
 			b.pre = nil // read for partitions the fence cut: read again for those it kept
 			b.sum.Fenced = fenced
@@ -146,18 +145,6 @@ func (b *batch) run(ctx context.Context, partitions [][]events.KafkaRecord) erro
 			ErrFenced, fenced, fence.PromotedAt.UTC().Format(time.RFC3339))
 	}
 	return nil
-}
-
-// keptDecodings returns the decodings of the records the fence kept: kept holds a prefix of some
-// of parts, in order (Fence.split).
-func keptDecodings(parts, kept [][]events.KafkaRecord, ds [][]decoded) [][]decoded {
-	out := make([][]decoded, 0, len(kept))
-	for p, recs := range parts {
-		if k := len(out); k < len(kept) && &kept[k][0] == &recs[0] {
-			out = append(out, ds[p][:len(kept[k])])
-		}
-	}
-	return out
 }
 
 // runUnfenced handles the batch's records that the fence lets through, ds[p][i] being

@@ -172,23 +172,33 @@ type Fence struct {
 // in the topic (and alarms).
 var ErrFenced = errors.New("DR was promoted (docdbdr promote): records after the fence are not applied")
 
-// split keeps, of each partition's records, those before the fence, and counts the others.
-func (f *Fence) split(parts [][]events.KafkaRecord) (kept [][]events.KafkaRecord, fenced int) {
-	for _, recs := range parts {
+// before returns, for each partition, how many of its records (a prefix) come before the fence,
+// and how many records in all do not.
+func (f *Fence) before(parts [][]events.KafkaRecord) (kept []int, fenced int) {
+	kept = make([]int, len(parts))
+	for p, recs := range parts {
 		end, ok := f.Ends[recs[0].Partition]
 		if recs[0].Topic != f.Topic || !ok {
 			end = -1
 		}
-		n := 0
-		for n < len(recs) && recs[n].Offset < end {
-			n++
+		for kept[p] < len(recs) && recs[kept[p]].Offset < end {
+			kept[p]++
 		}
-		fenced += len(recs) - n
-		if n > 0 {
-			kept = append(kept, recs[:n])
-		}
+		fenced += len(recs) - kept[p]
 	}
 	return kept, fenced
+}
+
+// prefixes keeps the first n[p] elements of each parts[p], dropping the parts left empty: what
+// the fence keeps of the partitions' records (Fence.before), and of their decodings alike.
+func prefixes[T any](parts [][]T, n []int) [][]T {
+	var out [][]T
+	for p, part := range parts {
+		if n[p] > 0 {
+			out = append(out, part[:n[p]])
+		}
+	}
+	return out
 }
 
 // Barrier marker states: a partition's share of a collection event is done in steps.

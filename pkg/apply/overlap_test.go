@@ -88,8 +88,9 @@ func TestIntentIsDurableBeforeTheWrites(t *testing.T) {
 	}
 }
 
-// TestKeptDecodings: the decodings of the records the fence keeps are those of the same records.
-func TestKeptDecodings(t *testing.T) {
+// TestFencePrefixes: what the fence keeps of the decodings is the decodings of the records it
+// keeps.
+func TestFencePrefixes(t *testing.T) {
 	parts := [][]events.KafkaRecord{
 		{{Partition: 0, Offset: 1}, {Partition: 0, Offset: 2}},
 		{{Partition: 1, Offset: 1}, {Partition: 1, Offset: 2}, {Partition: 1, Offset: 3}},
@@ -103,21 +104,23 @@ func TestKeptDecodings(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		kept [][]events.KafkaRecord
+		ends map[int64]int64 // the fence
+		want int             // partitions kept
 	}{
-		{"all kept", parts},
-		{"none kept", nil},
-		{"a partition cut", [][]events.KafkaRecord{parts[0], parts[2]}},
-		{"prefixes", [][]events.KafkaRecord{parts[0][:1], parts[1][:2]}},
-		{"the first cut, the last shortened", [][]events.KafkaRecord{parts[1], parts[2][:1]}},
+		{"all kept", map[int64]int64{0: 9, 1: 9, 2: 9}, 3},
+		{"none kept", map[int64]int64{}, 0},
+		{"a partition cut", map[int64]int64{0: 9, 2: 9}, 2},
+		{"prefixes", map[int64]int64{0: 2, 1: 3}, 2},
+		{"the first cut, the last shortened", map[int64]int64{1: 9, 2: 2}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := keptDecodings(parts, tt.kept, ds)
-			if len(got) != len(tt.kept) {
-				t.Fatalf("%d partitions of decodings, want %d", len(got), len(tt.kept))
+			n, _ := (&Fence{Ends: tt.ends}).before(parts)
+			kept, got := prefixes(parts, n), prefixes(ds, n)
+			if len(kept) != tt.want || len(got) != len(kept) {
+				t.Fatalf("%d partitions of records and %d of decodings, want %d", len(kept), len(got), tt.want)
 			}
-			for k, recs := range tt.kept {
+			for k, recs := range kept {
 				if len(got[k]) != len(recs) {
 					t.Fatalf("partition %d: %d decodings, want %d", k, len(got[k]), len(recs))
 				}
