@@ -472,8 +472,9 @@ func (b *bench) report() string {
 ## Settings
 
 - Throughput, at each size N (%s), on a fresh stack: N documents of about 300 bytes loaded into the
-  primary; then one warm-up and %d rounds of each pair, product then baseline, in turn. Figures are
-  the median of the rounds, with min and max; a ratio is taken within one round.
+  primary; then one warm-up and %d rounds of each pair, the product first in odd rounds and the
+  baseline first in even ones. Figures are the median of the rounds, with min and max; a ratio is
+  taken within one round.
 - Capture: one invocation from the same resume token (the checkpoint is reset before each round),
   MAX_EVENTS = N, MAX_AWAIT 100ms: drain, convert, publish, wait for every acknowledgement,
   checkpoint.
@@ -490,7 +491,9 @@ func (b *bench) report() string {
   read in place (bsoncore), written to the same DR namespace as ordered replaceOne upserts,
   MAX_BULK_OPS per command and never across a batch.
 - Each run of either side starts on an empty DR collection (dropped outside the timing): both
-  insert N new documents. The topic's records are deleted before the apply pair.
+  insert N new documents. The topic's records are deleted before the apply pair, and the DR
+  server keeps only its last %d changes (its history would otherwise grow this process's
+  heap by N documents per run).
 - CPU per event: the process's user+sys time (getrusage) over the run ÷ N. The embedded servers
   and broker run in the same process, so it includes their work, alike for both sides of a pair.
 - Lag: %d writes/s, one insertOne at a time, for %s: steadily, and (bursty runs) only during the
@@ -498,7 +501,7 @@ func (b *bench) report() string {
   DR bulk write holding the document. Capture runs every %s with a %s timeout (DEADLINE_MARGIN %s,
   MAX_AWAIT %s, IDLE_TIMEOUT %s): AWS's 1-minute schedule and 60 s timeout scaled down.
   CONTINUOUS_DRAIN is 0 (off) or %s (on). Each lag run is one run (no rounds).
-`, joinInts(c.sizes), c.rounds, c.batchSize, c.rate, c.duration, c.burstOn,
+`, joinInts(c.sizes), c.rounds, c.batchSize, benchDROplog, c.rate, c.duration, c.burstOn,
 		c.burstPeriod, c.schedule, c.captureTimeout, c.deadlineMargin, c.maxAwait, c.idleTimeout, c.drain)
 	if len(b.lags) > 0 {
 		s.WriteString(`

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -180,5 +181,36 @@ func TestLaterClusterTime(t *testing.T) {
 	}
 	if _, err := laterClusterTime(base64.StdEncoding.EncodeToString(bsoncore.NewDocumentBuilder().AppendInt32("v", 1).Build()), 1); err == nil {
 		t.Error("a record without clusterTime was rewritten")
+	}
+}
+
+// TestInterleaveAlternates checks the order of the runs (a warm-up, then A B, B A, A B, ...) and
+// that each round pairs the product's sample with the baseline's of the same round.
+func TestInterleaveAlternates(t *testing.T) {
+	b := &bench{out: io.Discard}
+	var order []string
+	run := func(side string) func() error {
+		return func() error {
+			order = append(order, side)
+			// The sample says which run it was: its position in the order, in milliseconds.
+			b.pending = sample{wall: time.Duration(len(order)) * time.Millisecond}
+			return nil
+		}
+	}
+	var got pairStats
+	if err := b.interleave(3, run("p"), run("b"), &got); err != nil {
+		t.Fatal(err)
+	}
+	if want := "p b p b b p p b"; strings.Join(order, " ") != want {
+		t.Errorf("runs = %q, want %q", strings.Join(order, " "), want)
+	}
+	ms := func(ss []sample) (out []int) {
+		for _, s := range ss {
+			out = append(out, int(s.wall/time.Millisecond))
+		}
+		return out
+	}
+	if p, bl := ms(got.product), ms(got.baseline); !slices.Equal(p, []int{3, 6, 7}) || !slices.Equal(bl, []int{4, 5, 8}) {
+		t.Errorf("product runs %v, baseline runs %v; want [3 6 7] and [4 5 8] (the warm-up dropped)", p, bl)
 	}
 }

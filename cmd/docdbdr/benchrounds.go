@@ -161,7 +161,10 @@ func (b *bench) warnLoad(when, load string) {
 // throughputAt measures the capture and apply pairs over n events on a fresh stack.
 func (b *bench) throughputAt(ctx context.Context, n int) error {
 	c := b.cfg
-	st, p, err := b.benchStack(ctx, "events", devstack.Options{OplogMaxEntries: n + 100_000}, map[string]string{
+	// DR's change history is capped small: each run upserts N documents there, and a history of
+	// them would grow this process's heap round after round, a cost (fresh pages, page faults)
+	// that whichever side ran first in a round would pay for the other.
+	st, p, err := b.benchStack(ctx, "events", devstack.Options{OplogMaxEntries: n + 100_000, DROplogMaxEntries: benchDROplog}, map[string]string{
 		"MAX_AWAIT": "100ms", "IDLE_TIMEOUT": "2s", "CONTINUOUS_DRAIN": "0",
 		"MAX_BYTES": strconv.Itoa(1 << 40), // MAX_EVENTS = N is the only stop
 	}, localrun.Options{ManualCapture: true, CaptureTimeout: 30 * time.Minute})
@@ -309,18 +312,40 @@ func (b *bench) throughputAt(ctx context.Context, n int) error {
 	return nil
 }
 
-// interleave runs one warm-up of each side, then rounds of product then baseline, and records
-// each round's samples (each run leaves its sample in b.pending).
+// benchDROplog is the DR server's change history in the throughput runs (see throughputAt).
+const benchDROplog = 10_000
+
+// interleave runs one warm-up of each side, then rounds of both, and records each round's
+// samples (each run leaves its sample in b.pending). Odd rounds run the product first, even
+// rounds the baseline first (A B B A A B ...): what one run leaves behind (a grown heap, garbage
+// to collect, a warm cache) then falls on both sides alike.
 func (b *bench) interleave(rounds int, product, baseline func() error, into *pairStats) error {
 	for r := 0; r <= rounds; r++ {
-		if err := product(); err != nil {
-			return fmt.Errorf("round %d, product: %w", r, err)
+		var ps, bs sample
+		runProduct := func() error {
+			if err := product(); err != nil {
+				return fmt.Errorf("round %d, product: %w", r, err)
+			}
+			ps = b.pending
+			return nil
 		}
-		ps := b.pending
-		if err := baseline(); err != nil {
-			return fmt.Errorf("round %d, baseline: %w", r, err)
+		runBaseline := func() error {
+			if err := baseline(); err != nil {
+				return fmt.Errorf("round %d, baseline: %w", r, err)
+			}
+			bs = b.pending
+			return nil
 		}
-		bs := b.pending
+		first, second := runProduct, runBaseline
+		if r > 0 && r%2 == 0 {
+			first, second = runBaseline, runProduct
+		}
+		if err := first(); err != nil {
+			return err
+		}
+		if err := second(); err != nil {
+			return err
+		}
 		if r == 0 {
 			continue // the warm-up: connections, caches, the first allocations
 		}

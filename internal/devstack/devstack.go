@@ -66,6 +66,10 @@ type Options struct {
 	PrimaryIsMongoDB bool
 	// OplogMaxEntries caps the primary's change history (0: server default).
 	OplogMaxEntries int
+	// DROplogMaxEntries caps the DR server's change history (0: server default). The benchmark,
+	// which never reads it, caps it small: the history of its N upserts per run would otherwise
+	// grow the heap of the process being measured (a real DR keeps its oplog on its own disk).
+	DROplogMaxEntries int
 
 	// TLS makes both Mongo servers require TLS with a throwaway CA, written
 	// to a file that Env names in PRIMARY_TLS_CA_FILE and DR_TLS_CA_FILE.

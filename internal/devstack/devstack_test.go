@@ -3,6 +3,7 @@ package devstack
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -318,4 +319,53 @@ func getObject(ctx context.Context, t *testing.T, st *Stack, key string) []byte 
 		t.Fatalf("read %s: %v", key, err)
 	}
 	return b
+}
+
+// TestDROplogMaxEntries checks that DROplogMaxEntries caps the DR server's change history and
+// not the primary's: after 10 inserts into each, a change stream resumed from before them fails
+// on DR (capped at 3) and reads all 10 on the primary.
+func TestDROplogMaxEntries(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := Start(ctx, Options{DROplogMaxEntries: 3, PrimaryIsMongoDB: true})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer st.Close()
+	resumeAfterInserts := func(uri string) (int, error) {
+		client, err := mongo.Connect(ctx, options.Client().ApplyURI(uri))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Disconnect(ctx)
+		coll := client.Database("d").Collection("c")
+		cs, err := coll.Watch(ctx, mongo.Pipeline{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		token := cs.ResumeToken()
+		cs.Close(ctx)
+		for i := range 10 {
+			if _, err := coll.InsertOne(ctx, bson.D{{Key: "_id", Value: i}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cs, err = coll.Watch(ctx, mongo.Pipeline{}, options.ChangeStream().SetResumeAfter(token))
+		if err != nil {
+			return 0, err
+		}
+		defer cs.Close(ctx)
+		n := 0
+		for n < 10 && cs.Next(ctx) {
+			n++
+		}
+		return n, cs.Err()
+	}
+	if n, err := resumeAfterInserts(st.PrimaryURI); err != nil || n != 10 {
+		t.Errorf("primary: read %d of 10 changes, err %v; want all 10 (its history is not capped)", n, err)
+	}
+	var se mongo.ServerError
+	if n, err := resumeAfterInserts(st.DRURI); !errors.As(err, &se) || !se.HasErrorCode(286) {
+		t.Errorf("DR: read %d changes, err %v; want ChangeStreamHistoryLost (286): its history holds 3", n, err)
+	}
 }

@@ -41,7 +41,7 @@ func (st *Stack) startMongo(opts Options, bundle *certs.Bundle) error {
 		return err
 	}
 	st.primary, st.PrimaryURI = primary, primary.URI()
-	dr, err := start("dr", false, 0)
+	dr, err := start("dr", false, opts.DROplogMaxEntries)
 	if err != nil {
 		return err
 	}
