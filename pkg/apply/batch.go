@@ -157,7 +157,7 @@ func (b *batch) runUnfenced(ctx context.Context, partitions [][]events.KafkaReco
 	for p, recs := range partitions {
 		its := make([]*item, 0, len(recs))
 		for i := range recs {
-			it, err := b.decode(&recs[i], ds[p][i])
+			it, err := b.decode(&recs[i], &ds[p][i])
 			if err != nil {
 				return err
 			}
@@ -224,9 +224,10 @@ func (b *batch) onNamespaces(err error) error {
 
 // decode turns a record and its decoding into an item; a poison record is dead-lettered and
 // gives a dead item.
-func (b *batch) decode(r *events.KafkaRecord, d decoded) (*item, error) {
-	ev, err := d.ev, d.err
-	it := &item{rec: r, at: archive.Kafka{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}, ev: ev, partitions: 1}
+func (b *batch) decode(r *events.KafkaRecord, d *decoded) (*item, error) {
+	it, err := &d.it, d.err
+	ev := &it.ev
+	it.rec, it.at, it.partitions = r, archive.Kafka{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset}, 1
 	if err == nil && it.isBarrier() {
 		it.partitions, err = barrierPartitions(r)
 	}

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,15 +24,20 @@ import (
 )
 
 // partitionRecords returns the event's partitions in a fixed order (topic, then partition) and
-// each partition's records in offset order.
+// each partition's records in offset order. A partition whose records come in offset order, as
+// the event source mapping delivers them, is the event's own slice (nothing here writes to a
+// record); one that does not is sorted in a copy, leaving the event as it was.
 func partitionRecords(ev events.KafkaEvent) [][]events.KafkaRecord {
 	parts := make([][]events.KafkaRecord, 0, len(ev.Records))
+	byOffset := func(a, b events.KafkaRecord) int { return cmp.Compare(a.Offset, b.Offset) }
 	for _, recs := range ev.Records {
 		if len(recs) == 0 {
 			continue
 		}
-		recs = append([]events.KafkaRecord(nil), recs...)
-		sort.SliceStable(recs, func(i, j int) bool { return recs[i].Offset < recs[j].Offset })
+		if !slices.IsSortedFunc(recs, byOffset) {
+			recs = slices.Clone(recs)
+			slices.SortStableFunc(recs, byOffset)
+		}
 		parts = append(parts, recs)
 	}
 	sort.Slice(parts, func(i, j int) bool {
@@ -43,9 +50,11 @@ func partitionRecords(ev events.KafkaEvent) [][]events.KafkaRecord {
 	return parts
 }
 
-// decoded is one record's decoding: its event, or why it cannot be used now (see Handler.decode).
+// decoded is one record's decoding: its item, of which decodeAll fills in the event and
+// batch.decode the rest (the items of a batch thus take one allocation per partition), or why it
+// cannot be used now (see Handler.decode).
 type decoded struct {
-	ev  changeevent.Event
+	it  item
 	err error
 }
 
@@ -75,7 +84,7 @@ func (h *Handler) decodeAll(ctx context.Context, partitions [][]events.KafkaReco
 	if workers <= 1 {
 		for p, recs := range partitions {
 			for i := range recs {
-				out[p][i].ev, out[p][i].err = h.decode(ctx, &recs[i])
+				out[p][i].it.ev, out[p][i].err = h.decode(ctx, &recs[i])
 			}
 		}
 		return out
@@ -98,7 +107,7 @@ func (h *Handler) decodeAll(ctx context.Context, partitions [][]events.KafkaReco
 				}
 				for _, a := range all[start:min(start+decodeChunk, len(all))] {
 					d := &out[a.p][a.i]
-					d.ev, d.err = h.decode(ctx, &partitions[a.p][a.i])
+					d.it.ev, d.err = h.decode(ctx, &partitions[a.p][a.i])
 				}
 			}
 		})

@@ -320,3 +320,55 @@ func TestBSONFidelity(t *testing.T) {
 		}
 	}
 }
+
+// TestMongoWriterHeld checks Revived and MoveHeld on the embedded server: they select the delete
+// entries held in one namespace, of the given _ids (all of them for MoveHeld without ids), and
+// nothing else.
+func TestMongoWriterHeld(t *testing.T) {
+	ctx := context.Background()
+	w := NewMongoWriter(startMongo(t)).WithStateDB("heldstate")
+	if err := w.EnsureState(ctx); err != nil {
+		t.Fatal(err)
+	}
+	otherNS := changeevent.Namespace{DB: "bar", Coll: "other"}
+	entry := func(id string, op changeevent.OperationType, held changeevent.Namespace, docID int64) LedgerEntry {
+		return LedgerEntry{EventID: id, DB: held.DB, Coll: held.Coll, Op: string(op), DocID: idOf(t, docID), Held: held,
+			ClusterTime: primitive.Timestamp{T: 5, I: 1}, Object: "k", State: StateWritten, Topic: "t", At: time.Now()}
+	}
+	if _, err := w.Claim(ctx, []LedgerEntry{
+		entry("d7", changeevent.Delete, fooNS, 7), entry("d8", changeevent.Delete, fooNS, 8),
+		entry("d9", changeevent.Delete, fooNS, 9), entry("o7", changeevent.Delete, otherNS, 7),
+		entry("h7", changeevent.Update, fooNS, 7), // a history line of the same document
+	}); err != nil {
+		t.Fatal(err)
+	}
+	read := func() map[string]LedgerEntry {
+		out := map[string]LedgerEntry{}
+		if err := w.Ledger(ctx, func(e LedgerEntry) error { out[e.EventID] = e; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if err := w.Revived(ctx, fooNS, []bson.RawValue{idOf(t, int64(7)), idOf(t, int64(9))}); err != nil {
+		t.Fatal(err)
+	}
+	got := read()
+	for id, want := range map[string]bool{"d7": true, "d8": false, "d9": true, "o7": false, "h7": false} {
+		if got[id].Revived != want {
+			t.Errorf("after Revived(%s, [7 9]): %s revived %v, want %v", fooNS, id, got[id].Revived, want)
+		}
+	}
+	movedNS := changeevent.Namespace{DB: "bar", Coll: "moved"}
+	if err := w.MoveHeld(ctx, fooNS, movedNS, []bson.RawValue{idOf(t, int64(8))}); err != nil {
+		t.Fatal(err)
+	}
+	if got = read(); got["d8"].Held != movedNS || got["d7"].Held != fooNS || got["o7"].Held != otherNS {
+		t.Errorf("after MoveHeld of 8: d8 held in %s, d7 in %s, o7 in %s", got["d8"].Held, got["d7"].Held, got["o7"].Held)
+	}
+	if err := w.MoveHeld(ctx, fooNS, movedNS, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got = read(); got["d7"].Held != movedNS || got["d9"].Held != movedNS || got["o7"].Held != otherNS {
+		t.Errorf("after MoveHeld of all: d7 held in %s, d9 in %s, o7 in %s", got["d7"].Held, got["d9"].Held, got["o7"].Held)
+	}
+}
