@@ -491,9 +491,9 @@ func (b *bench) report() string {
   read in place (bsoncore), written to the same DR namespace as ordered replaceOne upserts,
   MAX_BULK_OPS per command and never across a batch.
 - Each run of either side starts on an empty DR collection (dropped outside the timing): both
-  insert N new documents. The topic's records are deleted before the apply pair, and the DR
-  server keeps only its last %d changes (its history would otherwise grow this process's
-  heap by N documents per run).
+  insert N new documents. The topic's records are deleted after every run of the capture pair,
+  and the DR server keeps only its last %d changes: the broker's messages and DR's history
+  would otherwise grow this process's heap by N per run.
 - CPU per event: the process's user+sys time (getrusage) over the run ÷ N. The embedded servers
   and broker run in the same process, so it includes their work, alike for both sides of a pair.
 - Lag: %d writes/s, one insertOne at a time, for %s: steadily, and (bursty runs) only during the
