@@ -1,6 +1,7 @@
 package mongoserver
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 
@@ -145,18 +146,23 @@ func checkDepth(doc bsoncore.Document, op storeOp) error {
 }
 
 // withinDepth reports whether the document or array body b, standing at
-// level, nests no deeper than maxNestingDepth.
+// level, nests no deeper than maxNestingDepth. It reads the elements in
+// place: it runs on every document stored.
 func withinDepth(b bsoncore.Document, level int) bool {
-	elems, err := b.Elements()
-	if err != nil {
+	if len(b) < 5 {
 		return true // malformed input is refused elsewhere
 	}
-	for _, e := range elems {
-		v := e.Value()
-		if v.Type != bson.TypeEmbeddedDocument && v.Type != bson.TypeArray {
+	rest := b[4 : len(b)-1]
+	for len(rest) > 0 {
+		el, r, ok := bsoncore.ReadElement(rest)
+		if !ok {
+			return true // malformed input is refused elsewhere
+		}
+		rest = r
+		if t := bsontype.Type(el[0]); t != bson.TypeEmbeddedDocument && t != bson.TypeArray {
 			continue
 		}
-		sub := bsoncore.Document(v.Data)
+		sub := bsoncore.Document(el.Value().Data)
 		if len(sub) <= 5 { // empty documents and arrays add no level
 			continue
 		}
@@ -174,8 +180,36 @@ type nameCheck struct {
 }
 
 // doc checks every field of d, which stands at level (1 is the top level);
-// path is d's own path, for messages.
+// path is d's own path, for messages. It reads the elements in place (it runs
+// on every document stored) and hands a document with a name that a rule may
+// refuse ($-prefixed, or dotted under DocumentDB's) to docNames, which checks
+// it field by field in order.
 func (c nameCheck) doc(d bsoncore.Document, level int, path string) error {
+	if len(d) < 5 {
+		return nil // malformed input is refused elsewhere
+	}
+	rest := d[4 : len(d)-1]
+	for len(rest) > 0 {
+		el, r, ok := bsoncore.ReadElement(rest)
+		if !ok {
+			return nil // malformed input is refused elsewhere
+		}
+		rest = r
+		key := el.KeyBytes()
+		if (len(key) > 0 && key[0] == '$') || (c.rules == namesDocumentDB40 && bytes.IndexByte(key, '.') >= 0) {
+			return c.docNames(d, level, path)
+		}
+		if t := bsontype.Type(el[0]); t == bson.TypeEmbeddedDocument || t == bson.TypeArray {
+			if err := c.value(el.Value(), level, join(path, string(key))); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// docNames is doc for a document holding a name that a rule may refuse.
+func (c nameCheck) docNames(d bsoncore.Document, level int, path string) error {
 	elems, err := d.Elements()
 	if err != nil {
 		return nil // malformed input is refused elsewhere
@@ -199,12 +233,21 @@ func (c nameCheck) value(v bsoncore.Value, level int, path string) error {
 		return c.doc(v.Document(), level+1, path)
 	case bson.TypeArray:
 		// Element names are indexes; only what the elements hold is checked.
-		vals, err := v.Array().Values()
-		if err != nil {
+		arr := v.Data
+		if len(arr) < 5 {
 			return nil
 		}
-		for i, x := range vals {
-			if err := c.value(x, level+1, join(path, strconv.Itoa(i))); err != nil {
+		rest := arr[4 : len(arr)-1]
+		for i := 0; len(rest) > 0; i++ {
+			el, r, ok := bsoncore.ReadElement(rest)
+			if !ok {
+				return nil
+			}
+			rest = r
+			if t := bsontype.Type(el[0]); t != bson.TypeEmbeddedDocument && t != bson.TypeArray {
+				continue // a scalar holds no names
+			}
+			if err := c.value(el.Value(), level+1, join(path, strconv.Itoa(i))); err != nil {
 				return err
 			}
 		}
