@@ -239,6 +239,23 @@ func BenchmarkFormat(b *testing.B) {
 	})
 }
 
+// BenchmarkUnmarshal measures what apply does per record to read a message value: validate it
+// and decode it.
+func BenchmarkUnmarshal(b *testing.B) {
+	e := sampleEvent(b)
+	msg, err := Marshal(&e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Unmarshal(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkConvert measures what capture does per event: convert the driver's raw event and
 // encode the message value.
 func BenchmarkConvert(b *testing.B) {
