@@ -2,6 +2,7 @@ package mongoserver
 
 import (
 	"bytes"
+	"iter"
 	"strconv"
 	"strings"
 
@@ -145,21 +146,37 @@ func checkDepth(doc bsoncore.Document, op storeOp) error {
 	return nil
 }
 
-// withinDepth reports whether the document or array body b, standing at
-// level, nests no deeper than maxNestingDepth. It reads the elements in
-// place: it runs on every document stored.
-func withinDepth(b bsoncore.Document, level int) bool {
-	if len(b) < 5 {
-		return true // malformed input is refused elsewhere
-	}
-	rest := b[4 : len(b)-1]
-	for len(rest) > 0 {
-		el, r, ok := bsoncore.ReadElement(rest)
-		if !ok {
-			return true // malformed input is refused elsewhere
+// elementsOf yields the elements of the document or array body d in order,
+// with their positions, read in place (the storage checks run on every
+// document stored). It stops at a malformed element: malformed input is
+// refused elsewhere.
+func elementsOf(d bsoncore.Document) iter.Seq2[int, bsoncore.Element] {
+	return func(yield func(int, bsoncore.Element) bool) {
+		if len(d) < 5 {
+			return
 		}
-		rest = r
-		if t := bsontype.Type(el[0]); t != bson.TypeEmbeddedDocument && t != bson.TypeArray {
+		rest := d[4 : len(d)-1]
+		for i := 0; len(rest) > 0; i++ {
+			el, r, ok := bsoncore.ReadElement(rest)
+			if !ok || !yield(i, el) {
+				return
+			}
+			rest = r
+		}
+	}
+}
+
+// holdsFields reports whether el is a document or an array.
+func holdsFields(el bsoncore.Element) bool {
+	t := bsontype.Type(el[0])
+	return t == bson.TypeEmbeddedDocument || t == bson.TypeArray
+}
+
+// withinDepth reports whether the document or array body b, standing at
+// level, nests no deeper than maxNestingDepth.
+func withinDepth(b bsoncore.Document, level int) bool {
+	for _, el := range elementsOf(b) {
+		if !holdsFields(el) {
 			continue
 		}
 		sub := bsoncore.Document(el.Value().Data)
@@ -180,26 +197,16 @@ type nameCheck struct {
 }
 
 // doc checks every field of d, which stands at level (1 is the top level);
-// path is d's own path, for messages. It reads the elements in place (it runs
-// on every document stored) and hands a document with a name that a rule may
-// refuse ($-prefixed, or dotted under DocumentDB's) to docNames, which checks
-// it field by field in order.
+// path is d's own path, for messages. A document with a name that a rule may
+// refuse ($-prefixed, or dotted under DocumentDB's) goes to docNames, which
+// checks it field by field in order; the others build a path only to descend.
 func (c nameCheck) doc(d bsoncore.Document, level int, path string) error {
-	if len(d) < 5 {
-		return nil // malformed input is refused elsewhere
-	}
-	rest := d[4 : len(d)-1]
-	for len(rest) > 0 {
-		el, r, ok := bsoncore.ReadElement(rest)
-		if !ok {
-			return nil // malformed input is refused elsewhere
-		}
-		rest = r
+	for _, el := range elementsOf(d) {
 		key := el.KeyBytes()
 		if (len(key) > 0 && key[0] == '$') || (c.rules == namesDocumentDB40 && bytes.IndexByte(key, '.') >= 0) {
 			return c.docNames(d, level, path)
 		}
-		if t := bsontype.Type(el[0]); t == bson.TypeEmbeddedDocument || t == bson.TypeArray {
+		if holdsFields(el) {
 			if err := c.value(el.Value(), level, join(path, string(key))); err != nil {
 				return err
 			}
@@ -232,20 +239,11 @@ func (c nameCheck) value(v bsoncore.Value, level int, path string) error {
 	case bson.TypeEmbeddedDocument:
 		return c.doc(v.Document(), level+1, path)
 	case bson.TypeArray:
-		// Element names are indexes; only what the elements hold is checked.
-		arr := v.Data
-		if len(arr) < 5 {
-			return nil
-		}
-		rest := arr[4 : len(arr)-1]
-		for i := 0; len(rest) > 0; i++ {
-			el, r, ok := bsoncore.ReadElement(rest)
-			if !ok {
-				return nil
-			}
-			rest = r
-			if t := bsontype.Type(el[0]); t != bson.TypeEmbeddedDocument && t != bson.TypeArray {
-				continue // a scalar holds no names
+		// Element names are indexes; only what the elements hold is checked
+		// (a scalar holds no names).
+		for i, el := range elementsOf(bsoncore.Document(v.Data)) {
+			if !holdsFields(el) {
+				continue
 			}
 			if err := c.value(el.Value(), level+1, join(path, strconv.Itoa(i))); err != nil {
 				return err
