@@ -326,29 +326,20 @@ const benchDROplog = 10_000
 func (b *bench) interleave(rounds int, product, baseline func() error, into *pairStats) error {
 	for r := 0; r <= rounds; r++ {
 		var ps, bs sample
-		runProduct := func() error {
-			if err := product(); err != nil {
-				return fmt.Errorf("round %d, product: %w", r, err)
-			}
-			ps = b.pending
-			return nil
+		type side struct {
+			name string
+			run  func() error
+			got  *sample
 		}
-		runBaseline := func() error {
-			if err := baseline(); err != nil {
-				return fmt.Errorf("round %d, baseline: %w", r, err)
-			}
-			bs = b.pending
-			return nil
-		}
-		first, second := runProduct, runBaseline
+		sides := [2]side{{"product", product, &ps}, {"baseline", baseline, &bs}}
 		if r > 0 && r%2 == 0 {
-			first, second = runBaseline, runProduct
+			sides[0], sides[1] = sides[1], sides[0]
 		}
-		if err := first(); err != nil {
-			return err
-		}
-		if err := second(); err != nil {
-			return err
+		for _, s := range sides {
+			if err := s.run(); err != nil {
+				return fmt.Errorf("round %d, %s: %w", r, s.name, err)
+			}
+			*s.got = b.pending
 		}
 		if r == 0 {
 			continue // the warm-up: connections, caches, the first allocations
